@@ -1,0 +1,57 @@
+# fusion-suite — `make demo` (the main job) and `make test`. Each sets up .venv itself.
+# Every pip install goes through constraints.txt so torch stays the CPU build 2.13.0.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+STAMP := $(VENV)/.installed-stamp
+SYSTEM_STAMP := $(VENV)/.system-stamp
+RUNS_DIR ?= runs
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv system-deps test demo bench app clean help
+
+help:
+	@echo "make demo   fetch data, train, score and explain every recipe; print the metrics table"
+	@echo "make test   run the test suite"
+	@echo "make bench  run every benchmark in bench/ (each prints one JSON line last)"
+	@echo "make app    open the Streamlit dashboards on the runs in $(RUNS_DIR)/"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -c constraints.txt -e '.[all,test]'
+	@if $(PIP) list 2>/dev/null | grep -qi '^nvidia-'; then \
+		echo "error: a CUDA package slipped into $(VENV); check constraints.txt" >&2; exit 1; fi
+	@touch $@
+
+venv: $(STAMP)
+
+# Debian packages: chromium + chromedriver for the dashboards' browser tests.
+$(SYSTEM_STAMP): | $(BIN)/python
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	fi
+	@touch $@
+
+system-deps: $(SYSTEM_STAMP)
+
+test: venv system-deps
+	$(BIN)/python -m pytest -q
+
+demo: venv
+	$(BIN)/python -m recipes.demo --runs-dir $(RUNS_DIR)
+
+bench: venv
+	@set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+app: venv
+	$(BIN)/fusion app --runs-dir $(RUNS_DIR)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,27 @@
+from fusion_core.losses.bottleneck import gaussian_kl
+from fusion_core.losses.contrastive import ContrastiveOutput, MultiAnchorInfoNCE, info_nce, retrieval_recall_at_k
+from fusion_core.losses.smoothing import binary_label_smoothing_bce, label_smoothing_cross_entropy
+from fusion_core.losses.transport import (
+    SinkhornLoss,
+    TransportOutput,
+    cross_entropy_label_cost,
+    pairwise_cost,
+    sinkhorn_loss,
+    sinkhorn_plan,
+)
+
+__all__ = [
+    "gaussian_kl",
+    "ContrastiveOutput",
+    "MultiAnchorInfoNCE",
+    "info_nce",
+    "retrieval_recall_at_k",
+    "binary_label_smoothing_bce",
+    "label_smoothing_cross_entropy",
+    "SinkhornLoss",
+    "TransportOutput",
+    "cross_entropy_label_cost",
+    "pairwise_cost",
+    "sinkhorn_loss",
+    "sinkhorn_plan",
+]

@@ -1,0 +1,199 @@
+"""Contrastive alignment of paired embeddings: symmetric InfoNCE with missing modalities.
+
+- :func:`info_nce` — CLIP's symmetric InfoNCE (Radford et al., 2021, "Learning Transferable Visual Models
+  From Natural Language Supervision", Fig. 3 pseudo-code; the InfoNCE bound is van den Oord et al., 2018).
+- :class:`MultiAnchorInfoNCE` — a sum of pairwise InfoNCE terms sharing one learnable temperature. With
+  ``pairs=[("report", "xray"), ("report", "ecg")]`` it is MoRE's objective, where the report is the anchor.
+- :func:`retrieval_recall_at_k` — cross-modal retrieval recall@k for benchmarks.
+
+Letters: ``B`` batch, ``D`` embedding width, ``n`` rows present on both sides.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ContrastiveOutput", "info_nce", "MultiAnchorInfoNCE", "retrieval_recall_at_k"]
+
+
+class ContrastiveOutput(NamedTuple):
+    """What :class:`MultiAnchorInfoNCE` returns.
+
+    loss:        scalar, the sum of the pairwise symmetric InfoNCE terms.
+    per_pair:    ``{"anchor-other": scalar}``, the terms of ``loss`` (same graph), for logging.
+    logit_scale: scalar ``1 / T`` actually used (after clamping).
+    """
+
+    loss: Tensor
+    per_pair: dict[str, Tensor]
+    logit_scale: Tensor
+
+
+def _check_pair(a: Tensor, b: Tensor, mask: Tensor | None) -> None:
+    if a.dim() != 2 or b.dim() != 2 or a.shape != b.shape:
+        raise ValueError(
+            f"info_nce needs two (B, D) tensors of the same shape; got {tuple(a.shape)} and {tuple(b.shape)} "
+            "(project both modalities to the same width first)"
+        )
+    if mask is not None and mask.shape != (a.shape[0],):
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; expected ({a.shape[0]},), one flag per row")
+
+
+def _info_nce_scaled(a: Tensor, b: Tensor, logit_scale: Tensor | float, mask: Tensor | None) -> Tensor:
+    """Symmetric InfoNCE on ``logit_scale · cos(a_i, b_j)``; ``mask (B,)`` keeps rows present on both sides."""
+    if mask is not None:
+        keep = mask.bool()
+        # Boolean indexing drops absent rows from both the logit rows and columns, so their values
+        # (padding, NaN) never enter the loss or its gradient.
+        a, b = a[keep], b[keep]  # (n, D)
+    n = a.shape[0]
+    if n < 2:
+        # One pair has no negatives: the loss is undefined, so return a zero that keeps the graph connected
+        # (callers may sum it with other terms and call backward).
+        zero = (a.sum() + b.sum()) * 0.0
+        if isinstance(logit_scale, Tensor):
+            zero = zero + logit_scale * 0.0
+        return zero
+    logits = logit_scale * (F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T)  # (n, n)
+    labels = torch.arange(n, device=a.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def info_nce(a: Tensor, b: Tensor, temperature: float | Tensor = 0.07, mask: Tensor | None = None) -> Tensor:
+    """Symmetric InfoNCE (CLIP): mean of the a→b and b→a cross-entropies over cosine-similarity logits.
+
+    Args:
+        a: ``(B, D)`` embeddings of one modality; row ``i`` is paired with row ``i`` of ``b``.
+        b: ``(B, D)`` embeddings of the other modality.
+        temperature: ``T > 0``; logits are ``normalize(a) @ normalize(b).T / T``. A tensor keeps its gradient.
+        mask: optional ``(B,)`` bool, True where the pair is present on both sides. Other rows are removed
+            from the logit rows and columns (they are neither positives nor negatives).
+
+    Returns:
+        Scalar loss. With fewer than two valid rows there are no negatives and the loss is a zero that
+        still has a gradient path (to ``a``, ``b`` and a tensor ``temperature``).
+    """
+    _check_pair(a, b, mask)
+    if isinstance(temperature, Tensor):
+        if temperature.numel() != 1:
+            raise ValueError(f"temperature must be a scalar; got shape {tuple(temperature.shape)}")
+        scale: Tensor | float = 1.0 / temperature.reshape(())
+    else:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        scale = 1.0 / temperature
+    return _info_nce_scaled(a, b, scale, mask)
+
+
+class MultiAnchorInfoNCE(nn.Module):
+    """Sum of symmetric InfoNCE terms over modality pairs with one shared temperature.
+
+    MoRE aligns X-ray and ECG to the report: ``pairs=[("report", "xray"), ("report", "ecg")]`` gives
+    ``L = InfoNCE(report, xray) + InfoNCE(report, ecg)``. A pair's term uses only samples where both
+    modalities are present. The temperature is stored as CLIP's ``logit_scale = log(1/T)`` and its
+    exponential is clamped at ``max_logit_scale`` (100 in CLIP) so it cannot collapse to a near-zero ``T``.
+
+    Args:
+        pairs: ``[(anchor, other), ...]`` modality names; each pair once, two different names.
+        temperature: initial ``T`` (CLIP: 0.07).
+        learnable: train ``logit_scale`` (a parameter) or keep it fixed (a buffer).
+        max_logit_scale: upper clamp on ``1 / T``.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        temperature: float = 0.07,
+        learnable: bool = True,
+        max_logit_scale: float = 100.0,
+    ) -> None:
+        super().__init__()
+        pairs = [tuple(p) for p in pairs]
+        if not pairs:
+            raise ValueError("pairs is empty: pass at least one (anchor, other) pair, e.g. [('report', 'xray')]")
+        for pair in pairs:
+            if len(pair) != 2 or not all(isinstance(name, str) for name in pair) or pair[0] == pair[1]:
+                raise ValueError(f"each pair must be two different modality names; got {pair!r}")
+        keys = [f"{x}-{y}" for x, y in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"pairs {pairs} repeat a pair; list each (anchor, other) once")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        if not max_logit_scale > 0:
+            raise ValueError(f"max_logit_scale must be > 0; got {max_logit_scale}")
+        self.pairs: list[tuple[str, str]] = pairs  # type: ignore[assignment]
+        self.max_logit_scale = float(max_logit_scale)
+        init = torch.tensor(math.log(1.0 / temperature))
+        if learnable:
+            self.logit_scale = nn.Parameter(init)
+        else:
+            self.register_buffer("logit_scale", init)
+
+    @property
+    def modalities(self) -> list[str]:
+        """Sorted names of every modality some pair uses."""
+        return sorted({name for pair in self.pairs for name in pair})
+
+    def forward(
+        self, embeddings: dict[str, Tensor], present: dict[str, Tensor] | None = None
+    ) -> ContrastiveOutput:
+        """Args:
+            embeddings: ``{modality: (B, D)}`` for every modality in ``pairs`` (all the same ``D``).
+            present: optional ``{modality: (B,)}`` bool; a modality not listed is present for every sample.
+        """
+        present = present or {}
+        missing = [m for m in self.modalities if m not in embeddings]
+        if missing:
+            raise ValueError(
+                f"embeddings lacks {missing}; pass a (B, D) tensor for each (any values) and mark absent "
+                "samples False in present"
+            )
+        scale = self.logit_scale.exp().clamp(max=self.max_logit_scale)
+        per_pair: dict[str, Tensor] = {}
+        for x, y in self.pairs:
+            a, b = embeddings[x], embeddings[y]
+            both = None
+            if x in present or y in present:
+                ones = torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
+                both = present.get(x, ones).bool() & present.get(y, ones).bool()
+            _check_pair(a, b, both)
+            per_pair[f"{x}-{y}"] = _info_nce_scaled(a, b, scale, both)
+        loss = torch.stack(list(per_pair.values())).sum()
+        return ContrastiveOutput(loss, per_pair, scale)
+
+    def extra_repr(self) -> str:
+        return f"pairs={self.pairs}, max_logit_scale={self.max_logit_scale}"
+
+
+@torch.no_grad()
+def retrieval_recall_at_k(query: Tensor, gallery: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+    """Fraction of queries whose true match ranks in the top ``k`` of the gallery by cosine similarity.
+
+    Args:
+        query: ``(N, D)``; query ``i``'s true match is ``gallery[i]``.
+        gallery: ``(N, D)``.
+        ks: cut-offs, each ``>= 1``; a ``k >= N`` gives 1.0.
+
+    Returns:
+        ``{k: recall}``. A query's rank is ``1 +`` the number of gallery items strictly more similar than its
+        match, so ties are resolved in the match's favour.
+    """
+    if query.dim() != 2 or gallery.dim() != 2 or query.shape != gallery.shape:
+        raise ValueError(
+            f"query and gallery must be (N, D) tensors of the same shape; got {tuple(query.shape)} and "
+            f"{tuple(gallery.shape)}"
+        )
+    if query.shape[0] == 0:
+        raise ValueError("query is empty: recall needs at least one query")
+    ks = list(ks)
+    if not ks or any(int(k) != k or k < 1 for k in ks):
+        raise ValueError(f"ks must be positive integers; got {ks}")
+    sim = F.normalize(query.float(), dim=-1) @ F.normalize(gallery.float(), dim=-1).T  # (N, N)
+    true_sim = sim.diagonal()[:, None]  # (N, 1)
+    rank = 1 + (sim > true_sim).sum(dim=1)  # (N,)
+    return {int(k): (rank <= k).float().mean().item() for k in ks}
