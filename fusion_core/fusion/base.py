@@ -46,6 +46,18 @@ class FusionOperator(nn.Module, abc.ABC):
     def fuse(self, inputs: PreparedInputs) -> FusionOutput:
         """Fuse validated inputs (absent values already zeroed)."""
 
+    def resolve_order(self, order: list[str] | tuple[str, ...] | None, what: str = "") -> list[str]:
+        """``order`` checked to be a permutation of the modality names; None means sorted names."""
+        if order is None:
+            return list(self.modalities)
+        if (
+            not isinstance(order, (list, tuple))
+            or not all(isinstance(m, str) for m in order)
+            or sorted(order) != self.modalities
+        ):
+            raise ValueError(f"order must be a permutation of the modality names {self.modalities}{what}; got {order!r}")
+        return list(order)
+
     @staticmethod
     def zero_loss(like: Tensor) -> Tensor:
         return torch.zeros((), dtype=like.dtype, device=like.device)

@@ -72,16 +72,7 @@ class InformationBottleneckFusion(FusionOperator):
         detach_targets: bool = True,
     ) -> None:
         super().__init__(modality_dims, dim)
-        if order is None:
-            order = list(self.modalities)
-        if (
-            not isinstance(order, (list, tuple))
-            or not all(isinstance(m, str) for m in order)
-            or sorted(order) != self.modalities
-        ):
-            raise ValueError(
-                f"order must be a permutation of the modality names {self.modalities} (prime first); got {order!r}"
-            )
+        order = self.resolve_order(order, " (prime first)")
         for name, value in (("beta", beta), ("gamma", gamma), ("lam", lam)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number (ITHP default beta=8, gamma=32, lam=0.3); got {value!r}")

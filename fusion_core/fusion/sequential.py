@@ -71,14 +71,7 @@ class SequentialFusion(FusionOperator):
         num_outputs: int = 1,
     ) -> None:
         super().__init__(modality_dims, dim)
-        if order is None:
-            order = list(self.modalities)
-        if (
-            not isinstance(order, (list, tuple))
-            or not all(isinstance(m, str) for m in order)
-            or sorted(order) != self.modalities
-        ):
-            raise ValueError(f"order must be a permutation of the modality names {self.modalities}; got {order!r}")
+        order = self.resolve_order(order)
         if skip not in ("sample", "batch"):
             raise ValueError(f"skip must be 'sample' (per-sample skipping) or 'batch' (reference MultiModN); got {skip!r}")
         if not isinstance(num_outputs, int) or isinstance(num_outputs, bool) or num_outputs <= 0:
