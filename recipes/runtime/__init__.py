@@ -1,0 +1,1 @@
+"""The generic train / score / explain / data runtime that every recipe plugs into."""

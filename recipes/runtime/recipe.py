@@ -1,0 +1,158 @@
+"""What a recipe is, and the registry the CLI, the scorer, the reports and the apps look recipes up in.
+
+A recipe package defines a :class:`Recipe` subclass and registers an instance with :func:`register_recipe`
+when its ``recipe`` module is imported. Everything else in ``recipes.runtime`` and ``apps`` is generic and
+only talks to recipes through this interface.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # heavy imports stay out of `fusion --help`
+    import lightning.pytorch as pl_
+    import polars as pl
+
+    from recipes.runtime.runs import Run
+
+__all__ = ["Recipe", "register_recipe", "get_recipe", "list_recipes", "KNOWN_RECIPES"]
+
+# name -> module whose import registers the recipe. A new vertical adds one line here.
+KNOWN_RECIPES: dict[str, str] = {
+    "longseq_rec": "recipes.longseq_rec.recipe",
+    "medical_more": "recipes.medical_more.recipe",
+    "dementia_speech": "recipes.dementia_speech.recipe",
+    "driving_interaction": "recipes.driving_interaction.recipe",
+}
+
+_RECIPES: dict[str, "Recipe"] = {}
+_ALIASES: dict[str, str] = {}
+
+
+@dataclass
+class Recipe(abc.ABC):
+    """One vertical: its Lightning classes, shipped configs, and how to score and explain its data.
+
+    ``name``          registry name, also the folder under ``runs/``
+    ``aliases``       other names the CLI accepts (``fusion train rec``)
+    ``configs_dir``   folder of shipped YAML configs (``quick.yaml`` for the demo, ``full.yaml``)
+    ``links``         ``(source, target)`` pairs linked at instantiation by LightningCLI, e.g.
+                      ``("data.num_items", "model.num_items")`` so data-derived sizes reach the model and
+                      land in its saved hyperparameters
+    ``score_columns`` input columns a scoring file must have (checked before any row is scored)
+    ``passthrough``   input columns copied into the scored output next to ``score`` and ``error``
+    ``datasets``      names of the datasets (``recipes.runtime.datasets``) ``make demo`` fetches first
+    """
+
+    name: str
+    configs_dir: Path
+    aliases: tuple[str, ...] = ()
+    links: tuple[tuple[str, str], ...] = ()
+    score_columns: tuple[str, ...] = ()
+    passthrough: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # --- training -------------------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def module_class(self) -> type["pl_.LightningModule"]:
+        """The LightningModule; its ``__init__`` args are the ``model:`` section of a config."""
+
+    @property
+    @abc.abstractmethod
+    def datamodule_class(self) -> type["pl_.LightningDataModule"]:
+        """The LightningDataModule; its ``__init__`` args are the ``data:`` section of a config."""
+
+    def config_path(self, name_or_path: str | Path) -> Path:
+        """``quick`` → the shipped ``configs/quick.yaml``; anything else is a path to a YAML file."""
+        candidate = self.configs_dir / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+        path = Path(name_or_path)
+        if path.is_file():
+            return path
+        shipped = sorted(p.stem for p in self.configs_dir.glob("*.yaml"))
+        raise FileNotFoundError(f"no config {str(name_or_path)!r} for recipe {self.name}; shipped configs: {shipped}, or pass a YAML path")
+
+    def on_train_end(self, run: "Run", datamodule: "pl_.LightningDataModule") -> None:
+        """Write recipe artefacts the scorer needs (vocabularies, normalisers) into ``run.path``.
+        Called on rank 0 after training. Default: nothing."""
+
+    # --- scoring --------------------------------------------------------------------------------------
+    def load_predictor(self, run: "Run") -> Any:
+        """What :meth:`score_frame` scores with. Default: the run's module in eval mode
+        (``run.load_module()``); recipes that need artefacts (vocabularies) return an object holding both."""
+        return run.load_module()
+
+    @abc.abstractmethod
+    def score_frame(self, predictor: Any, frame: "pl.DataFrame") -> "pl.DataFrame":
+        """Score one chunk. Returns exactly ``len(frame)`` rows, in order, with columns ``score`` (Float64,
+        null where the row could not be scored) and ``error`` (Utf8, null where it was). Never raises for a
+        bad row: the row gets an error text that names what is wrong and how to fix it."""
+
+    @abc.abstractmethod
+    def demo_input(self, run: "Run", path: Path) -> Path:
+        """Write a scoring Parquet of the run's held-out data (raw input schema, with labels when known) to
+        ``path`` for ``make demo``; return the path."""
+
+    # --- documenting ----------------------------------------------------------------------------------
+    def card_notes(self, run: "Run") -> dict[str, str]:
+        """Sections of the run's ``MODEL_CARD.md`` that only the recipe can write, title → Markdown.
+        Override to describe the intended use, the data's known biases and the model's limitations."""
+        return {
+            "Intended use": self.description
+            or f"Research and demonstration runs of the `{self.name}` recipe; not validated for decisions about people.",
+            "Limitations": "The metrics come from this run's own held-out split and say nothing about other "
+            "populations, time periods or data sources. Read the data card of the training data (biases, licence) "
+            "before reusing the model.",
+        }
+
+    # --- explaining -----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def explain(self, run: "Run", input_path: Path | None, out_path: Path, *, max_examples: int = 4) -> Path:
+        """Write a self-contained HTML report with plots for ``run`` on ``input_path`` (or the run's own
+        held-out data when None) to ``out_path``; return the path."""
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    if recipe.name in _RECIPES and type(_RECIPES[recipe.name]) is not type(recipe):
+        raise ValueError(f"recipe {recipe.name!r} is already registered")
+    _RECIPES[recipe.name] = recipe
+    for alias in recipe.aliases:
+        _ALIASES[alias] = recipe.name
+    return recipe
+
+
+def import_registering_module(module: str) -> None:
+    """Import a module that registers recipes or data sets. A vertical that is not part of this installation
+    is skipped; one that is present but fails to import (a missing dependency, a bug) still raises."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name is None or not (module == error.name or module.startswith(error.name + ".")):
+            raise
+
+
+def _load_all() -> None:
+    for module in KNOWN_RECIPES.values():
+        import_registering_module(module)
+
+
+def get_recipe(name: str) -> Recipe:
+    """Look a recipe up by name or alias (importing the known recipe packages on first use)."""
+    if name not in _RECIPES and name not in _ALIASES:
+        _load_all()
+    name = _ALIASES.get(name, name)
+    if name not in _RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {list_recipes()}")
+    return _RECIPES[name]
+
+
+def list_recipes() -> list[str]:
+    _load_all()
+    return sorted(_RECIPES)

@@ -1,0 +1,386 @@
+"""Run folders: where a training run leaves its artefacts, and how the scorer, the reports and the apps find them.
+
+A run lives in ``<root>/<recipe>/<run-id>/`` where ``<root>`` is ``--runs-dir``, else ``$FUSION_RUNS_DIR``, else
+``./runs``. Run ids sort by creation time: ``20261124-231500-ab12`` (local time, then a random suffix).
+
+Files of a run:
+
+``config.yaml``        the resolved LightningCLI config (what ``--resume`` re-parses)
+``hparams.yaml``       the module's ``save_hyperparameters()`` after linking: ``module_class(**hparams)`` rebuilds it
+``model.safetensors``  the module's ``state_dict`` after training
+``metrics.json``       flat ``{name: float}`` as logged in ``trainer.test`` (``test/auc``…) plus ``train_seconds``
+``checkpoints/last.ckpt``  the Lightning checkpoint ``--resume`` continues from
+``MODEL_CARD.md``      a short human-readable card
+``run.json``           bookkeeping: recipe, run id, creation time, status, the training command and progress
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl_
+
+    from recipes.runtime.recipe import Recipe
+
+__all__ = [
+    "Run",
+    "RunNotFoundError",
+    "runs_root",
+    "new_run_id",
+    "list_runs",
+    "resolve_run",
+    "write_model_card",
+    "to_plain",
+    "RUN_ID_ENV",
+    "RUNS_DIR_ENV",
+]
+
+RUNS_DIR_ENV = "FUSION_RUNS_DIR"
+RUN_ID_ENV = "FUSION_RUN_ID"
+
+CONFIG_FILE = "config.yaml"
+HPARAMS_FILE = "hparams.yaml"
+MODEL_FILE = "model.safetensors"
+METRICS_FILE = "metrics.json"
+CARD_FILE = "MODEL_CARD.md"
+INFO_FILE = "run.json"
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+_RUN_ID = re.compile(r"^(\d{8}-\d{6})-[0-9a-z]+$")
+
+
+class RunNotFoundError(LookupError):
+    """No run matches what the user asked for; the message lists the runs there are."""
+
+
+def runs_root(root: str | Path | None = None) -> Path:
+    """``root`` if given, else ``$FUSION_RUNS_DIR``, else ``./runs``."""
+    return Path(root if root is not None else os.environ.get(RUNS_DIR_ENV) or "runs")
+
+
+def new_run_id(now: float | None = None) -> str:
+    """``YYYYmmdd-HHMMSS-xxxx``: sorts by creation time; the random suffix keeps simultaneous runs apart."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
+    return f"{stamp}-{secrets.token_hex(2)}"
+
+
+def to_plain(value: Any) -> Any:
+    """Turn hyperparameters into YAML/JSON-safe values (tuples → lists, paths → strings, namespaces → dicts)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if type(value).__name__ == "Namespace":  # jsonargparse (as_dict) or argparse
+        return to_plain(value.as_dict() if hasattr(value, "as_dict") else vars(value))
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_plain(v) for v in value]
+    if hasattr(value, "tolist"):  # tensors, numpy arrays and scalars
+        return to_plain(value.tolist())
+    return str(value)
+
+
+class Run:
+    """One run folder. Reading an attribute reads its file, so a ``Run`` always shows the folder as it is now."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise RunNotFoundError(f"run folder {self.path} does not exist")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and self.path.resolve() == other.path.resolve()
+
+    def __hash__(self) -> int:
+        return hash(self.path.resolve())
+
+    # --- identity ---------------------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """``run.json``: recipe, run_id, created, status (``running``/``interrupted``/``finished``), command,
+        training progress (epochs, global_step, world_size). Empty when the file is missing."""
+        file = self.path / INFO_FILE
+        return json.loads(file.read_text()) if file.is_file() else {}
+
+    @property
+    def recipe(self) -> str:
+        """The recipe name, from ``run.json`` (the folder may have been moved), else the parent folder's name."""
+        return self.info.get("recipe") or self.path.parent.name
+
+    @property
+    def created(self) -> datetime:
+        match = _RUN_ID.match(self.run_id)
+        if match:
+            return datetime.strptime(match.group(1), "%Y%m%d-%H%M%S")
+        created = self.info.get("created")
+        if created:
+            return datetime.fromisoformat(created)
+        return datetime.fromtimestamp(self.path.stat().st_mtime)
+
+    @property
+    def status(self) -> str:
+        """What ``run.json`` says: ``running``, ``interrupted`` or ``finished`` (a resumed run keeps its earlier
+        model while it trains on); without ``run.json``: ``finished`` when a model is saved, else ``unknown``."""
+        return self.info.get("status") or ("finished" if self.has_model else "unknown")
+
+    @property
+    def has_model(self) -> bool:
+        return (self.path / MODEL_FILE).is_file()
+
+    # --- files ------------------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / LAST_CHECKPOINT
+
+    @property
+    def card_path(self) -> Path:
+        return self.path / CARD_FILE
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return _read_yaml(self.path / CONFIG_FILE)
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return _read_yaml(self.path / HPARAMS_FILE)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        file = self.path / METRICS_FILE
+        return json.loads(file.read_text()) if file.is_file() else {}
+
+    def write_info(self, **updates: Any) -> dict[str, Any]:
+        """Merge ``updates`` into ``run.json`` (atomically) and return the result."""
+        info = {**self.info, **to_plain(updates)}
+        _atomic_write_text(self.path / INFO_FILE, json.dumps(info, indent=2) + "\n")
+        return info
+
+    # --- model ------------------------------------------------------------------------------------------
+    def load_module(self, map_location: str = "cpu") -> "pl_.LightningModule":
+        """Rebuild the recipe's module from ``hparams.yaml`` and load ``model.safetensors``; eval mode."""
+        from safetensors.torch import load_model
+
+        from recipes.runtime.recipe import get_recipe
+
+        if not self.has_model:
+            raise RunNotFoundError(
+                f"run {self.path} has no {MODEL_FILE} (status: {self.status}); "
+                f"finish it with `fusion train {self.recipe} --resume {self.run_id}`"
+            )
+        module = _instantiate(get_recipe(self.recipe).module_class, self.hparams)
+        load_model(module, str(self.model_path), strict=True, device=map_location)
+        return module.to(map_location).eval()
+
+
+def _instantiate(module_class: type, hparams: dict[str, Any]) -> Any:
+    """``module_class(**hparams)``; nested ``class_path`` configs go through LightningCLI's instantiator."""
+    if _has_class_path(hparams):
+        from lightning.pytorch.cli import instantiate_module
+
+        return instantiate_module(module_class, hparams)
+    return module_class(**hparams)
+
+
+def _has_class_path(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "class_path" in value or any(_has_class_path(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_class_path(v) for v in value)
+    return False
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        return {}
+    return yaml.safe_load(file.read_text()) or {}
+
+
+def _atomic_write_text(file: Path, text: str) -> None:
+    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, file)
+
+
+def _sort_key(run: Run) -> tuple[datetime, str]:
+    return run.created, run.run_id
+
+
+def list_runs(root: str | Path | None = None, recipe: str | None = None) -> list[Run]:
+    """Every run under ``root`` (see :func:`runs_root`), newest first; only ``recipe``'s when given.
+    A run folder is one that holds a ``config.yaml`` (interrupted runs included; see :attr:`Run.status`)."""
+    base = runs_root(root)
+    if not base.is_dir():
+        return []
+    recipe_dirs = [base / recipe] if recipe else sorted(p for p in base.iterdir() if p.is_dir())
+    runs = [
+        Run(folder)
+        for recipe_dir in recipe_dirs
+        if recipe_dir.is_dir()
+        for folder in recipe_dir.iterdir()
+        if folder.is_dir() and (folder / CONFIG_FILE).is_file()
+    ]
+    return sorted(runs, key=_sort_key, reverse=True)
+
+
+def resolve_run(recipe: str, spec: str | Path | Run | None, root: str | Path | None = None, *, require_model: bool = True) -> Run:
+    """Find a run of ``recipe`` from ``spec``: a run folder path, a run id (or a unique prefix of one), or
+    ``latest`` / None (the newest run — with a saved model when ``require_model``)."""
+    if isinstance(spec, Run):
+        run = spec
+    else:
+        spec = "latest" if spec is None or str(spec) == "" else str(spec)
+        base = runs_root(root)
+        runs = list_runs(base, recipe)
+        path = Path(spec)
+        if spec == "latest":
+            candidates = [r for r in runs if r.has_model] if require_model else runs
+            if not candidates:
+                what = "finished runs" if require_model and runs else "runs"
+                raise RunNotFoundError(
+                    f"no {what} of recipe {recipe} under {base}/; train one with `fusion train {recipe} --config quick`"
+                    + (f" (unfinished: {', '.join(r.run_id for r in runs)})" if runs else "")
+                )
+            run = candidates[0]
+        elif path.is_dir() and ((path / CONFIG_FILE).is_file() or (path / MODEL_FILE).is_file()):
+            run = Run(path)
+        else:
+            matches = [r for r in runs if r.run_id == spec] or [r for r in runs if r.run_id.startswith(spec)]
+            if len(matches) != 1:
+                available = ", ".join(r.run_id for r in runs[:10]) or "none"
+                problem = "is ambiguous" if matches else "not found"
+                raise RunNotFoundError(
+                    f"run {spec!r} of recipe {recipe} {problem} under {base}/; available (newest first): "
+                    f"{available}; pass a run id, a run folder or 'latest'"
+                )
+            run = matches[0]
+    if require_model and not run.has_model:
+        raise RunNotFoundError(
+            f"run {run.path} has no {MODEL_FILE} (status: {run.status}); "
+            f"finish it with `fusion train {run.recipe} --resume {run.run_id}` or pick another run"
+        )
+    return run
+
+
+# --- model card -----------------------------------------------------------------------------------------
+def _format_value(value: Any, limit: int = 80) -> str:
+    if isinstance(value, float):
+        text = f"{value:.4g}"
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, default=str)
+    else:
+        text = str(value)
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _section_rows(section: Any) -> list[tuple[str, Any]]:
+    """Key/value rows of a config section: a plain dict, or a ``class_path``/``init_args`` dict."""
+    if not isinstance(section, dict):
+        return [] if section is None else [("value", section)]
+    rows: list[tuple[str, Any]] = []
+    if "class_path" in section:
+        rows.append(("class", section["class_path"]))
+        section = section.get("init_args") or {}
+    rows.extend((str(k), v) for k, v in section.items() if v is not None)
+    return rows
+
+
+def _table(rows: list[tuple[str, Any]], header: tuple[str, str]) -> str:
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {_format_value(k)} | {_format_value(v)} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def _parameter_count(model_path: Path) -> int | None:
+    if not model_path.is_file():
+        return None
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(str(model_path), framework="pt") as tensors:
+        for key in tensors.keys():
+            count = 1
+            for dim in tensors.get_slice(key).get_shape():
+                count *= dim
+            total += count
+    return total
+
+
+_TRAINER_HIGHLIGHTS = ("max_epochs", "max_steps", "accelerator", "devices", "num_nodes", "strategy", "precision", "accumulate_grad_batches", "gradient_clip_val")
+
+
+def write_model_card(run: Run, recipe: "Recipe | None" = None) -> Path:
+    """Write ``MODEL_CARD.md``: what was trained on what, the settings that matter, the held-out metrics, and the
+    recipe's intended-use and limitation notes (:meth:`Recipe.card_notes`)."""
+    if recipe is None:
+        from recipes.runtime.recipe import get_recipe
+
+        recipe = get_recipe(run.recipe)
+    info, config, hparams, metrics = run.info, run.config, run.hparams, run.metrics
+    training = info.get("training", {})
+    overview: list[tuple[str, Any]] = [
+        ("recipe", recipe.name),
+        ("run", run.run_id),
+        ("created", run.created.isoformat(sep=" ")),
+        ("status", run.status),
+        ("model class", f"{recipe.module_class.__module__}.{recipe.module_class.__qualname__}"),
+    ]
+    params = _parameter_count(run.model_path)
+    if params is not None:
+        overview.append(("parameters", f"{params:,}"))
+    for key in ("epochs", "global_step", "world_size"):
+        if key in training:
+            overview.append((key.replace("_", " "), training[key]))
+    if "train_seconds" in metrics:
+        overview.append(("training time", f"{metrics['train_seconds']:.1f} s"))
+    if info.get("command"):
+        overview.append(("command", " ".join(info["command"])))
+
+    trainer = config.get("trainer") or {}
+    settings = [(f"trainer.{k}", trainer[k]) for k in _TRAINER_HIGHLIGHTS if trainer.get(k) is not None]
+    if config.get("seed_everything") is not None:
+        settings.append(("seed_everything", config["seed_everything"]))
+
+    parts = [f"# Model card — {recipe.name} / {run.run_id}", ""]
+    if recipe.description:
+        parts += [recipe.description, ""]
+    parts += [_table(overview, ("item", "value")), ""]
+    parts += ["## Data", "", _table(_section_rows(config.get("data")), ("setting", "value")) if config.get("data") else "No data section in the config.", ""]
+    parts += ["## Model hyperparameters", "", _table(sorted(hparams.items()), ("hyperparameter", "value")) if hparams else "No hyperparameters saved.", ""]
+    if settings:
+        parts += ["## Training settings", "", _table(settings, ("setting", "value")), ""]
+    evaluation = [(k, v) for k, v in sorted(metrics.items()) if k != "train_seconds"]
+    parts += ["## Metrics (held-out split)", ""]
+    parts += [_table(evaluation, ("metric", "value")) if evaluation else "No evaluation metrics were logged.", ""]
+    for title, body in recipe.card_notes(run).items():
+        parts += [f"## {title}", "", body.strip(), ""]
+    files = sorted(p.relative_to(run.path).as_posix() for p in run.path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(set(files) | {CARD_FILE})
+    parts += ["## Files", "", *[f"- `{name}`" for name in files if not name.startswith(("lightning_logs/",))], ""]
+    _atomic_write_text(run.card_path, "\n".join(parts))
+    return run.card_path

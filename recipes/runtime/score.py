@@ -1,0 +1,277 @@
+"""``fusion score``: stream a Parquet file through a recipe's scorer in chunks, resumably and in shards.
+
+Chunk ``k`` covers input rows ``[k·C, (k+1)·C)``. Each finished chunk is written atomically to
+``<output>.parts/part-<k:06d>.parquet``, so a killed job restarts where it stopped, and ``shard=(i, n)`` lets
+``n`` processes split the chunks into contiguous ranges. Whichever process finds every chunk done merges the
+parts into ``<output>`` (atomically) and removes the parts folder. The merged file holds one row per input row, in
+input order: ``row`` (Int64, input row index), the recipe's ``passthrough`` columns, ``score`` (Float64, null when
+the row could not be scored) and ``error`` (Utf8, null when it could). It has the same bytes however the job ran.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from recipes.runtime.recipe import Recipe
+    from recipes.runtime.runs import Run
+
+__all__ = ["score_file", "score_chunk", "ScoreInputError", "parse_shard", "DEFAULT_CHUNK_SIZE", "OUTPUT_COLUMNS"]
+
+DEFAULT_CHUNK_SIZE = 10_000
+OUTPUT_COLUMNS = ("row", "score", "error")
+_MANIFEST = "manifest.json"
+
+
+class ScoreInputError(ValueError):
+    """The input file cannot be scored at all (missing, unreadable, not Parquet, required columns missing)."""
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"1/4"`` → ``(1, 4)``: shard 1 of 4, counting from 0."""
+    index, sep, count = spec.partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        raise ValueError(f"bad shard {spec!r}: write it as i/n with 0 <= i < n, e.g. --shard 0/4")
+    shard = (int(index), int(count))
+    _check_shard(shard)
+    return shard
+
+
+def _check_shard(shard: tuple[int, int]) -> None:
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"bad shard {index}/{count}: need 0 <= i < n, e.g. --shard 0/4")
+
+
+def _parts_dir(output: Path) -> Path:
+    return output.with_name(output.name + ".parts")
+
+
+def _part_path(parts: Path, chunk: int) -> Path:
+    return parts / f"part-{chunk:06d}.parquet"
+
+
+def _inspect_input(recipe: "Recipe", path: Path) -> tuple[int, list[str]]:
+    """(row count, column names) of the input, or a :class:`ScoreInputError` that says what to fix."""
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise ScoreInputError(f"{path}: no such file; pass the Parquet file to score with --input")
+    if not path.is_file():
+        raise ScoreInputError(f"{path}: not a file; pass one Parquet file with --input")
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, ValueError) as error:
+        raise ScoreInputError(
+            f"{path}: not a readable Parquet file ({error}); convert it first, e.g. "
+            f"polars.read_csv('{path.name}').write_parquet('{path.stem}.parquet')"
+        ) from None
+    columns = list(parquet.schema_arrow.names)
+    missing = [c for c in recipe.score_columns if c not in columns]
+    if missing:
+        raise ScoreInputError(
+            f"{path}: missing column(s) {missing} that recipe {recipe.name} needs; expected columns "
+            f"{list(recipe.score_columns)}, found {columns}"
+        )
+    return parquet.metadata.num_rows, columns
+
+
+def _output_schema(input_path: Path, passthrough: list[str]):
+    """The merged file's Arrow schema; passthrough types as polars reads them from the input."""
+    import polars as pl
+    import pyarrow as pa
+
+    empty = pl.scan_parquet(input_path).select(passthrough).head(0).collect()
+    frame = pl.DataFrame(
+        {"row": pl.Series([], dtype=pl.Int64), **{c: empty[c] for c in passthrough},
+         "score": pl.Series([], dtype=pl.Float64), "error": pl.Series([], dtype=pl.Utf8)}
+    )
+    return pa.schema([field.remove_metadata() for field in frame.to_arrow().schema])
+
+
+def _write_manifest(parts: Path, manifest: dict[str, Any]) -> None:
+    """Record what the parts belong to; refuse to mix parts of a different job into this output."""
+    file = parts / _MANIFEST
+    if file.is_file():
+        existing = json.loads(file.read_text())
+        if existing != manifest:
+            changed = sorted(k for k in manifest if existing.get(k) != manifest[k])
+            raise ScoreInputError(
+                f"{parts} holds finished chunks of a different job (differs in {changed}); rerun with the same "
+                f"input, run and chunk size, or delete {parts} to start over"
+            )
+        return
+    tmp = parts / f".{_MANIFEST}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    os.replace(tmp, file)
+
+
+def _checked(result: Any, expected_rows: int) -> "pl.DataFrame":
+    """The recipe's result as ``score`` Float64 and ``error`` Utf8, or ValueError when it broke the contract."""
+    import polars as pl
+
+    if not isinstance(result, pl.DataFrame):
+        raise ValueError(f"score_frame returned {type(result).__name__}, not a polars DataFrame")
+    if result.height != expected_rows:
+        raise ValueError(f"score_frame returned {result.height} rows for {expected_rows}")
+    missing = [c for c in ("score", "error") if c not in result.columns]
+    if missing:
+        raise ValueError(f"score_frame returned no {missing} column(s)")
+    result = result.select(pl.col("score").cast(pl.Float64), pl.col("error").cast(pl.Utf8))
+    # a row must carry a score or a reason why not
+    return result.with_columns(
+        pl.when(pl.col("score").is_null() & pl.col("error").is_null())
+        .then(pl.lit("the recipe returned neither a score nor an error for this row"))
+        .otherwise(pl.col("error"))
+        .alias("error")
+    )
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip() or repr(error)
+    return f"{type(error).__name__}: {text}"
+
+
+def score_chunk(recipe: "Recipe", predictor: Any, chunk: "pl.DataFrame") -> "pl.DataFrame":
+    """``score``/``error`` for every row of ``chunk``. If the recipe fails on the whole chunk, each row is scored on
+    its own, so one bad row costs only itself; a row that still fails gets the exception as its error."""
+    import polars as pl
+
+    try:
+        return _checked(recipe.score_frame(predictor, chunk), chunk.height)
+    except Exception:  # noqa: BLE001 - any failure of the chunk falls back to rows; KeyboardInterrupt still stops
+        pass
+    scores: list[float | None] = []
+    errors: list[str | None] = []
+    for i in range(chunk.height):
+        try:
+            row = _checked(recipe.score_frame(predictor, chunk.slice(i, 1)), 1)
+            scores.append(row["score"][0])
+            errors.append(row["error"][0])
+        except Exception as error:  # noqa: BLE001 - the row records what went wrong, the job goes on
+            scores.append(None)
+            errors.append(_describe(error))
+    return pl.DataFrame({"score": pl.Series(scores, dtype=pl.Float64), "error": pl.Series(errors, dtype=pl.Utf8)})
+
+
+def _write_part(frame: "pl.DataFrame", path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    frame.write_parquet(tmp)
+    os.replace(tmp, path)
+
+
+def _merge(parts: Path, chunks: int, schema, output: Path) -> None:
+    """Concatenate the parts in chunk order into ``output``: one row group per chunk, fixed writer options,
+    so the bytes depend only on the rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = output.with_name(f".{output.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True) as writer:
+            if chunks == 0:
+                writer.write_table(pa.Table.from_batches([], schema=schema))
+            for k in range(chunks):
+                table = pq.read_table(_part_path(parts, k)).select(schema.names)
+                writer.write_table(table.replace_schema_metadata(None).cast(schema))
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def score_file(
+    recipe: "Recipe | str",
+    run: "Run | str | Path",
+    input_path: str | Path,
+    output_path: str | Path,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+    runs_dir: str | Path | None = None,
+) -> Path:
+    """Score ``input_path`` with ``run`` of ``recipe`` into ``output_path`` (see the module docstring).
+
+    ``run`` is a :class:`Run`, a run folder, a run id or ``latest`` (looked up under ``runs_dir``).
+    Returns ``output_path``; with ``shard`` it is written by whichever shard finishes last.
+    """
+    import polars as pl
+
+    from recipes.runtime.recipe import Recipe, get_recipe
+    from recipes.runtime.runs import Run, resolve_run
+
+    recipe = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
+    run = run if isinstance(run, Run) else resolve_run(recipe.name, run, runs_dir)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    shard = shard or (0, 1)
+    _check_shard(shard)
+    input_path, output_path = Path(input_path), Path(output_path)
+    if input_path.resolve() == output_path.resolve():
+        raise ScoreInputError(f"{input_path}: the output would overwrite the input; pass another --output")
+
+    num_rows, columns = _inspect_input(recipe, input_path)
+    passthrough = [c for c in dict.fromkeys(recipe.passthrough) if c in columns and c not in OUTPUT_COLUMNS]
+    schema = _output_schema(input_path, passthrough)
+    chunks = math.ceil(num_rows / chunk_size)
+    first, last = shard[0] * chunks // shard[1], (shard[0] + 1) * chunks // shard[1]
+
+    parts = _parts_dir(output_path)
+    parts.mkdir(parents=True, exist_ok=True)
+    stat = input_path.stat()
+    _write_manifest(parts, {
+        "recipe": recipe.name, "run": str(run.path.resolve()), "input": str(input_path.resolve()),
+        "input_bytes": stat.st_size, "input_mtime_ns": stat.st_mtime_ns, "rows": num_rows, "chunk_size": chunk_size,
+    })
+    for stale in parts.glob(".part-*.tmp"):  # left by a killed process; only this shard writes its chunks
+        chunk = int(stale.name[len(".part-"):][:6])
+        if first <= chunk < last:
+            stale.unlink(missing_ok=True)
+
+    todo = [k for k in range(first, last) if not _part_path(parts, k).is_file()]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        label = f"scoring {input_path.name}" + (f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else "")
+        bar = tqdm(total=last - first, initial=last - first - len(todo), desc=label, unit="chunk", file=sys.stderr)
+    predictor = recipe.load_predictor(run) if todo else None
+    scan = pl.scan_parquet(input_path)
+    try:
+        for k in todo:
+            offset = k * chunk_size
+            chunk = scan.slice(offset, chunk_size).collect()
+            scored = score_chunk(recipe, predictor, chunk)
+            part = pl.DataFrame({"row": pl.int_range(offset, offset + chunk.height, dtype=pl.Int64, eager=True)}).hstack(
+                [*chunk.select(passthrough).get_columns(), *scored.get_columns()]
+            )
+            _write_part(part, _part_path(parts, k))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    done = sum(_part_path(parts, k).is_file() for k in range(chunks))
+    if done < chunks:
+        if progress:
+            print(f"shard {shard[0]}/{shard[1]} done; {done}/{chunks} chunks finished — the last shard to finish writes "
+                  f"{output_path}", file=sys.stderr)
+        return output_path
+    try:
+        _merge(parts, chunks, schema, output_path)
+    except FileNotFoundError:
+        # another shard merged and removed the parts first; its output is the same file
+        if not output_path.is_file():
+            raise
+    shutil.rmtree(parts, ignore_errors=True)
+    if progress:
+        print(f"wrote {output_path} ({num_rows} rows)", file=sys.stderr)
+    return output_path

@@ -1,0 +1,133 @@
+"""`fusion train`: artefacts, linked hyperparameters, test metrics, resume, config errors, DDP on CPU."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from recipes.runtime.runs import RunNotFoundError, list_runs, resolve_run
+from recipes.runtime.train import TrainConfigError, TrainingInterrupted, train
+
+ARTEFACTS = ("config.yaml", "hparams.yaml", "model.safetensors", "metrics.json", "checkpoints/last.ckpt", "MODEL_CARD.md", "run.json")
+
+
+def global_step(run) -> int:
+    return torch.load(run.checkpoint_path, weights_only=True, map_location="cpu")["global_step"]
+
+
+def test_train_writes_every_artefact(trained_run):
+    for name in ARTEFACTS:
+        assert (trained_run.path / name).is_file(), name
+    assert (trained_run.path / "feature_names.txt").is_file()  # the recipe's on_train_end artefact
+    assert trained_run.path.parent.name == "toy"
+    config = yaml.safe_load((trained_run.path / "config.yaml").read_text())
+    assert config["seed_everything"] == 7 and config["trainer"]["max_epochs"] == 2 and config["data"]["batch_size"] == 8
+    assert trained_run.info["status"] == "finished"
+    assert trained_run.info["training"]["global_step"] == global_step(trained_run) == 16
+    assert "FUSION_RUN_ID" not in os.environ
+
+
+def test_hparams_hold_the_linked_value_and_rebuild_the_module(trained_run):
+    hparams = yaml.safe_load((trained_run.path / "hparams.yaml").read_text())
+    assert hparams == {"hidden": 8, "lr": 0.05, "interrupt_at_step": None, "num_features": 4}
+
+
+def test_metrics_json_holds_the_test_metrics(trained_run, toy):
+    metrics = json.loads((trained_run.path / "metrics.json").read_text())
+    assert set(metrics) == {"test/acc", "test/loss", "train_seconds"}
+    assert metrics["train_seconds"] > 0
+    data = toy.datamodule_class(**trained_run.config["data"])
+    module = trained_run.load_module()
+    x, y = data.splits["test"].tensors
+    with torch.no_grad():
+        logits = module(x)
+    assert metrics["test/acc"] == pytest.approx(((logits > 0).float() == y).float().mean().item(), abs=1e-6)
+    # batches of 8 divide the 32 test rows, so the mean of batch losses is the overall loss
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y).item()
+    assert metrics["test/loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_overrides_reach_config_and_links(toy, tmp_path):
+    run = train("toy", ["--config", "quick", "--runs-dir", str(tmp_path), "--data.noise_features", "2", "--trainer.max_epochs", "1"])
+    assert run.hparams["num_features"] == 6
+    assert run.config["data"]["noise_features"] == 2 and run.config["trainer"]["max_epochs"] == 1
+    with torch.no_grad():
+        assert run.load_module()(torch.zeros(3, 6)).shape == (3,)
+
+
+def test_resume_continues_an_interrupted_run_with_its_config(toy, tmp_path):
+    runs = str(tmp_path)
+    with pytest.raises(TrainingInterrupted) as caught:
+        train("toy", ["--config", "quick", "--runs-dir", runs, "--model.hidden", "6", "--model.interrupt_at_step", "3"])
+    run = caught.value.run
+    assert run.status == "interrupted" and not run.has_model
+    assert global_step(run) == 3  # saved when the interrupt arrived
+    with pytest.raises(RunNotFoundError, match="--resume"):
+        resolve_run("toy", run.run_id, runs)
+
+    resumed = train("toy", ["--resume", run.run_id, "--runs-dir", runs, "--model.interrupt_at_step", "null"])
+    assert resumed == run and resumed.status == "finished"
+    assert global_step(resumed) == 16
+    assert resumed.hparams["hidden"] == 6  # the saved config, not the recipe default
+    assert [r.run_id for r in list_runs(runs, "toy")] == [run.run_id]
+
+    longer = train("toy", ["--resume", "latest", "--runs-dir", runs, "--trainer.max_epochs", "3"])
+    assert longer == run and global_step(longer) == 24
+    assert longer.config["trainer"]["max_epochs"] == 3
+    assert len(longer.info["resumed"]) == 2
+    assert sorted(p.name for p in (run.path / "checkpoints").iterdir()) == ["last.ckpt"]
+
+
+def test_config_mistakes_raise_train_config_error(toy, tmp_path):
+    with pytest.raises(TrainConfigError, match=r"no config 'nope' for recipe toy; shipped configs: \['quick'\]"):
+        train("toy", ["--config", "nope", "--runs-dir", str(tmp_path)])
+    with pytest.raises(TrainConfigError, match="hiddn"):
+        train("toy", ["--runs-dir", str(tmp_path), "--model.hiddn", "3"])
+    with pytest.raises(TrainConfigError, match="--resume needs a value"):
+        train("toy", ["--resume"])
+    with pytest.raises(RunNotFoundError, match="not found"):
+        train("toy", ["--resume", "nope", "--runs-dir", str(tmp_path)])
+    assert list_runs(tmp_path) == []
+
+
+SCRIPT = """\
+import sys
+sys.path.insert(0, {tests!r})
+import toy_recipe
+from recipes.runtime.recipe import register_recipe
+from recipes.cli import main
+
+register_recipe(toy_recipe.TOY)
+sys.exit(main())
+"""
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_makes_one_run(tmp_path):
+    script = tmp_path / "fusion_toy.py"  # a file, so Lightning's launcher can re-run the same command line
+    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
+    runs = tmp_path / "runs"
+    env = {k: v for k, v in os.environ.items() if k not in ("FUSION_RUN_ID", "WORLD_SIZE", "LOCAL_RANK", "RANK")}
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, str(script), "train", "toy", "--config", "quick", "--runs-dir", str(runs),
+         "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = list_runs(runs)
+    for name in ARTEFACTS:
+        assert (run.path / name).is_file(), name
+    assert run.info["training"]["world_size"] == 2
+    assert run.info["training"]["global_step"] == 8  # 64 rows / 2 ranks / batch 8, 2 epochs
+    assert 0.0 <= run.metrics["test/acc"] <= 1.0
+    assert f"run folder: {run.path}" in result.stdout
+    assert elapsed < 60, f"DDP test took {elapsed:.1f} s"
