@@ -44,6 +44,8 @@ class Recipe(abc.ABC):
                       land in its saved hyperparameters
     ``score_columns`` input columns a scoring file must have (checked before any row is scored)
     ``passthrough``   input columns copied into the scored output next to ``score`` and ``error``
+    ``extra_outputs`` ``(column, polars dtype name)`` pairs that ``score_frame`` adds next to ``score``, e.g.
+                      ``(("p_cardiomegaly", "Float64"),)``; they reach the scored file (null where a row failed)
     ``datasets``      names of the datasets (``recipes.runtime.datasets``) ``make demo`` fetches first
     """
 
@@ -53,6 +55,7 @@ class Recipe(abc.ABC):
     links: tuple[tuple[str, str], ...] = ()
     score_columns: tuple[str, ...] = ()
     passthrough: tuple[str, ...] = ()
+    extra_outputs: tuple[tuple[str, str], ...] = ()
     datasets: tuple[str, ...] = ()
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -92,7 +95,7 @@ class Recipe(abc.ABC):
     @abc.abstractmethod
     def score_frame(self, predictor: Any, frame: "pl.DataFrame") -> "pl.DataFrame":
         """Score one chunk. Returns exactly ``len(frame)`` rows, in order, with columns ``score`` (Float64,
-        null where the row could not be scored) and ``error`` (Utf8, null where it was). Never raises for a
+        null where the row could not be scored), any ``extra_outputs``, and ``error`` (Utf8, null where it was). Never raises for a
         bad row: the row gets an error text that names what is wrong and how to fix it."""
 
     @abc.abstractmethod

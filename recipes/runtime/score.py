@@ -5,7 +5,8 @@ Chunk ``k`` covers input rows ``[k·C, (k+1)·C)``. Each finished chunk is writt
 ``n`` processes split the chunks into contiguous ranges. Whichever process finds every chunk done merges the
 parts into ``<output>`` (atomically) and removes the parts folder. The merged file holds one row per input row, in
 input order: ``row`` (Int64, input row index), the recipe's ``passthrough`` columns, ``score`` (Float64, null when
-the row could not be scored) and ``error`` (Utf8, null when it could). It has the same bytes however the job ran.
+the row could not be scored), the recipe's ``extra_outputs`` (e.g. one probability per finding, null where the
+row could not be scored) and ``error`` (Utf8, null when it could). It has the same bytes however the job ran.
 """
 from __future__ import annotations
 
@@ -84,7 +85,14 @@ def _inspect_input(recipe: "Recipe", path: Path) -> tuple[int, list[str]]:
     return parquet.metadata.num_rows, columns
 
 
-def _output_schema(input_path: Path, passthrough: list[str]):
+def _extra_outputs(recipe: "Recipe") -> dict[str, "pl.DataType"]:
+    """The recipe's extra output columns, name → polars dtype (declared as dtype names, e.g. ``"Float64"``)."""
+    import polars as pl
+
+    return {name: getattr(pl, dtype) for name, dtype in recipe.extra_outputs}
+
+
+def _output_schema(input_path: Path, passthrough: list[str], extras: dict[str, "pl.DataType"]):
     """The merged file's Arrow schema; passthrough types as polars reads them from the input."""
     import polars as pl
     import pyarrow as pa
@@ -92,7 +100,8 @@ def _output_schema(input_path: Path, passthrough: list[str]):
     empty = pl.scan_parquet(input_path).select(passthrough).head(0).collect()
     frame = pl.DataFrame(
         {"row": pl.Series([], dtype=pl.Int64), **{c: empty[c] for c in passthrough},
-         "score": pl.Series([], dtype=pl.Float64), "error": pl.Series([], dtype=pl.Utf8)}
+         "score": pl.Series([], dtype=pl.Float64), **{c: pl.Series([], dtype=t) for c, t in extras.items()},
+         "error": pl.Series([], dtype=pl.Utf8)}
     )
     return pa.schema([field.remove_metadata() for field in frame.to_arrow().schema])
 
@@ -114,8 +123,9 @@ def _write_manifest(parts: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, file)
 
 
-def _checked(result: Any, expected_rows: int) -> "pl.DataFrame":
-    """The recipe's result as ``score`` Float64 and ``error`` Utf8, or ValueError when it broke the contract."""
+def _checked(result: Any, expected_rows: int, extras: dict[str, "pl.DataType"]) -> "pl.DataFrame":
+    """The recipe's result as ``score`` Float64, its extra outputs and ``error`` Utf8, or ValueError when it broke
+    the contract. An extra output the recipe left out is null."""
     import polars as pl
 
     if not isinstance(result, pl.DataFrame):
@@ -125,7 +135,11 @@ def _checked(result: Any, expected_rows: int) -> "pl.DataFrame":
     missing = [c for c in ("score", "error") if c not in result.columns]
     if missing:
         raise ValueError(f"score_frame returned no {missing} column(s)")
-    result = result.select(pl.col("score").cast(pl.Float64), pl.col("error").cast(pl.Utf8))
+    result = result.select(
+        pl.col("score").cast(pl.Float64),
+        *[(pl.col(c) if c in result.columns else pl.lit(None)).cast(t).alias(c) for c, t in extras.items()],
+        pl.col("error").cast(pl.Utf8),
+    )
     # a row must carry a score or a reason why not
     return result.with_columns(
         pl.when(pl.col("score").is_null() & pl.col("error").is_null())
@@ -141,25 +155,26 @@ def _describe(error: BaseException) -> str:
 
 
 def score_chunk(recipe: "Recipe", predictor: Any, chunk: "pl.DataFrame") -> "pl.DataFrame":
-    """``score``/``error`` for every row of ``chunk``. If the recipe fails on the whole chunk, each row is scored on
-    its own, so one bad row costs only itself; a row that still fails gets the exception as its error."""
+    """``score``, the extra outputs and ``error`` for every row of ``chunk``. If the recipe fails on the whole chunk,
+    each row is scored on its own, so one bad row costs only itself; a row that still fails gets the exception as
+    its error."""
     import polars as pl
 
+    extras = _extra_outputs(recipe)
     try:
-        return _checked(recipe.score_frame(predictor, chunk), chunk.height)
+        return _checked(recipe.score_frame(predictor, chunk), chunk.height, extras)
     except Exception:  # noqa: BLE001 - any failure of the chunk falls back to rows; KeyboardInterrupt still stops
         pass
-    scores: list[float | None] = []
-    errors: list[str | None] = []
+    rows = []
     for i in range(chunk.height):
         try:
-            row = _checked(recipe.score_frame(predictor, chunk.slice(i, 1)), 1)
-            scores.append(row["score"][0])
-            errors.append(row["error"][0])
+            rows.append(_checked(recipe.score_frame(predictor, chunk.slice(i, 1)), 1, extras))
         except Exception as error:  # noqa: BLE001 - the row records what went wrong, the job goes on
-            scores.append(None)
-            errors.append(_describe(error))
-    return pl.DataFrame({"score": pl.Series(scores, dtype=pl.Float64), "error": pl.Series(errors, dtype=pl.Utf8)})
+            failed = {"score": [None], **{c: [None] for c in extras}, "error": [_describe(error)]}
+            rows.append(pl.DataFrame(failed, schema={"score": pl.Float64, **extras, "error": pl.Utf8}))
+    if not rows:
+        return pl.DataFrame(schema={"score": pl.Float64, **extras, "error": pl.Utf8})
+    return pl.concat(rows)
 
 
 def _write_part(frame: "pl.DataFrame", path: Path) -> None:
@@ -219,7 +234,7 @@ def score_file(
 
     num_rows, columns = _inspect_input(recipe, input_path)
     passthrough = [c for c in dict.fromkeys(recipe.passthrough) if c in columns and c not in OUTPUT_COLUMNS]
-    schema = _output_schema(input_path, passthrough)
+    schema = _output_schema(input_path, passthrough, _extra_outputs(recipe))
     chunks = math.ceil(num_rows / chunk_size)
     first, last = shard[0] * chunks // shard[1], (shard[0] + 1) * chunks // shard[1]
 
@@ -229,6 +244,7 @@ def score_file(
     _write_manifest(parts, {
         "recipe": recipe.name, "run": str(run.path.resolve()), "input": str(input_path.resolve()),
         "input_bytes": stat.st_size, "input_mtime_ns": stat.st_mtime_ns, "rows": num_rows, "chunk_size": chunk_size,
+        "columns": schema.names,
     })
     for stale in parts.glob(".part-*.tmp"):  # left by a killed process; only this shard writes its chunks
         chunk = int(stale.name[len(".part-"):][:6])

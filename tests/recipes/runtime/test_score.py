@@ -36,8 +36,10 @@ def clean_output(trained_run, scoring_input, tmp_path_factory):
 def test_one_row_per_input_row_in_order_with_errors_for_bad_rows(clean_output, scoring_input, trained_run):
     out = pl.read_parquet(clean_output)
     source = pl.read_parquet(scoring_input)
-    assert out.columns == ["row", "id", "score", "error"]
-    assert out.schema == pl.Schema({"row": pl.Int64, "id": pl.Utf8, "score": pl.Float64, "error": pl.Utf8})
+    assert out.columns == ["row", "id", "score", "positive", "error"]
+    assert out.schema == pl.Schema(
+        {"row": pl.Int64, "id": pl.Utf8, "score": pl.Float64, "positive": pl.Boolean, "error": pl.Utf8}
+    )
     assert out["row"].to_list() == list(range(ROWS))
     assert out["id"].to_list() == source["id"].to_list()
     errors = dict(zip(out["row"].to_list(), out["error"].to_list()))
@@ -46,7 +48,8 @@ def test_one_row_per_input_row_in_order_with_errors_for_bad_rows(clean_output, s
     assert errors.pop(12) == "ValueError: f0 = -999.0 is not allowed"  # its chunk fell back to row by row
     assert all(e is None for e in errors.values())
     bad = out.filter(pl.col("row").is_in([3, 7, 12]))
-    assert bad["score"].null_count() == 3
+    assert bad["score"].null_count() == 3 and bad["positive"].null_count() == 3  # row 12 failed as a whole row
+    assert out.drop_nulls("score").select((pl.col("score") > 0.5) == pl.col("positive")).to_series().all()
     good = out.filter(~pl.col("row").is_in([3, 7, 12]))
     x = torch.tensor(source.filter(~pl.col("id").is_in(["r3", "r7", "r12"])).select(pl.col(toy_recipe.FEATURES).cast(pl.Float64)).to_numpy(), dtype=torch.float32)
     with torch.no_grad():
@@ -70,7 +73,7 @@ class KilledOnce(toy_recipe.ToyRecipe):
 
 def test_a_killed_job_resumes_to_the_same_bytes(trained_run, scoring_input, clean_output, tmp_path):
     out = tmp_path / "scores.parquet"
-    killer = KilledOnce(**{f: getattr(toy_recipe.TOY, f) for f in ("name", "configs_dir", "links", "score_columns", "passthrough")})
+    killer = KilledOnce(**{f: getattr(toy_recipe.TOY, f) for f in ("name", "configs_dir", "links", "score_columns", "passthrough", "extra_outputs")})
     with pytest.raises(KeyboardInterrupt):
         score_file(killer, trained_run, scoring_input, out, chunk_size=CHUNK, progress=False)
     parts = tmp_path / "scores.parquet.parts"
@@ -106,7 +109,7 @@ def test_empty_input_gives_an_empty_typed_output(trained_run, tmp_path):
     path = tmp_path / "empty.parquet"
     toy_recipe.make_frame(0).write_parquet(path)
     out = pl.read_parquet(score_file(toy_recipe.TOY, trained_run, path, tmp_path / "o.parquet", progress=False))
-    assert out.height == 0 and out.columns == ["row", "id", "score", "error"]
+    assert out.height == 0 and out.columns == ["row", "id", "score", "positive", "error"]
 
 
 def test_file_level_problems_raise_score_input_error(trained_run, scoring_input, tmp_path):

@@ -134,7 +134,8 @@ class ToyRecipe(Recipe):
         with torch.no_grad():
             scores = iter(torch.sigmoid(predictor(x)).double().tolist())
         score = pl.Series("score", [next(scores) if good else None for good in ok.to_list()], dtype=pl.Float64)
-        return pl.DataFrame({"score": score, "error": errors})
+        # an extra output: the model's decision at 0.5, declared in TOY.extra_outputs
+        return pl.DataFrame({"score": score, "error": errors}).with_columns(positive=pl.col("score") > 0.5)
 
     def demo_input(self, run: Run, path: Path) -> Path:
         make_frame(32).write_parquet(path)
@@ -166,6 +167,7 @@ TOY = ToyRecipe(
     links=(("data.num_features", "model.num_features"),),
     score_columns=FEATURES,
     passthrough=("id",),
+    extra_outputs=(("positive", "Boolean"),),
     description="A toy classifier used by the runtime tests.",
 )
 
