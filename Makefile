@@ -6,7 +6,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed-stamp
-SYSTEM_STAMP := $(VENV)/.system-stamp
 RUNS_DIR ?= runs
 export PYTHONUNBUFFERED := 1
 
@@ -30,21 +29,22 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 venv: $(STAMP)
 
-# Debian packages: chromium + chromedriver for the dashboards' browser tests.
-$(SYSTEM_STAMP): | $(BIN)/python
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+# Debian packages: chromium + chromedriver (the dashboards' browser tests), espeak-ng (the speech cohort's voices),
+# sox (audio conversions), libsndfile1 (soundfile).
+DEBIAN_PACKAGES := chromium chromium-driver espeak-ng sox libsndfile1
+system-deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "installing Debian packages: $$missing"; \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-	@touch $@
-
-system-deps: $(SYSTEM_STAMP)
 
 test: venv system-deps
 	$(BIN)/python -m pytest -q
 
-demo: venv
+demo: venv system-deps
 	$(BIN)/python -m recipes.demo --runs-dir $(RUNS_DIR)
 
 bench: venv

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from recipes.runtime.recipe import Recipe
 
-__all__ = ["train", "TrainConfigError", "TrainingInterrupted", "TRAIN_USAGE", "DEFAULT_SEED"]
+__all__ = ["train", "parse_config", "TrainConfigError", "TrainingInterrupted", "TRAIN_USAGE", "DEFAULT_SEED"]
 
 DEFAULT_SEED = 42
 
@@ -130,7 +130,7 @@ def _externally_launched() -> bool:
     return (world.isdigit() and int(world) > 1) or ("SLURM_PROCID" in os.environ and tasks.isdigit() and int(tasks) > 1)
 
 
-def _make_cli_class():
+def _make_cli_class(instantiate: bool = True):
     from lightning.pytorch.cli import LightningCLI
 
     class RecipeCLI(LightningCLI):
@@ -149,7 +149,37 @@ def _make_cli_class():
         def before_instantiate_classes(self) -> None:
             self.phase = "instantiate"
 
+        def instantiate_classes(self) -> None:
+            if instantiate:
+                super().instantiate_classes()
+
     return RecipeCLI
+
+
+def parse_config(recipe_name: str, configs: list[str | Path], overrides: list[str] | None = None) -> dict[str, Any]:
+    """Parse and type-check ``configs`` (+ overrides) against the recipe's module, data module and Trainer the way
+    ``fusion train`` does, without building anything (no data is read); returns the resolved config as a dict."""
+    from jsonargparse import ArgumentError
+
+    from recipes.runtime.recipe import get_recipe
+
+    recipe = get_recipe(recipe_name)
+    args = [arg for config in configs for arg in ("--config", str(recipe.config_path(config)))]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+        try:
+            cli = _make_cli_class(instantiate=False)(
+                recipe.module_class,
+                recipe.datamodule_class,
+                links=tuple(recipe.links),
+                run=False,
+                args=[*args, *(overrides or [])],
+                save_config_callback=None,
+                parser_kwargs={"prog": f"fusion train {recipe.name}", "exit_on_error": False},
+            )
+        except ArgumentError as error:
+            raise TrainConfigError(f"fusion train {recipe.name}: {error}") from None
+    return to_plain(cli.config.as_dict())
 
 
 def _make_interrupt_checkpoint(path: Path):

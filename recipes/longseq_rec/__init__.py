@@ -1,0 +1,1 @@
+"""Long-sequence recommendation with decoupled embeddings (DARE), with DIN and TWIN baselines."""

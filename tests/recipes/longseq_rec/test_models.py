@@ -1,0 +1,234 @@
+import pytest
+import torch
+from torchmetrics.functional.classification import binary_auroc
+
+from recipes.longseq_rec.model import (
+    DIN,
+    FEATURE_GROUPS,
+    MODEL_NAMES,
+    RecModelConfig,
+    TwoStageModel,
+    build_model,
+)
+
+NUM_ITEMS, NUM_CATES, NUM_TIME, PROFILE = 40, 6, 8, (3, 5)
+
+
+def config(**overrides) -> RecModelConfig:
+    sizes = dict(
+        num_items=NUM_ITEMS, num_cates=NUM_CATES, num_time_buckets=NUM_TIME, profile_cardinalities=PROFILE,
+        num_users=10, user_dim=4, attention_dim=8, representation_dim=16, profile_dim=4, top_k=4, din_window=5,
+        mlp_hidden=(16,),
+    )
+    sizes.update(overrides)
+    return RecModelConfig(**sizes)
+
+
+def make_batch(batch: int, length: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, length + 1, (batch,), generator=g)
+    lengths[0] = length - 3
+    mask = torch.arange(length)[None, :] >= (length - lengths)[:, None]  # left-padded
+    def ids(high, shape):
+        return torch.where(mask, torch.randint(1, high, shape, generator=g), 0) if shape == mask.shape else torch.randint(1, high, shape, generator=g)
+    return {
+        "user": torch.randint(1, 10, (batch,), generator=g),
+        "profile": torch.stack([torch.randint(1, c, (batch,), generator=g) for c in PROFILE], dim=1),
+        "target_item": torch.randint(1, NUM_ITEMS, (batch,), generator=g),
+        "target_cate": torch.randint(1, NUM_CATES, (batch,), generator=g),
+        "hist_item": ids(NUM_ITEMS, (batch, length)),
+        "hist_cate": ids(NUM_CATES, (batch, length)),
+        "hist_time": ids(NUM_TIME, (batch, length)),
+        "hist_mask": mask,
+        "label": torch.randint(0, 2, (batch,), generator=g).float(),
+    }
+
+
+def built(name: str, **overrides):
+    torch.manual_seed(0)
+    return build_model(name, config(**overrides)).eval()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_output_shapes(name, batch):
+    out = built(name)(make_batch(batch))
+    k = 5 if name == "din" else 4
+    assert out.logit.shape == (batch,)
+    assert out.retrieved.shape == out.weights.shape == (batch, k)
+    assert out.retrieved.dtype == torch.long
+    filled = out.retrieved >= 0
+    torch.testing.assert_close(out.weights.sum(dim=1), torch.ones(batch))
+    assert torch.equal(out.weights[~filled], torch.zeros(int((~filled).sum())))
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_parameter_gets_a_gradient(name):
+    model = built(name).train()
+    batch = make_batch(4, length=10, seed=1)
+    out = model(batch)
+    torch.nn.functional.binary_cross_entropy_with_logits(out.logit, batch["label"]).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, f"no gradient for {missing}"
+
+
+@pytest.mark.parametrize("name", ["twin", "dare"])
+def test_retrieved_is_the_brute_force_top_k_of_attention_embeddings(name):
+    model = built(name, top_k=3)
+    batch = make_batch(2, length=12, seed=2)
+    out = model(batch)
+    table = model.attention_table
+    now = NUM_TIME  # the target's own time bucket
+    for b in range(2):
+        target = torch.cat([
+            table.tables["item"].weight[batch["target_item"][b]],
+            table.tables["cate"].weight[batch["target_cate"][b]],
+            table.tables["time"].weight[now],
+        ])
+        scored = []
+        for i in range(12):
+            if batch["hist_mask"][b, i]:
+                behaviour = torch.cat([table.tables[f].weight[batch[f"hist_{f}"][b, i]] for f in ("item", "cate", "time")])
+                scored.append((float((target @ behaviour).detach()), i))
+        scored.sort(key=lambda pair: -pair[0])
+        assert out.retrieved[b].tolist() == [i for _, i in scored[:3]]
+    assert torch.equal(model.search(batch).indices, out.retrieved)
+
+
+def test_din_attends_to_the_most_recent_window():
+    batch = make_batch(2, length=12, seed=3)
+    out = built("din", din_window=5)(batch)
+    expected = torch.where(batch["hist_mask"][:, -5:], torch.arange(7, 12), -1)
+    assert torch.equal(out.retrieved, expected)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_masked_positions_are_never_retrieved(name):
+    batch = make_batch(2, length=12, seed=4)
+    batch["hist_mask"][1] = False
+    batch["hist_mask"][1, [0, 5]] = True  # fewer real behaviours than k
+    out = built(name)(batch)
+    for b in range(2):
+        kept = out.retrieved[b][out.retrieved[b] >= 0]
+        assert batch["hist_mask"][b, kept].all()
+    assert (out.retrieved[1] >= 0).sum() <= 2
+
+
+GARBAGE = {
+    "target": {"target_item": 10**6, "target_cate": -3},
+    "history": {"hist_item": 10**6, "hist_cate": -2, "hist_time": 999, "hist_mask": "flip"},
+    "profile": {"profile": 10**5, "user": -1},
+    "time": {"hist_time": 10**4},
+}
+
+
+def with_garbage(batch, group, rows):
+    out = {k: v.clone() for k, v in batch.items()}
+    for key, value in GARBAGE[group].items():
+        if value == "flip":
+            out[key][rows] = ~out[key][rows]
+        else:
+            out[key][rows] = value
+    return out
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("group", FEATURE_GROUPS)
+def test_absent_group_never_reaches_the_output_through_its_values(name, group):
+    model = built(name)
+    batch = make_batch(2, length=12, seed=5)
+    present = {group: torch.tensor([False, True])}
+    reference = model(batch, present)
+    garbled = model(with_garbage(batch, group, rows=0), present)
+    torch.testing.assert_close(garbled.logit, reference.logit)
+    torch.testing.assert_close(garbled.weights, reference.weights)
+    assert torch.equal(garbled.retrieved, reference.retrieved)
+    full = model(batch)
+    torch.testing.assert_close(reference.logit[1], full.logit[1])  # the other sample is untouched
+    assert not torch.allclose(reference.logit[0], full.logit[0])  # and the group did matter
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_absent_history_means_no_interest(name):
+    model = built(name)
+    batch = make_batch(2, seed=6)
+    out = model(batch, {"history": torch.tensor([False, False])})
+    assert (out.retrieved == -1).all() and torch.equal(out.weights, torch.zeros_like(out.weights))
+    empty = dict(batch, hist_mask=torch.zeros_like(batch["hist_mask"]))
+    torch.testing.assert_close(model(empty).logit, out.logit)
+
+
+def test_dare_attention_width_is_independent_of_the_representation_width():
+    small = built("dare", attention_dim=8, representation_dim=32)
+    large = built("dare", attention_dim=8, representation_dim=64)
+    assert small.attention_table.dim == large.attention_table.dim == 8
+    assert (small.representation_table.dim, large.representation_table.dim) == (32, 64)
+    assert isinstance(small, TwoStageModel) and small.decoupled
+    for model in (small, large):
+        assert model(make_batch(2)).logit.shape == (2,)
+    twin = built("twin", attention_dim=8, representation_dim=32)
+    assert twin.representation_table is None and twin.attention_table.dim == 32
+    assert isinstance(built("din"), DIN)
+
+
+def test_seeded_numeric_regression():
+    torch.manual_seed(0)
+    model = build_model("dare", config()).eval()
+    logit = model(make_batch(2, seed=7)).logit
+    torch.testing.assert_close(logit, torch.tensor(REGRESSION), rtol=1e-4, atol=1e-5)
+
+
+REGRESSION = [-0.23774971, -0.22535247]  # torch 2.13 CPU, seed 0
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [({"attention_dim": 3}, "attention_dim"), ({"num_items": 1}, "num_items"), ({"top_k": 0}, "top_k"),
+     ({"user_dim": 4, "num_users": 0}, "num_users"), ({"dropout": 1.0}, "dropout")],
+)
+def test_bad_config_raises(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        config(**overrides)
+
+
+def test_unknown_model_raises():
+    with pytest.raises(ValueError, match="din"):
+        build_model("sim", config())
+
+
+def planted(n: int, length: int, seed: int) -> dict[str, torch.Tensor]:
+    """Label 1 iff the target item occurs somewhere in the history (no profile signal)."""
+    g = torch.Generator().manual_seed(seed)
+    batch = make_batch(n, length=length, seed=seed)
+    batch["hist_mask"] = torch.ones(n, length, dtype=torch.bool)
+    for field, high in (("item", NUM_ITEMS), ("cate", NUM_CATES), ("time", NUM_TIME)):
+        batch[f"hist_{field}"] = torch.randint(1, high, (n, length), generator=g)
+    label = torch.rand(n, generator=g) < 0.5
+    copied = batch["hist_item"].gather(1, torch.randint(0, length, (n, 1), generator=g)).squeeze(1)
+    target = torch.randint(1, NUM_ITEMS, (n,), generator=g)
+    while True:  # negatives: resample until the item is not in the history
+        clash = ~label & (batch["hist_item"] == target[:, None]).any(dim=1)
+        if not clash.any():
+            break
+        target = torch.where(clash, torch.randint(1, NUM_ITEMS, (n,), generator=g), target)
+    batch["target_item"] = torch.where(label, copied, target)
+    batch["label"] = label.float()
+    return batch
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_tiny_model_learns_a_planted_signal(name):
+    torch.manual_seed(0)
+    model = build_model(name, config(top_k=4, din_window=16, user_dim=0))
+    held_out = planted(128, 16, seed=1000)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
+    for step in range(50):  # a fresh batch each step: the model must learn the rule, not the examples
+        train = planted(64, 16, seed=step)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(train).logit, train["label"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        auc = binary_auroc(model(held_out).logit, held_out["label"].long())
+    assert auc > 0.85, f"{name} reached AUC {auc:.3f}"
