@@ -8,7 +8,6 @@ stratum ends up with the same missing rate: absence then tells the model nothing
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +28,9 @@ class MissingnessBalancer(nn.Module):
     Rates come from :meth:`fit` over the training set. Unfitted, they are estimated on each batch: the expected
     missing rate of every stratum in that batch is then the batch's ``r_max``, so missingness is label-free in
     expectation too, but small batches drop more (a noisy ``r_max`` is biased upwards) and a stratum absent from
-    the batch is simply not compared. The fitted rates travel in ``state_dict`` (extra state).
+    the batch is simply not compared. The fitted rates are not part of ``state_dict``: the balancer acts only in
+    training and holds no learned weight, so a model's saved weights (safetensors: tensors only) never depend on
+    it; call :meth:`fit` again on the training set when training resumes.
 
     Call: ``balancer(present {m: Bool (B,)}, strata Long (B,), generator=None) -> {m: Bool (B,)}``. It returns new
     tensors, never modifies its inputs, only turns True into False, and is the identity in eval mode
@@ -104,13 +105,6 @@ class MissingnessBalancer(nn.Module):
     @property
     def fitted(self) -> bool:
         return self.missing_rates is not None
-
-    def get_extra_state(self) -> Any:
-        return {"missing_rates": None if self.missing_rates is None else {m: r.clone() for m, r in self.missing_rates.items()}}
-
-    def set_extra_state(self, state: Any) -> None:
-        rates = state.get("missing_rates") if isinstance(state, dict) else None
-        self.missing_rates = None if rates is None else {m: r.to(torch.float64).cpu() for m, r in rates.items()}
 
     # ---------------------------------------------------------------- dropping
     def drop_probability(self, name: str, present: Tensor, strata: Tensor) -> Tensor:

@@ -88,13 +88,16 @@ def test_a_stratum_always_missing_removes_the_modality_everywhere():
     assert not out["a"].any()
 
 
-def test_fitted_rates_survive_state_dict():
+def test_a_model_holding_a_fitted_balancer_saves_as_safetensors(tmp_path):
+    from safetensors.torch import load_model, save_model
+
     present, strata = _mnar_set(7)
-    balancer = MissingnessBalancer().fit(present, strata)
-    restored = MissingnessBalancer()
-    restored.load_state_dict(balancer.state_dict())
-    assert restored.fitted
-    torch.testing.assert_close(restored.missing_rates["a"], balancer.missing_rates["a"])
+    model = torch.nn.ModuleDict({"head": torch.nn.Linear(2, 1), "balancer": MissingnessBalancer().fit(present, strata)})
+    assert set(model.state_dict()) == {"head.weight", "head.bias"}  # the balancer has no state to save
+    save_model(model, str(tmp_path / "m.safetensors"))
+    restored = torch.nn.ModuleDict({"head": torch.nn.Linear(2, 1), "balancer": MissingnessBalancer()})
+    load_model(restored, str(tmp_path / "m.safetensors"))
+    torch.testing.assert_close(restored["head"].weight, model["head"].weight)
 
 
 @pytest.mark.parametrize(
