@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-import toy_recipe
+from tests.recipes.runtime import toy_recipe
 
 
 @pytest.fixture(scope="module")

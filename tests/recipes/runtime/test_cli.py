@@ -7,7 +7,7 @@ import sys
 import polars as pl
 import pytest
 
-import toy_recipe
+from tests.recipes.runtime import toy_recipe
 from recipes import cli
 from recipes.cli import main
 

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import polars as pl
 import pytest
 
-import toy_recipe
+from tests.recipes.runtime import toy_recipe
 from recipes.runtime.explain import explain
 from recipes.runtime.report import HtmlReport
 from recipes.runtime.runs import RunNotFoundError

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 import torch
 
-import toy_recipe
+from tests.recipes.runtime import toy_recipe
 from recipes.runtime.score import ScoreInputError, parse_shard, score_file
 
 ROWS, CHUNK = 45, 8  # 6 chunks, the last one short
