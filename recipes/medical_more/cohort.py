@@ -1,0 +1,162 @@
+"""The synthetic half of the MoRE cohort: a chest radiograph and a 12-lead ECG per real report, following its labels.
+
+Each patient gets a deterministic generator seeded from the patient id, so the cohort is the same on every
+machine. What a finding looks like:
+
+- **X-ray** (``synthesize_xray``): a PA view in radiograph polarity (dense tissue bright, air dark): thorax, two
+  lungs with rib shadows, spine, a heart whose cardiothoracic ratio is about 0.43 (normal) or 0.56-0.63
+  (cardiomegaly, by severity), blunted costophrenic angles with a meniscus of fluid (effusion) and patchy blobs
+  (opacity) on the side the report names, and the report's other visible details (:data:`labels.ATTRIBUTES`):
+  a calcified granuloma, a scoliotic spine, a central line. Patients differ in size, position, rotation, exposure
+  and noise.
+- **ECG** (``synthesize_ecg``): 10 s, 12 leads in standard order, a sum of Gaussian P/Q/R/S/T waves per beat
+  (McSharry et al., 2003, "A dynamical model for generating synthetic electrocardiogram signals", in closed
+  form) with lead-specific amplitudes. Cardiomegaly → left-ventricular hypertrophy voltage (tall R in V5/V6,
+  deep S in V1/V2, Sokolow–Lyon > 3.5 mV) and often lateral T inversion (strain); effusion → low voltage;
+  opacity (pneumonia) → sinus tachycardia. Heart rate, axis, baseline wander and noise vary.
+
+``label_noise`` is the chance that a finding's appearance follows the flipped label, so the labels read from a
+report are not perfectly recoverable from the images and signals (as with real, imperfect report labels).
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["LEADS", "patient_rng", "synthesize_xray", "synthesize_ecg", "appearance_labels", "ECG_SECONDS"]
+
+LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+ECG_SECONDS = 10.0
+
+# normal amplitudes (mV) per lead in LEADS order, for the P, Q, R, S and T waves
+_P = np.array([0.08, 0.12, 0.05, -0.1, 0.03, 0.08, 0.06, 0.08, 0.08, 0.08, 0.08, 0.08])
+_Q = np.array([-0.05, -0.08, -0.04, 0.0, -0.05, -0.05, 0.0, 0.0, -0.02, -0.05, -0.08, -0.08])
+_R = np.array([0.6, 1.0, 0.45, 0.1, 0.35, 0.6, 0.3, 0.6, 0.9, 1.3, 1.2, 0.9])
+_S = np.array([-0.15, -0.2, -0.15, -0.8, -0.15, -0.15, -0.9, -1.2, -0.7, -0.4, -0.2, -0.1])
+_T = np.array([0.2, 0.3, 0.1, -0.25, 0.1, 0.2, 0.05, 0.35, 0.35, 0.3, 0.25, 0.2])
+# wave timing relative to the R peak (s) and widths (s)
+_OFFSETS = {"P": -0.17, "Q": -0.03, "R": 0.0, "S": 0.03, "T": 0.27}
+_WIDTHS = {"P": 0.025, "Q": 0.01, "R": 0.012, "S": 0.012, "T": 0.05}
+_V1, _V2, _V5, _V6 = 6, 7, 10, 11
+_LATERAL = [0, 4, 10, 11]  # I, aVL, V5, V6
+_SIDE_TO_X = {1: [1.0], 2: [-1.0], 3: [-1.0, 1.0]}  # report side → image half(s)
+
+
+def patient_rng(patient_id: str, seed: int = 0) -> np.random.Generator:
+    """The patient's own generator: the same draws for the same id and seed on every machine."""
+    return np.random.default_rng([zlib.crc32(patient_id.encode()), seed])
+
+
+def appearance_labels(labels: Mapping[str, int], rng: np.random.Generator, label_noise: float) -> dict[str, int]:
+    """The labels the synthesised data follow: each disease label flipped with probability ``label_noise``."""
+    if not 0.0 <= label_noise < 0.5:
+        raise ValueError(f"label_noise must be in [0, 0.5); got {label_noise}")
+    out = {}
+    for name in ("cardiomegaly", "effusion", "opacity"):
+        value = int(labels.get(name, 0))
+        out[name] = 1 - value if rng.random() < label_noise else value
+    return out
+
+
+def synthesize_xray(labels: Mapping[str, int], rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    """A ``(size, size)`` float32 radiograph in ``[0, 1]`` (bright = dense) showing ``labels``."""
+    lin = np.linspace(-1.0, 1.0, size, dtype=np.float32)
+    yy, xx = np.meshgrid(lin, lin, indexing="ij")  # y grows downwards
+    angle = rng.normal(0.0, 0.05)
+    shift_x, shift_y = rng.normal(0.0, 0.04, size=2)
+    x = np.cos(angle) * (xx - shift_x) - np.sin(angle) * (yy - shift_y)
+    y = np.sin(angle) * (xx - shift_x) + np.cos(angle) * (yy - shift_y)
+    scale = rng.uniform(0.88, 1.05)
+    x, y = x / scale, y / scale
+
+    image = 0.08 + np.zeros_like(x)
+    thorax = ((x / 0.9) ** 2 + ((y - 0.05) / 1.0) ** 2) < 1.0
+    image = np.where(thorax, 0.55, image)
+    lung_w, lung_h = rng.uniform(0.3, 0.36), rng.uniform(0.6, 0.72)
+    lung_cy = 0.0
+    ribs = 0.06 * (np.sin(y * rng.uniform(18, 22) + rng.uniform(0, np.pi)) > 0.6)
+    lungs = np.zeros_like(x, dtype=bool)
+    for side in (-1.0, 1.0):
+        cx = side * 0.4
+        lungs |= (((x - cx) / lung_w) ** 2 + ((y - lung_cy) / lung_h) ** 2) < 1.0
+    image = np.where(lungs, 0.18 + ribs, image)
+    curve = rng.uniform(0.08, 0.14) * np.sin(np.pi * (y + 1.0) / 2.0) if labels.get("scoliosis") else 0.0
+    image = np.where((np.abs(x - curve) < 0.06) & thorax, 0.75, image)  # spine and mediastinum
+
+    thorax_width = 1.8
+    ctr = rng.normal(0.43, 0.03)
+    if labels.get("cardiomegaly"):
+        ctr = rng.normal(0.63, 0.03) if labels.get("severity") else rng.normal(0.56, 0.03)
+    heart_w = ctr * thorax_width / 2.0
+    heart_cx, heart_cy = 0.1 * heart_w / 0.4, 0.38
+    heart = (((x - heart_cx) / heart_w) ** 2 + ((y - heart_cy) / rng.uniform(0.26, 0.32)) ** 2) < 1.0
+    image = np.where(heart, 0.72, image)
+
+    severe = bool(labels.get("severity"))
+    if labels.get("effusion"):
+        # image right is the patient's left (PA view); 1 left, 2 right, 3 both, 0 unknown → drawn at random
+        sides = _SIDE_TO_X.get(int(labels.get("effusion_side", 0) or 0)) or [(-1.0,), (1.0,), (-1.0, 1.0)][rng.integers(3)]
+        level = lung_cy + lung_h - (rng.uniform(0.35, 0.5) if severe else rng.uniform(0.15, 0.3))
+        for side in sides:
+            cx = side * 0.4
+            # a meniscus: the fluid line rises towards the lateral chest wall
+            fluid_line = level - 0.25 * np.clip(side * (x - cx), 0, None) / lung_w
+            fluid = lungs & (np.sign(x) == side) & (y > fluid_line)
+            image = np.where(fluid, 0.62, image)
+    if labels.get("opacity"):
+        sides = _SIDE_TO_X.get(int(labels.get("opacity_side", 0) or 0))
+        for _ in range(int(rng.integers(2, 5) if severe else rng.integers(1, 3))):
+            side = rng.choice(sides) if sides else rng.choice([-1.0, 1.0])
+            cx, cy = side * 0.4 + rng.normal(0, 0.08), rng.uniform(-0.4, 0.45)
+            radius = rng.uniform(0.15, 0.25) if severe else rng.uniform(0.08, 0.16)
+            blob = np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / (2 * radius**2)))
+            image = image + 0.35 * blob * lungs
+    if labels.get("granuloma"):  # a small calcified nodule: a bright dot in one lung
+        cx, cy = rng.choice([-1.0, 1.0]) * rng.uniform(0.25, 0.55), rng.uniform(-0.5, 0.2)
+        image = np.where(((x - cx) ** 2 + (y - cy) ** 2) < 0.045**2, 0.9, image)
+    if labels.get("device"):  # a central line from the right shoulder towards the heart
+        t = np.clip((y + 0.75) / 0.9, 0.0, 1.0)
+        path_x = -0.55 + 0.55 * t
+        image = np.where((np.abs(x - path_x) < 0.018) & (y > -0.75) & (y < 0.15), 0.95, image)
+
+    contrast, brightness = rng.uniform(0.85, 1.15), rng.normal(0.0, 0.04)
+    image = (image - 0.4) * contrast + 0.4 + brightness
+    image = image + rng.normal(0.0, rng.uniform(0.01, 0.04), size=image.shape)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def synthesize_ecg(labels: Mapping[str, int], rng: np.random.Generator, sampling_rate: int = 100) -> np.ndarray:
+    """A ``(12, 10·sampling_rate)`` float32 ECG in mV, leads in :data:`LEADS` order, showing ``labels``."""
+    if sampling_rate < 50:
+        raise ValueError(f"sampling_rate must be >= 50 Hz to draw QRS complexes; got {sampling_rate}")
+    samples = int(round(ECG_SECONDS * sampling_rate))
+    t = np.arange(samples, dtype=np.float64) / sampling_rate
+    heart_rate = rng.uniform(55, 90) + (rng.uniform(25, 40) if labels.get("opacity") else 0.0)
+    rr = 60.0 / heart_rate
+    gain = rng.lognormal(0.0, 0.12, size=12) * rng.uniform(0.85, 1.15)
+    amplitudes = {"P": _P.copy(), "Q": _Q.copy(), "R": _R.copy(), "S": _S.copy(), "T": _T.copy()}
+    if labels.get("cardiomegaly"):
+        boost = rng.uniform(1.8, 2.4) * (1.2 if labels.get("severity") else 1.0)
+        amplitudes["R"][[_V5, _V6]] *= boost
+        amplitudes["S"][[_V1, _V2]] *= boost
+        amplitudes["R"][[0, 4]] *= 1.4
+        if rng.random() < 0.7:  # strain pattern
+            amplitudes["T"][_LATERAL] = -np.abs(amplitudes["T"][_LATERAL]) * rng.uniform(0.8, 1.5)
+    if labels.get("effusion"):
+        for wave in amplitudes:
+            amplitudes[wave] *= rng.uniform(0.45, 0.65)
+    beats = np.arange(rng.uniform(0.0, rr), ECG_SECONDS + 0.5, rr) + rng.normal(0.0, 0.015, size=1)
+    beats = beats + np.cumsum(rng.normal(0.0, 0.01, size=beats.shape))  # heart-rate variability
+    signal = np.zeros((12, samples))
+    t_scale = np.sqrt(rr / 0.85)  # QT and T widen at slower rates (Bazett)
+    for wave, amp in amplitudes.items():
+        offset = _OFFSETS[wave] * (t_scale if wave == "T" else 1.0)
+        width = _WIDTHS[wave] * (t_scale if wave == "T" else 1.0)
+        centres = beats + offset  # (beats,)
+        shape = np.exp(-((t[None, :] - centres[:, None]) ** 2) / (2 * width**2)).sum(0)  # (T,)
+        signal += (amp * gain)[:, None] * shape[None, :]
+    wander = rng.uniform(0.02, 0.1) * np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 2 * np.pi))
+    signal += wander[None, :] + rng.normal(0.0, rng.uniform(0.01, 0.03), size=signal.shape)
+    return signal.astype(np.float32)

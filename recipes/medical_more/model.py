@@ -1,0 +1,135 @@
+"""The MoRE model: X-ray, ECG and report encoders with 128-d projections, the contrastive objective, zero-shot
+diagnosis from prompts, and a diagnosis head over a fusion_core operator.
+
+MoRE aligns each image and signal to its report: ``L = InfoNCE(report, xray) + InfoNCE(report, ecg)`` with one
+learnable temperature (:class:`fusion_core.losses.contrastive.MultiAnchorInfoNCE`). The diagnosis head fuses the
+three projected embeddings as one token per modality with the data contract's ``present`` masks, so it scores
+with any modality missing; in training the ECG is dropped with p = 0.3 as in MoRE (and the report at a configurable
+rate, since the labels are read from it).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fusion_core.encoders.image import ViTEncoder
+from fusion_core.encoders.signal1d import SignalPatchEncoder
+from fusion_core.encoders.text import TextTransformerEncoder
+from fusion_core.fusion import create_fusion
+from fusion_core.layers import MLP
+from fusion_core.losses.contrastive import ContrastiveOutput, MultiAnchorInfoNCE
+
+__all__ = ["MODALITIES", "MoreConfig", "MoreModel", "MoreEmbeddings", "build_more_model"]
+
+MODALITIES: tuple[str, ...] = ("xray", "ecg", "report")
+
+
+class MoreEmbeddings(NamedTuple):
+    """``embeddings {modality: (B, P)}`` projections (not normalised); ``xray_tokens``/``ecg_tokens`` encoder states."""
+
+    embeddings: dict[str, Tensor]
+    xray_tokens: Tensor
+    ecg_tokens: Tensor
+
+
+@dataclass
+class MoreConfig:
+    """Sizes of the MoRE model; ``report_encoder`` is ``minilm`` (precomputed ``report_dim``-d sentence embeddings
+    of a frozen encoder) or ``scratch`` (a from-scratch transformer over hashed words)."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    ecg_samples: int = 1000
+    ecg_patch: int = 50
+    encoder_dim: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    projection_dim: int = 128
+    report_encoder: str = "minilm"
+    report_dim: int = 384
+    vocab_size: int = 4096
+    text_max_len: int = 64
+    temperature: float = 0.07
+    fusion: str = "gated_self_attention"
+    fusion_dim: int = 64
+    fusion_options: dict = field(default_factory=dict)
+    num_findings: int = 4
+    dropout: float = 0.0
+
+
+class MoreModel(nn.Module):
+    """Encoders → projections → (contrastive loss | zero-shot | fused diagnosis head).
+
+    Batches are the dicts of :class:`recipes.medical_more.data.MoreDataModule`: ``xray (B, 1, S, S)`` in [0, 1],
+    ``ecg (B, 12, T)`` mV, and ``report_embedding (B, report_dim)`` or ``report_ids``/``report_mask (B, N)``.
+    """
+
+    def __init__(self, xray_encoder: ViTEncoder, ecg_encoder: SignalPatchEncoder, report_encoder: TextTransformerEncoder | None,
+                 report_dim: int, projection_dim: int, fusion: nn.Module, fusion_dim: int, num_findings: int,
+                 temperature: float = 0.07) -> None:
+        super().__init__()
+        self.xray_encoder, self.ecg_encoder, self.report_encoder = xray_encoder, ecg_encoder, report_encoder
+        in_report = report_encoder.dim if report_encoder is not None else report_dim
+        self.projections = nn.ModuleDict({
+            "xray": nn.Linear(xray_encoder.dim, projection_dim),
+            "ecg": nn.Linear(ecg_encoder.dim, projection_dim),
+            # a frozen sentence encoder gets a small MLP so the report side can still adapt
+            "report": nn.Linear(in_report, projection_dim) if report_encoder is not None
+            else MLP(in_report, [projection_dim], projection_dim),
+        })
+        self.contrastive = MultiAnchorInfoNCE([("report", "xray"), ("report", "ecg")], temperature=temperature)
+        self.fusion = fusion
+        self.classifier = nn.Linear(fusion_dim, num_findings)
+
+    def encode_report(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """``(B, P)`` report projections from precomputed embeddings or token ids."""
+        if self.report_encoder is None:
+            return self.projections["report"](batch["report_embedding"])
+        return self.projections["report"](self.report_encoder(batch["report_ids"], batch["report_mask"]).pooled)
+
+    def encode(self, batch: Mapping[str, Tensor]) -> MoreEmbeddings:
+        xray = self.xray_encoder((batch["xray"] - 0.5) / 0.25)  # radiograph intensities to roughly unit scale
+        ecg = self.ecg_encoder(batch["ecg"])
+        embeddings = {
+            "xray": self.projections["xray"](xray.pooled),
+            "ecg": self.projections["ecg"](ecg.pooled),
+            "report": self.encode_report(batch),
+        }
+        return MoreEmbeddings(embeddings, xray.tokens, ecg.tokens)
+
+    def contrastive_loss(self, embeddings: dict[str, Tensor], present: dict[str, Tensor] | None = None) -> ContrastiveOutput:
+        return self.contrastive(embeddings, present)
+
+    def diagnose(self, embeddings: dict[str, Tensor], present: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``(logits (B, F), aux_loss)`` of the fused head; absent modalities never reach the output."""
+        tokens = {m: F.normalize(e, dim=-1)[:, None, :] for m, e in embeddings.items()}  # (B, 1, P) each
+        out = self.fusion(tokens, None, present)
+        return self.classifier(out.pooled), out.aux_loss
+
+    def zero_shot(self, query: Tensor, prompts: Tensor) -> Tensor:
+        """``(B, F)`` probabilities: for finding ``f``, softmax of the query's similarity to prompt ``2f`` (present)
+        against ``2f + 1`` (absent), at the learned temperature. ``query (B, P)``, ``prompts (2F, P)``."""
+        sim = F.normalize(query, dim=-1) @ F.normalize(prompts, dim=-1).T  # (B, 2F)
+        logits = self.contrastive.logit_scale.exp().clamp(max=self.contrastive.max_logit_scale) * sim
+        pairs = logits.reshape(query.shape[0], -1, 2)  # (B, F, 2)
+        return pairs.softmax(-1)[..., 0]
+
+
+def build_more_model(config: MoreConfig) -> MoreModel:
+    """The model for ``config``: ViT and ECG transformer of width ``encoder_dim``, the chosen report encoder."""
+    if config.report_encoder not in ("minilm", "scratch"):
+        raise ValueError(f"report_encoder must be 'minilm' or 'scratch'; got {config.report_encoder!r}")
+    if config.projection_dim <= 0 or config.fusion_dim <= 0 or config.num_findings <= 0:
+        raise ValueError("projection_dim, fusion_dim and num_findings must be positive")
+    sizes = dict(dim=config.encoder_dim, depth=config.depth, num_heads=config.num_heads, dropout=config.dropout)
+    xray = ViTEncoder(config.image_size, config.patch_size, 1, **sizes)
+    ecg = SignalPatchEncoder(12, config.ecg_samples, config.ecg_patch, **sizes)
+    report = TextTransformerEncoder(config.vocab_size, config.text_max_len, **sizes) if config.report_encoder == "scratch" else None
+    fusion = create_fusion(config.fusion, modality_dims={m: config.projection_dim for m in MODALITIES}, dim=config.fusion_dim,
+                           **dict(config.fusion_options))
+    return MoreModel(xray, ecg, report, config.report_dim, config.projection_dim, fusion, config.fusion_dim,
+                     config.num_findings, config.temperature)

@@ -1,0 +1,76 @@
+"""The medical (MoRE) page against a tiny trained run: AppTest for behaviour, headless chromium for a screenshot."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.apps.browser import REPO, assert_no_exception, screenshot, serve_app, wait_for_text
+from tests.recipes.medical_more.tiny_medical import train_tiny_medical
+
+HOME = REPO / "apps" / "Home.py"
+PAGE = "pages/2_Medical.py"
+TIMEOUT_S = 240
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def medical_run(tmp_path_factory: pytest.TempPathFactory):
+    return train_tiny_medical(tmp_path_factory.mktemp("medical-page"))
+
+
+def open_page(monkeypatch: pytest.MonkeyPatch, root: Path) -> AppTest:
+    monkeypatch.setenv("FUSION_RUNS_DIR", str(root))
+    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT_S).run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, "\n".join(e.value for e in at.exception)
+    return at
+
+
+def test_page_without_runs_says_how_to_train_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    at = open_page(monkeypatch, tmp_path)
+    assert at.title[0].value == "Chest X-ray, ECG and report"
+    assert "fusion train medical --config quick" in at.info[0].value
+
+
+def test_page_scores_a_cohort_patient_and_removes_modalities(medical_run, monkeypatch: pytest.MonkeyPatch):
+    at = open_page(monkeypatch, medical_run.path.parents[1])
+    assert not at.error, [e.value for e in at.error]
+    patients = at.selectbox(key="medical-patient").options
+    at.selectbox(key="medical-patient").set_value(patients[1]).run()
+    assert not at.exception
+
+    table = next(d.value for d in at.dataframe if "finding" in d.value.columns)
+    assert list(table["finding"]) == ["cardiomegaly", "effusion", "opacity", "normal"]
+    assert {"without X-ray", "without ECG", "without Report"} <= set(table.columns)
+    cards = {m.label.split(" (")[0]: float(m.value) for m in at.metric}
+    assert cards["cardiomegaly"] == pytest.approx(table["probability"][0], abs=1e-3)
+
+    # switching the ECG off gives exactly the "without ECG" probabilities
+    without_ecg = list(table["without ECG"])
+    at.checkbox(key="medical-use-ecg").uncheck().run()
+    assert not at.exception
+    after = next(d.value for d in at.dataframe if "finding" in d.value.columns)
+    assert list(after["probability"]) == pytest.approx(without_ecg, abs=1e-6)
+    assert "without ECG" not in after.columns
+    assert any("No ECG used" in i.value for i in at.info)
+
+    similar = next(d.value for d in at.dataframe if "similarity" in d.value.columns)
+    assert len(similar) == 5 and list(similar["similarity"]) == sorted(similar["similarity"], reverse=True)
+
+
+@pytest.fixture
+def medical_server(medical_run, tmp_path: Path):
+    with serve_app(medical_run.path.parents[1], tmp_path / "fusion-app.log") as url:
+        yield url
+
+
+@pytest.mark.browser
+def test_medical_page_renders_in_headless_chromium(medical_server: str, browser):
+    browser.get(f"{medical_server}/Medical")
+    wait_for_text(browser, ["Chest X-ray, ECG and report", "Finding probabilities", "What changes when a modality is removed",
+                             "12-lead ECG", "Most similar cases in the cohort"])
+    assert_no_exception(browser)
+    screenshot(browser, "medical.png", 2300)
