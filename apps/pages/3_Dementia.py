@@ -1,0 +1,185 @@
+"""Dementia dashboard: a recording's waveform, spectrogram and transcript (pauses and fillers marked), the model's
+probability of dementia, the acoustic and linguistic contributions, and the cohort's calibration.
+
+Reads ``dementia_speech`` runs (``fusion train dementia ...``) and their held-out speakers; never trains.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+import streamlit as st  # noqa: E402
+import torch  # noqa: E402
+
+from apps.common import load_predictor_cached, run_picker, runs_root  # noqa: E402
+from fusion_core.explain import modality_shapley  # noqa: E402
+from recipes.dementia_speech.chat import PAUSE_TOKENS, is_filler  # noqa: E402
+from recipes.dementia_speech.explain import reliability_figure  # noqa: E402
+from recipes.runtime.recipe import get_recipe  # noqa: E402
+from recipes.runtime.runs import Run, list_runs  # noqa: E402
+
+RECIPE = "dementia_speech"
+DOMAIN_NAMES = {0: "source (clean, 16 kHz)", 1: "target (telephone, 8 kHz)"}
+
+
+@st.cache_data(show_spinner="Loading the held-out speakers…", max_entries=8)
+def held_out_frame(run_path: str, model_stamp: float) -> pl.DataFrame:
+    recipe, run = get_recipe(RECIPE), Run(run_path)
+    with tempfile.TemporaryDirectory() as folder:
+        return pl.read_parquet(recipe.demo_input(run, Path(folder) / "held_out.parquet"))
+
+
+def marked_markdown(transcript: str) -> str:
+    """Streamlit markdown of the transcript: pauses in orange, fillers in violet."""
+    words = []
+    for token in transcript.split():
+        if token in PAUSE_TOKENS:
+            words.append(f":orange-background[{token}]")
+        elif is_filler(token):
+            words.append(f":violet-background[{token.replace('&', '&amp;')}]")
+        else:
+            words.append(token)
+    return " ".join(words)
+
+
+def signal_figure(waveform: np.ndarray, predictor: Any):
+    features = predictor.features
+    log_mel = features.frontend()(torch.from_numpy(waveform)[None]).log_mel[0, 0].numpy()
+    seconds = len(waveform) / features["sample_rate"]
+    fig, (wave_ax, spec_ax) = plt.subplots(2, 1, figsize=(10, 4.2), sharex=True, gridspec_kw={"height_ratios": [1, 2]})
+    wave_ax.plot(np.arange(len(waveform)) / features["sample_rate"], waveform, linewidth=0.4, color="#1f77b4")
+    wave_ax.set_ylabel("amplitude")
+    spec_ax.imshow(log_mel, origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, log_mel.shape[0]))
+    spec_ax.set_ylabel("mel band")
+    spec_ax.set_xlabel("time (s)")
+    fig.tight_layout()
+    return fig
+
+
+def contributions(predictor: Any, batch: dict[str, torch.Tensor]) -> pl.DataFrame:
+    modalities = list(predictor.module.model.modalities)
+    result = modality_shapley(lambda present: predictor.probability(batch, present), modalities, batch_size=1)
+    names = {"audio": "acoustic (spectrogram)", "text": "linguistic (transcript)"}
+    return pl.DataFrame({"branch": [names[m] for m in modalities],
+                         "Shapley value": [float(result.values[m][0]) for m in modalities]})
+
+
+# --- page -------------------------------------------------------------------------------------------------------
+
+st.set_page_config(page_title="Dementia · fusion-suite", page_icon="🗣️", layout="wide")
+st.title("Dementia from spontaneous speech")
+st.caption(
+    "A picture description's log-Mel spectrogram (with Δ and ΔΔ) goes through a small vision transformer and its "
+    "transcript through MiniLM; context-based attention, gated self-attention or cross-modal fusion combine them. "
+    "Research demonstration on synthetic speech — not a diagnostic tool."
+)
+
+root = runs_root()
+runs = [run for run in list_runs(root, RECIPE) if run.has_model]
+if not runs:
+    st.info(
+        f"**No finished `{RECIPE}` run** under `{root}`. Train one with `fusion train dementia --config quick` "
+        "(generates the espeak-ng cohort on first use, a few minutes) or `make demo`.",
+        icon="📭",
+    )
+    st.stop()
+
+with st.sidebar:
+    st.header("Runs")
+    run = run_picker("Run", runs, key="dementia-run")
+
+predictor = load_predictor_cached(RECIPE, run.path)
+held_out = held_out_frame(str(run.path.resolve()), run.model_path.stat().st_mtime)
+metrics = run.metrics
+cols = st.columns(4)
+for col, (label, key) in zip(cols, (("source accuracy", "test/acc"), ("source F1", "test/f1"),
+                                    ("source ECE", "test/ece"), ("telephone accuracy", "test/target_acc"))):
+    if key in metrics:
+        col.metric(label, f"{metrics[key]:.3f}")
+hp = predictor.module.hparams
+st.caption(f"Run `{run.run_id}`: fusion `{hp.fusion}`, branches {', '.join(predictor.module.model.modalities)}, "
+           f"label smoothing {hp.label_smoothing}, OT weight {hp.ot_weight}.")
+
+# --- one recording ------------------------------------------------------------------------------------------------
+st.header("Recording")
+mode = st.radio("Input", ["Cohort speaker", "Upload a recording"], horizontal=True, key="dementia-mode")
+row: pl.DataFrame | None = None
+if mode == "Cohort speaker":
+    speakers = held_out["speaker_id"].to_list()
+    speaker = st.selectbox("Held-out speaker", speakers, key="dementia-speaker",
+                           format_func=lambda s: f"{s} · {DOMAIN_NAMES[int(held_out.filter(pl.col('speaker_id') == s)['domain'][0])]}")
+    row = held_out.filter(pl.col("speaker_id") == speaker).head(1)
+else:
+    wav = st.file_uploader("WAV recording", type=["wav", "flac"], key="dementia-wav")
+    transcript = st.text_area("Transcript (optional; CHAT pauses (.) (..) (...) and fillers &uh are understood)",
+                              key="dementia-transcript")
+    chat = st.file_uploader("or a CHAT transcript (.cha, optional)", type=["cha"], key="dementia-cha")
+    if wav is None:
+        st.info("Upload a WAV file; without a transcript it is transcribed with pocketsphinx (offline).")
+        st.stop()
+    folder = Path(tempfile.mkdtemp(prefix="dementia-upload-"))
+    wav_path = folder / Path(wav.name).name
+    wav_path.write_bytes(wav.getvalue())
+    cha_path = None
+    if chat is not None:
+        cha_path = folder / Path(chat.name).name
+        cha_path.write_bytes(chat.getvalue())
+    row = pl.DataFrame({"speaker_id": [wav_path.stem], "wav_path": [str(wav_path)],
+                        "cha_path": [str(cha_path) if cha_path else None],
+                        "transcript": [transcript.strip() or None]}, schema={"speaker_id": pl.Utf8, "wav_path": pl.Utf8,
+                                                                            "cha_path": pl.Utf8, "transcript": pl.Utf8})
+
+with st.spinner("Reading the recording…"):
+    encoded = predictor.encode(row)
+if encoded.errors[0] is not None:
+    st.error(encoded.errors[0])
+    st.stop()
+
+probability = float(predictor.probability(encoded.batch)[0])
+left, right = st.columns([1, 2])
+left.metric("Probability of dementia", f"{probability:.2f}")
+if "label" in row.columns and row["label"][0] is not None:
+    left.metric("Recorded diagnosis", "dementia" if int(row["label"][0]) == 1 else "control")
+left.caption(f"Held-out ECE of this run: {metrics.get('test/ece', float('nan')):.3f} (source), "
+             f"{metrics.get('test/target_ece', float('nan')):.3f} (telephone): how far such probabilities are from "
+             "observed frequencies.")
+with right:
+    st.subheader("Modality contributions")
+    table = contributions(predictor, encoded.batch)
+    st.bar_chart(table.to_pandas(), x="branch", y="Shapley value", horizontal=True, height=180)
+    st.dataframe(table, hide_index=True)
+
+st.subheader("Waveform and log-Mel spectrogram")
+figure = signal_figure(encoded.waveforms[0], predictor)
+st.pyplot(figure)
+plt.close(figure)
+
+st.subheader(f"Transcript ({encoded.transcript_sources[0]})")
+st.markdown(marked_markdown(encoded.transcripts[0] or "(nothing recognised)"))
+tokens = (encoded.transcripts[0] or "").split()
+st.caption(f"{sum(t in PAUSE_TOKENS for t in tokens)} pauses (orange) and {sum(is_filler(t) for t in tokens)} fillers "
+           f"(violet) in {len(tokens)} tokens.")
+
+# --- cohort -------------------------------------------------------------------------------------------------------
+st.header("Cohort calibration")
+predictions_file = run.path / "test_predictions.parquet"
+if predictions_file.is_file():
+    predictions = pl.read_parquet(predictions_file)
+    columns = st.columns(2)
+    for col, domain in zip(columns, (0, 1)):
+        part = predictions.filter(pl.col("domain") == domain)
+        if part.height:
+            fig = reliability_figure(part["probability"].to_numpy(), part["label"].to_numpy(),
+                                     f"{DOMAIN_NAMES[domain]}: {part.height} speakers")
+            col.pyplot(fig)
+            plt.close(fig)
+    st.dataframe({k: [v] for k, v in sorted(metrics.items())}, hide_index=True)
+else:
+    st.info(f"Run {run.run_id} has no test_predictions.parquet; retrain it to see the cohort's reliability diagram.")

@@ -1,0 +1,300 @@
+"""The embedded speech cohort: picture descriptions spoken by espeak-ng, in the ADReSS layout, in two domains.
+
+Real dementia speech (DementiaBank, ADReSS) is licence-restricted, so the recipe ships a generator. Every
+speaker describes one kitchen scene of the "Cookie Theft" kind. Dementia speakers get a severity in (0, 1];
+the markers reported for Alzheimer's speech (Fraser et al., 2016; Boschi et al., 2017) grow with it: fewer
+information units and shorter descriptions, more and longer pauses, fillers, repetitions and revisions,
+pronouns and empty words instead of nouns and verbs, utterances trailing off, slower speech. Controls get a
+small severity too, so the classes overlap. Age is matched across classes; MMSE falls with severity.
+
+Transcripts are written as CHAT (``*PAR:`` tiers with ``[/]``, ``[//]``, ``&uh``, ``(..)``), spoken by
+``espeak-ng`` with SSML breaks for the pauses, several voices, rates and pitches. The **source** domain is
+clean 16 kHz audio; the **target** domain is the same kind of speaker recorded over a telephone: 300–3400 Hz
+band, 8 kHz sampling, reverberation and background noise. See ``data_cards/dementia-cohort.md``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CohortSpec", "Speaker", "generate_cohort", "describe_scene", "render_ssml", "telephone_channel",
+           "COHORT_VERSION", "ESPEAK"]
+
+COHORT_VERSION = 1
+ESPEAK = "espeak-ng"
+SOURCE_RATE = 16_000
+TARGET_RATE = 8_000
+
+# (sentence, information units it conveys). Nouns that a speaker may replace by a pronoun are marked as
+# "the boy" etc. in PRONOUNS; verbs that may become empty words are in EMPTY_VERBS.
+SCENE = (
+    ("the boy is standing on a stool", ("boy", "stool")),
+    ("he is taking cookies out of the cookie jar", ("cookie", "jar", "taking")),
+    ("the stool is tipping over and he is going to fall", ("stool", "falling")),
+    ("the girl is reaching up for a cookie", ("girl", "cookie", "reaching")),
+    ("she has her finger to her lips", ("girl", "lips")),
+    ("the mother is drying a plate at the sink", ("mother", "plate", "drying", "sink")),
+    ("the water is overflowing from the sink onto the floor", ("water", "overflowing", "floor")),
+    ("the mother is not paying attention to the water", ("mother", "water", "inattention")),
+    ("the window is open and you can see the garden outside", ("window", "garden")),
+    ("there are curtains on the window", ("curtains", "window")),
+    ("there are two cups and a plate on the counter", ("cups", "plate", "counter")),
+    ("the cupboard door is open above the children", ("cupboard", "children")),
+)
+PRONOUNS = {"the boy": "he", "the girl": "she", "the mother": "she", "the stool": "it", "the cookie jar": "that thing",
+            "the water": "it", "the sink": "that", "the window": "that", "a cookie": "something", "cookies": "things",
+            "a plate": "something", "the children": "them", "the cupboard door": "the thing"}
+EMPTY_VERBS = {"taking": "doing", "reaching up": "doing something", "drying": "doing", "overflowing": "going",
+               "standing": "being", "tipping over": "going"}
+WRONG_NOUN = {"boy": "girl", "girl": "boy", "mother": "woman", "stool": "chair", "plate": "dish", "sink": "tub",
+              "cookies": "candy", "window": "door", "curtains": "drapes", "cups": "bowls"}
+VOICES = {
+    "male": ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us+m3", "en-gb+m4"),
+    "female": ("en-us+f2", "en-gb+f3", "en-us+f4", "en-gb-x-rp+f1", "en-029+f5", "en-gb-scotland+f2"),
+}
+PAUSE_MS = {"(.)": (150, 450), "(..)": (500, 1500), "(...)": (1600, 3200)}
+
+
+@dataclass(frozen=True)
+class CohortSpec:
+    """How many speakers per domain and split, and the seed. ``source_train`` speakers are labelled for
+    training, ``source_test`` are the held-out source test set, ``target_train`` are unlabelled adaptation
+    data, ``target_test`` the labelled target evaluation set (labels only in its label file)."""
+
+    source_train: int = 72
+    source_test: int = 24
+    target_train: int = 24
+    target_test: int = 24
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if name != "seed" and (not isinstance(value, int) or value < 2 or value % 2):
+                raise ValueError(f"{name} must be an even int >= 2 (half controls, half dementia); got {value!r}")
+
+
+@dataclass
+class Speaker:
+    speaker_id: str
+    domain: str
+    split: str
+    label: int
+    severity: float
+    age: int
+    gender: str
+    mmse: int
+    voice: str
+    rate: int
+    pitch: int
+
+
+def _severity(rng: np.random.Generator, label: int) -> float:
+    return float(0.25 + 0.75 * rng.beta(2.0, 2.0)) if label else float(rng.beta(1.2, 9.0))
+
+
+def _apply_pronouns(sentence: str, rng: np.random.Generator, p: float) -> str:
+    for noun, pronoun in PRONOUNS.items():
+        if noun in sentence and rng.random() < p:
+            sentence = sentence.replace(noun, pronoun, 1)
+    for verb, empty in EMPTY_VERBS.items():
+        if verb in sentence and rng.random() < 0.6 * p:
+            sentence = sentence.replace(verb, empty, 1)
+    return sentence
+
+
+def describe_scene(severity: float, rng: np.random.Generator) -> list[str]:
+    """CHAT ``*PAR:`` utterances (without the tier name) of one picture description at ``severity``."""
+    s = float(np.clip(severity, 0.0, 1.0))
+    kept = max(3, int(round(len(SCENE) * (1.0 - 0.6 * s) + rng.normal(0, 1.0))))
+    order = rng.permutation(len(SCENE))[: min(kept, len(SCENE))]
+    if rng.random() > s:  # healthier speakers tend to describe the scene in a coherent order
+        order = np.sort(order)
+    utterances = []
+    for index in order:
+        words = _apply_pronouns(SCENE[index][0], rng, 0.7 * s).split()
+        if rng.random() < 0.35 * s and len(words) > 4:  # utterance trails off
+            words = words[: int(rng.integers(2, len(words) - 1))] + ["+..."]
+        out: list[str] = []
+        if rng.random() < 0.3 * s:  # revision: a wrong noun, retraced
+            for i, w in enumerate(words):
+                if w in WRONG_NOUN:
+                    words = words[:i] + [WRONG_NOUN[w], "[//]"] + words[i:]
+                    break
+        if rng.random() < 0.35 * s and len(words) > 2:  # repetition of the opening words
+            size = int(rng.integers(1, 3))
+            words = ["<" + " ".join(words[:size]) + ">" if size > 1 else words[0], "[/]"] + words
+        for i, w in enumerate(words):
+            if i > 0 and w not in ("[/]", "[//]", "+..."):
+                if rng.random() < 0.03 + 0.12 * s:
+                    out.append(str(rng.choice(["&uh", "&um", "&er"])))
+                if rng.random() < 0.02 + 0.12 * s:
+                    out.append(str(rng.choice(["(.)", "(..)", "(...)"], p=_pause_mix(s))))
+            out.append(w)
+        if rng.random() < 0.1 + 0.5 * s:
+            out.append(str(rng.choice(["(.)", "(..)", "(...)"], p=_pause_mix(s))))
+        utterances.append(" ".join(out) + ("" if out[-1] == "+..." else " ."))
+    return utterances
+
+
+def _pause_mix(s: float) -> list[float]:
+    long = 0.05 + 0.45 * s
+    medium = 0.25 + 0.15 * s
+    return [1.0 - long - medium, medium, long]
+
+
+def render_ssml(text: str, rng: np.random.Generator) -> str:
+    """SSML for espeak-ng from cleaned transcript text: pauses become breaks, fillers are spoken."""
+    parts = []
+    for token in text.split():
+        if token in PAUSE_MS:
+            low, high = PAUSE_MS[token]
+            parts.append(f'<break time="{int(rng.integers(low, high))}ms"/>')
+        elif token.startswith("&"):
+            parts.append(token[1:] + ",")
+        else:
+            parts.append(token)
+    return "<speak>" + " ".join(parts) + "</speak>"
+
+
+def _speak(ssml: str, speaker: Speaker) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    command = [ESPEAK, "-m", "-v", speaker.voice, "-s", str(speaker.rate), "-p", str(speaker.pitch), "--stdout", ssml]
+    result = subprocess.run(command, capture_output=True, check=False)
+    if result.returncode != 0 or not result.stdout:
+        raise RuntimeError(f"espeak-ng failed for {speaker.speaker_id} (voice {speaker.voice}): "
+                           f"{result.stderr.decode(errors='replace').strip()}")
+    audio, rate = sf.read(io.BytesIO(result.stdout), dtype="float32")
+    return audio, rate
+
+
+def telephone_channel(audio: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """``audio`` at ``rate`` → the target domain at 8 kHz: reverberation, 300–3400 Hz band, noise at 8–20 dB SNR."""
+    from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
+
+    rt60 = rng.uniform(0.3, 0.7)
+    length = int(0.4 * rate)
+    t = np.arange(length) / rate
+    response = rng.standard_normal(length) * np.exp(-6.9 * t / rt60)
+    response[0] = 1.0 / 0.3
+    response *= 0.3
+    wet = fftconvolve(audio, response)[: len(audio)]
+    narrow = resample_poly(wet, TARGET_RATE, rate) if rate != TARGET_RATE else wet
+    band = sosfilt(butter(4, [300, 3400], btype="bandpass", fs=TARGET_RATE, output="sos"), narrow)
+    snr_db = rng.uniform(8.0, 20.0)
+    signal_power = float(np.mean(band**2)) + 1e-12
+    noise = rng.standard_normal(len(band)) * np.sqrt(signal_power / 10 ** (snr_db / 10))
+    out = band + noise
+    return (0.8 * out / (np.abs(out).max() + 1e-9)).astype(np.float32)
+
+
+def _cha_text(speaker: Speaker, utterances: list[str]) -> str:
+    role = "ProbableAD" if speaker.label else "Control"
+    lines = [
+        "@UTF8", "@Begin", "@Languages:\teng", "@Participants:\tPAR Participant, INV Investigator",
+        f"@ID:\teng|Cohort|PAR|{speaker.age};|{speaker.gender}|{role}||Participant|{speaker.mmse}||",
+        "@ID:\teng|Cohort|INV|||||Investigator|||", f"@Media:\t{speaker.speaker_id}, audio",
+        "*INV:\ttell me everything you see going on in this picture .",
+    ]
+    lines += [f"*PAR:\t{u}" for u in utterances]
+    lines.append("@End")
+    return "\n".join(lines) + "\n"
+
+
+def _plan(spec: CohortSpec) -> list[Speaker]:
+    rng = np.random.default_rng(spec.seed)
+    speakers = []
+    number = 1
+    for domain, split, count in (("source", "train", spec.source_train), ("source", "test", spec.source_test),
+                                 ("target", "train", spec.target_train), ("target", "test", spec.target_test)):
+        labels = np.array([0, 1] * (count // 2))
+        rng.shuffle(labels)
+        for label in labels.tolist():
+            severity = _severity(rng, label)
+            gender = "female" if rng.random() < 0.55 else "male"
+            voice = str(rng.choice(VOICES[gender]))
+            rate = int(np.clip(rng.normal(168 - 45 * severity, 12), 95, 220))
+            pitch = int(np.clip(rng.normal(58 if gender == "female" else 40, 8), 10, 90))
+            age = int(np.clip(rng.normal(68, 7), 50, 90))
+            mmse = int(np.clip(round(29.5 - 22 * severity + rng.normal(0, 1.5)), 0, 30))
+            speakers.append(Speaker(f"S{number:03d}", domain, split, label, round(severity, 4), age, gender, mmse,
+                                    voice, rate, pitch))
+            number += 1
+    return speakers
+
+
+def _write_speaker(root: Path, speaker: Speaker, seed: int) -> None:
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    from recipes.dementia_speech.chat import parse_chat
+
+    rng = np.random.default_rng([seed, int(speaker.speaker_id[1:])])
+    utterances = describe_scene(speaker.severity, rng)
+    cha = _cha_text(speaker, utterances)
+    text = parse_chat(cha).text
+    audio, rate = _speak(render_ssml(text, rng), speaker)
+    audio = resample_poly(audio, SOURCE_RATE, rate).astype(np.float32)
+    audio = np.concatenate([np.zeros(int(0.3 * SOURCE_RATE), np.float32), audio, np.zeros(int(0.3 * SOURCE_RATE), np.float32)])
+    audio = (rng.uniform(0.4, 0.9) * audio / (np.abs(audio).max() + 1e-9)).astype(np.float32)
+    rate = SOURCE_RATE
+    if speaker.domain == "target":
+        audio, rate = telephone_channel(audio, SOURCE_RATE, rng), TARGET_RATE
+    base = root / speaker.domain / speaker.split
+    group = ("cd" if speaker.label else "cc") if speaker.split == "train" else ""
+    wav = base / "Full_wave_enhanced_audio" / group / f"{speaker.speaker_id}.wav"
+    cha_path = base / "transcription" / group / f"{speaker.speaker_id}.cha"
+    wav.parent.mkdir(parents=True, exist_ok=True)
+    cha_path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(wav, audio, rate, subtype="PCM_16")
+    cha_path.write_text(cha, encoding="utf-8")
+
+
+def _write_meta(root: Path, speakers: list[Speaker]) -> None:
+    for domain in ("source", "target"):
+        for split in ("train", "test"):
+            group = [s for s in speakers if s.domain == domain and s.split == split]
+            base = root / domain / split
+            if split == "train":
+                for name, label in (("cc", 0), ("cd", 1)):
+                    rows = [f"{s.speaker_id} ; {s.age} ; {s.gender} ; {s.mmse}" for s in group if s.label == label]
+                    (base / f"{name}_meta_data.txt").write_text("ID ; age ; gender ; mmse\n" + "\n".join(rows) + "\n")
+            else:
+                rows = [f"{s.speaker_id} ; {s.age} ; {s.gender}" for s in group]
+                (base / "meta_data.txt").write_text("ID ; age ; gender\n" + "\n".join(rows) + "\n")
+                rows = [f"{s.speaker_id} ; {s.label} ; {s.mmse}" for s in group]
+                (base / "test_results.txt").write_text("ID ; Label ; mmse\n" + "\n".join(rows) + "\n")
+
+
+def generate_cohort(dest: Path, spec: CohortSpec = CohortSpec(), workers: int = 2) -> Path:
+    """Write the cohort into ``dest`` (``source/`` and ``target/``, each in the ADReSS layout, plus
+    ``speakers.json`` with every speaker's hidden generation parameters and ``cohort.json``). Deterministic
+    for a given ``spec`` (espeak-ng's output is deterministic). Prints progress."""
+    if shutil.which(ESPEAK) is None:
+        raise FileNotFoundError(
+            f"{ESPEAK} is not installed; install the Debian package (`sudo apt-get install espeak-ng`, or "
+            "`make system-deps`) and fetch again"
+        )
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    speakers = _plan(spec)
+    started = time.perf_counter()
+    done = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for _ in pool.map(lambda s: _write_speaker(dest, s, spec.seed), speakers):
+            done += 1
+            if done % 24 == 0 or done == len(speakers):
+                print(f"[fusion data] dementia-cohort: {done}/{len(speakers)} speakers "
+                      f"({time.perf_counter() - started:.1f} s)", flush=True)
+    _write_meta(dest, speakers)
+    (dest / "speakers.json").write_text(json.dumps([asdict(s) for s in speakers], indent=1))
+    (dest / "cohort.json").write_text(json.dumps({"version": COHORT_VERSION, **asdict(spec)}, indent=2))
+    return dest

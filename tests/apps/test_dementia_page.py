@@ -1,0 +1,113 @@
+"""The dementia page against a tiny trained run: empty state, a cohort speaker, an uploaded WAV with a transcript,
+a bad upload, and a headless-chromium screenshot (test-artifacts/screenshots/dementia.png)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.apps.browser import assert_no_exception, screenshot, serve_app, wait_for_text
+
+HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
+PAGE = "pages/3_Dementia.py"
+TIMEOUT_S = 180
+TINY = [
+    "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+    "--model.dim=16", "--model.num_heads=2", "--model.audio_depth=1",
+    "--data.text_encoder=scratch", "--data.image_size=16", "--data.n_mels=32", "--data.max_text_tokens=32",
+    "--data.batch_size=4", "--data.num_folds=2", "--data.max_seconds=20",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian espeak-ng (make system-deps)"),
+]
+
+
+@pytest.fixture(scope="module")
+def dementia_runs(tmp_path_factory) -> Path:
+    """A runs root holding one tiny dementia run (trained on a 20-speaker cohort)."""
+    from recipes.dementia_speech.cohort import CohortSpec, generate_cohort
+    from recipes.runtime.train import train
+
+    home = tmp_path_factory.mktemp("data")
+    generate_cohort(home / "dementia-cohort", CohortSpec(source_train=8, source_test=4, target_train=4, target_test=4))
+    runs = tmp_path_factory.mktemp("runs")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FUSION_DATA_DIR", str(home))
+    try:
+        train("dementia", ["--config", "quick", "--runs-dir", str(runs), *TINY])
+    finally:
+        patch.undo()
+    return runs
+
+
+def open_page(monkeypatch: pytest.MonkeyPatch, root: Path) -> AppTest:
+    monkeypatch.setenv("FUSION_RUNS_DIR", str(root))
+    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT_S).run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, "\n".join(e.value for e in at.exception)
+    return at
+
+
+def test_page_without_runs_says_how_to_train_one(runs_root: Path, monkeypatch: pytest.MonkeyPatch):
+    at = open_page(monkeypatch, runs_root)
+    assert at.title[0].value == "Dementia from spontaneous speech"
+    assert "fusion train dementia --config quick" in at.info[0].value
+
+
+def test_cohort_speaker_shows_probability_contributions_transcript_and_calibration(dementia_runs, monkeypatch):
+    at = open_page(monkeypatch, dementia_runs)
+    assert not at.error
+    probability = float(next(m.value for m in at.metric if m.label == "Probability of dementia"))
+    assert 0.0 <= probability <= 1.0
+    assert any(m.label == "source accuracy" for m in at.metric)
+    table = next(d.value for d in at.dataframe if "Shapley value" in d.value.columns)
+    assert list(table["branch"]) == ["acoustic (spectrogram)", "linguistic (transcript)"]
+    assert any(s.value.startswith("Transcript (manual)") for s in at.subheader)
+    assert sorted(h.value for h in at.header) == ["Cohort calibration", "Recording", "Runs"]
+
+    assert any(":orange-background[" in m.value or ":violet-background[" in m.value for m in at.markdown)
+
+    speakers = at.selectbox(key="dementia-speaker").options
+    assert len(speakers) == 8 and sum("telephone" in s for s in speakers) == 4
+    at.selectbox(key="dementia-speaker").select_index(7).run()
+    assert not at.exception and not at.error
+    assert any(m.label == "Probability of dementia" for m in at.metric)
+
+
+def test_upload_with_a_transcript_and_a_bad_upload(dementia_runs, monkeypatch, tmp_path):
+    import io
+
+    import soundfile as sf
+
+    at = open_page(monkeypatch, dementia_runs)
+    at.radio(key="dementia-mode").set_value("Upload a recording").run()
+    assert "Upload a WAV file" in at.info[0].value
+
+    audio = (0.3 * np.sin(2 * np.pi * 180 * np.arange(44_100) / 22_050)).astype(np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, np.stack([audio, audio], axis=1), 22_050, format="WAV")  # stereo at another rate
+    at.text_area(key="dementia-transcript").input("the boy (..) &uh is on the stool")
+    at.file_uploader(key="dementia-wav").upload("speaker.wav", buffer.getvalue(), "audio/wav").run()
+    assert not at.exception and not at.error
+    assert 0.0 <= float(next(m.value for m in at.metric if m.label == "Probability of dementia")) <= 1.0
+    assert any(s.value == "Transcript (manual)" for s in at.subheader)
+    assert any(":orange-background[(..)]" in m.value for m in at.markdown)
+
+    at.file_uploader(key="dementia-wav").upload("broken.wav", b"not audio at all", "audio/wav").run()
+    assert not at.exception
+    assert "broken.wav: not a readable audio file" in at.error[0].value and "sox" in at.error[0].value
+
+
+@pytest.mark.browser
+def test_dementia_page_in_headless_chromium(dementia_runs, browser, tmp_path):
+    with serve_app(dementia_runs, tmp_path / "fusion-app.log") as url:
+        browser.get(f"{url}/Dementia")
+        body = wait_for_text(browser, ["Dementia from spontaneous speech", "Probability of dementia", "Cohort calibration"])
+        assert "Traceback" not in body
+        assert_no_exception(browser)
+        screenshot(browser, "dementia.png", 3000)

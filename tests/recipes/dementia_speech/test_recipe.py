@@ -1,0 +1,168 @@
+"""The recipe end to end on a tiny cohort: train (label smoothing + OT), score good and bad recordings with no lost
+rows, explain; the shipped configs fit the module and data signatures."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from tests.recipes.dementia_speech.dementia_helpers import tone
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian espeak-ng (make system-deps)"),
+]
+
+CONFIGS = Path(__file__).resolve().parents[3] / "recipes" / "dementia_speech" / "configs"
+TINY = [
+    "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+    "--model.dim=16", "--model.num_heads=2", "--model.audio_depth=1", "--model.patch_size=8",
+    "--data.text_encoder=scratch", "--model.ot_weight=0.5",
+    "--data.image_size=16", "--data.n_mels=32", "--data.max_text_tokens=32", "--data.batch_size=4",
+    "--data.num_folds=2", "--data.max_seconds=20",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from recipes.dementia_speech.cohort import CohortSpec, generate_cohort
+    from recipes.runtime.train import train
+
+    home = tmp_path_factory.mktemp("data")
+    generate_cohort(home / "dementia-cohort", CohortSpec(source_train=8, source_test=4, target_train=4, target_test=4))
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FUSION_DATA_DIR", str(home))
+    try:
+        run = train("dementia", ["--config", "quick", "--runs-dir", str(tmp_path_factory.mktemp("runs")), *TINY])
+        yield run
+    finally:
+        patch.undo()
+
+
+@pytest.mark.parametrize("name", ["quick", "full"])
+def test_shipped_configs_fit_the_module_and_data_signatures(name):
+    from recipes.dementia_speech.data import MINILM_DIM, DementiaDataModule
+    from recipes.dementia_speech.module import DementiaModule
+    from recipes.runtime.recipe import get_recipe
+
+    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    assert get_recipe("dementia").config_path(name) == CONFIGS / f"{name}.yaml"
+    data = DementiaDataModule(**config["data"])
+    module = DementiaModule(**config["model"], text_dim=data.text_dim, image_size=data.image_size,
+                            text_encoder=data.text_encoder, text_vocab_size=data.text_vocab_size)
+    assert data.text_dim == MINILM_DIM and module.hparams.fusion in ("gated_self_attention", "cross_attention")
+    assert "text_encoder" not in config["model"]  # linked from the data section, so the two cannot disagree
+
+
+def test_training_writes_metrics_for_both_domains(tiny_run):
+    metrics = tiny_run.metrics
+    for key in ("acc", "precision", "recall", "f1", "auroc", "ece", "adaptive_ece", "brier", "nll"):
+        assert f"test/{key}" in metrics and f"test/target_{key}" in metrics
+    assert 0 <= metrics["test/acc"] <= 1 and 0 <= metrics["test/ece"] <= 1
+    assert (tiny_run.path / "features.json").is_file()
+    predictions = pl.read_parquet(tiny_run.path / "test_predictions.parquet")
+    assert predictions.height == 8 and predictions["probability"].is_between(0, 1).all()
+    assert sorted(predictions["domain"].unique().to_list()) == [0, 1]
+
+
+def test_ot_loss_is_part_of_the_training_step(tiny_run):
+    from recipes.dementia_speech.module import DementiaModule
+
+    module = tiny_run.load_module()
+    assert module.hparams.ot_weight == 0.5
+    torch.manual_seed(0)
+    size = module.hparams.image_size
+    source = {"image": torch.randn(4, 3, size, size), "text_ids": torch.randint(1, 50, (4, 32)),
+              "text_mask": torch.ones(4, 32, dtype=torch.bool), "label": torch.tensor([0.0, 1.0, 0.0, 1.0])}
+    shifted = {k: (v + 3.0 if k == "image" else v) for k, v in source.items() if k != "label"}
+    logged = {}
+    module.log = lambda name, value, **_: logged.__setitem__(name, float(value))
+    module.train()
+    with_ot = module.training_step({"source": source, "target": shifted}, 0)
+    assert logged["train/ot_loss"] > 0
+    assert with_ot.item() == pytest.approx(logged["train/task_loss"] + 0.5 * logged["train/ot_loss"], rel=1e-5)
+    assert isinstance(module, DementiaModule)
+
+
+def _bad_and_good_inputs(folder: Path, good: pl.DataFrame) -> pl.DataFrame:
+    folder.mkdir()
+    sf.write(folder / "empty.wav", np.zeros(0, np.float32), 16_000)
+    sf.write(folder / "clipped.wav", np.clip(tone(2.0, amplitude=4.0), -1, 1), 16_000)
+    sf.write(folder / "rate44k.wav", sf.read(good["wav_path"][0])[0], 44_100)  # played back at the wrong rate
+    sf.write(folder / "stereo.wav", np.stack([sf.read(good["wav_path"][0])[0]] * 2, axis=1), 16_000)
+    (folder / "notes.wav").write_text("not audio at all")
+    paths = [str(folder / n) for n in ("empty.wav", "clipped.wav", "rate44k.wav", "stereo.wav", "notes.wav")]
+    bad = pl.DataFrame({"speaker_id": [f"B{i}" for i in range(5)], "wav_path": paths,
+                        "cha_path": [None, None, good["cha_path"][0], good["cha_path"][0], None],
+                        "transcript": [None, None, None, None, "the boy (..) &uh fell"]})
+    return pl.concat([good.select("speaker_id", "wav_path", "cha_path").with_columns(pl.lit(None, pl.Utf8).alias("transcript")),
+                      bad], how="vertical")
+
+
+def test_scoring_keeps_every_row_and_explains_bad_recordings(tiny_run, tmp_path):
+    from recipes.runtime.recipe import get_recipe
+    from recipes.runtime.score import score_file
+
+    recipe = get_recipe("dementia")
+    held_out = pl.read_parquet(recipe.demo_input(tiny_run, tmp_path / "demo.parquet"))
+    assert held_out.height == 8 and {"speaker_id", "wav_path", "cha_path", "label", "domain"} <= set(held_out.columns)
+    frame = _bad_and_good_inputs(tmp_path / "wavs", held_out.head(3))
+    frame.write_parquet(tmp_path / "in.parquet")
+    scored = pl.read_parquet(score_file(recipe, tiny_run, tmp_path / "in.parquet", tmp_path / "out.parquet", chunk_size=4))
+    assert scored.height == frame.height and scored["row"].to_list() == list(range(frame.height))
+    by_speaker = {r["speaker_id"]: r for r in scored.iter_rows(named=True)}
+    for speaker in held_out.head(3)["speaker_id"]:
+        assert by_speaker[speaker]["error"] is None and 0 <= by_speaker[speaker]["score"] <= 1
+    assert "empty.wav: the recording is empty" in by_speaker["B0"]["error"] and by_speaker["B0"]["score"] is None
+    assert "clipped.wav" in by_speaker["B1"]["error"] and "lower input gain" in by_speaker["B1"]["error"]
+    assert by_speaker["B2"]["error"] is None  # another rate: resampled
+    assert by_speaker["B3"]["error"] is None  # stereo: averaged to mono
+    assert by_speaker["B2"]["transcript_source"] == "manual"  # read from its .cha file, kept in the scored file
+    stereo_equals_mono = abs(by_speaker["B3"]["score"] - by_speaker[held_out["speaker_id"][0]]["score"]) < 1e-5
+    assert stereo_equals_mono
+    assert "notes.wav: not a readable audio file" in by_speaker["B4"]["error"] and "sox" in by_speaker["B4"]["error"]
+
+
+def test_explain_writes_a_report_with_every_section(tiny_run, tmp_path):
+    from recipes.runtime.explain import explain
+
+    out = explain("dementia", tiny_run, None, tmp_path / "report.html", max_examples=2)
+    html = out.read_text()
+    for section in ("Modality Shapley values", "Spectrogram saliency", "Word attributions", "Calibration",
+                    "reliability diagram, source (clean)", "reliability diagram, target (telephone)"):
+        assert section in html
+    assert html.count("data:image/png;base64,") >= 4  # Shapley, saliency, two reliability diagrams
+    assert "<strong>(" in html or "<strong>&amp;" in html  # pauses or fillers are marked in a transcript
+
+
+def test_predictor_marks_asr_when_there_is_no_transcript(tiny_run, monkeypatch):
+    import recipes.dementia_speech.data as data
+    from recipes.runtime.recipe import get_recipe
+
+    monkeypatch.setattr(data, "transcribe", lambda waveform, sample_rate=16_000: "the boy fell")
+    predictor = get_recipe("dementia").load_predictor(tiny_run)
+    row = pl.read_parquet(get_recipe("dementia").demo_input(tiny_run, tiny_run.path.parent / "x.parquet")).head(1)
+    encoded = predictor.encode(row.select("speaker_id", "wav_path"))
+    assert encoded.transcripts == ["the boy fell"] and encoded.transcript_sources == ["asr"]
+    encoded = predictor.encode(row)
+    assert encoded.transcript_sources == ["manual"] and encoded.transcripts[0]
+
+
+def test_target_batches_carry_no_labels(tiny_run):
+    import json
+
+    from recipes.dementia_speech.data import DementiaDataModule
+
+    root = json.loads((tiny_run.path / "features.json").read_text())["root"]
+    dm = DementiaDataModule(root=root, text_encoder="scratch", image_size=16, n_mels=32, max_text_tokens=32,
+                            batch_size=4, num_folds=2, max_seconds=20)
+    dm.setup()
+    batch, _, _ = next(iter(dm.train_dataloader()))
+    assert "label" not in batch["target"] and bool((batch["target"]["domain"] == 1).all())
+    assert bool((batch["source"]["domain"] == 0).all()) and set(batch["source"]["label"].tolist()) <= {0.0, 1.0}
