@@ -1,0 +1,1 @@
+"""Camera-LiDAR interaction for 3D detection (DeepInteraction++) on KITTI-format data."""

@@ -1,0 +1,411 @@
+"""DeepInteraction++-style camera-LiDAR detector and its baselines, assembled from fusion_core parts.
+
+Two streams are kept from input to output (Yang et al., "DeepInteraction++", 2024):
+
+* LiDAR stream: :class:`fusion_core.encoders.points.PillarEncoder` → a small BEV CNN → BEV tokens ``(B, X·Y, D)``.
+* camera stream: a small CNN (stride 8) → image tokens ``(B, h·w, D)``.
+* representational interaction encoder (:class:`InteractionEncoderLayer`): each BEV cell attends to the image
+  features sampled where points of its pillar project through the calibration, and each image feature attends to
+  the BEV cells sampled along its camera ray; both streams are updated in parallel and kept.
+* predictive interaction decoder (:class:`InteractionDecoder`): object queries start at the peaks of a BEV
+  objectness heatmap and are refined by layers that alternate attention to the BEV tokens and to the image
+  tokens; heads give class (with background), centre offset, height, size and yaw.
+
+Baselines (``variant``): ``lidar`` (BEV stream only), ``camera`` (image features lifted onto the BEV grid by the
+same projection sampling; decoder alternates lifted BEV and image), ``concat`` (BEVFusion-like: LiDAR BEV and
+lifted camera BEV concatenated and merged early; decoder on the merged BEV only).
+
+A batch is a dict (B frames, P points, M ground-truth slots)::
+
+    points (B, P, 4) float        point_mask (B, P) bool       image (B, 3, H, W) float in [0, 1]
+    lidar_present (B,) bool        camera_present (B,) bool     projection (B, 3, 4) velodyne → pixel
+    gt_boxes (B, M, 7)             gt_labels (B, M) long        gt_mask (B, M) bool     (training and metrics)
+
+Letters: B batch, D width, X/Y BEV cells, N = X·Y, h/w image feature cells, K samples per token, Q queries.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fusion_core.encoders.points import PillarEncoder
+from fusion_core.layers.attention import MaskedAttention
+from fusion_core.layers.mlp import MLP, FeedForward
+
+__all__ = [
+    "VARIANTS",
+    "DrivingModelConfig",
+    "DetectorOutput",
+    "ImageEncoder",
+    "BevGeometry",
+    "InteractionEncoderLayer",
+    "InteractionDecoder",
+    "DrivingDetector",
+    "build_detector",
+]
+
+VARIANTS = ("interaction", "lidar", "camera", "concat")
+# class-agnostic size prior (l, w, h); the size head predicts log ratios to it
+SIZE_PRIOR = (3.0, 1.4, 1.7)
+
+
+@dataclass(frozen=True)
+class DrivingModelConfig:
+    variant: str = "interaction"
+    num_classes: int = 4
+    x_range: tuple[float, float] = (0.0, 48.0)
+    y_range: tuple[float, float] = (-24.0, 24.0)
+    grid_size: tuple[int, int] = (32, 32)
+    image_size: tuple[int, int] = (96, 320)
+    dim: int = 32
+    num_heads: int = 4
+    encoder_layers: int = 1
+    decoder_layers: int = 4
+    num_queries: int = 24
+    pillar_heights: tuple[float, ...] = (-1.5, -0.9, -0.3, 0.3)  # velodyne z of the samples up each pillar
+    ray_depths: tuple[float, ...] = (4.0, 8.0, 12.0, 16.0, 22.0, 28.0, 36.0, 46.0)  # camera depths along each ray
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant = {self.variant!r}; choose one of {list(VARIANTS)}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim={self.dim} must be divisible by num_heads={self.num_heads}")
+        if self.num_queries < 1 or self.decoder_layers < 1 or self.encoder_layers < 0:
+            raise ValueError("need num_queries >= 1, decoder_layers >= 1 and encoder_layers >= 0")
+        if self.image_size[0] % 8 or self.image_size[1] % 8:
+            raise ValueError(f"image_size {self.image_size} must be divisible by 8 (the image CNN's stride)")
+
+    @property
+    def uses_lidar(self) -> bool:
+        return self.variant != "camera"
+
+    @property
+    def uses_camera(self) -> bool:
+        return self.variant != "lidar"
+
+    @property
+    def cell(self) -> tuple[float, float]:
+        return ((self.x_range[1] - self.x_range[0]) / self.grid_size[0], (self.y_range[1] - self.y_range[0]) / self.grid_size[1])
+
+
+class DetectorOutput(NamedTuple):
+    heatmap: Tensor  # (B, X, Y) objectness logits
+    query_cells: Tensor  # (B, Q) flat BEV cell index of each query
+    class_logits: Tensor  # (B, Q, num_classes + 1); the last class is background
+    boxes: Tensor  # (B, Q, 7) decoded velodyne boxes
+    box_params: Tensor  # (B, Q, 8) raw regression: dx, dy, z, log l/w/h ratios, sin, cos
+    stream_updates: Tensor  # (B, Q, 2) size of the decoder's cross-attention updates from [BEV, image]
+
+
+def _conv_block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.GroupNorm(4, c_out), nn.ReLU())
+
+
+class ImageEncoder(nn.Module):
+    """Small CNN: ``(B, 3, H, W)`` → ``(B, D, H/8, W/8)``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(_conv_block(3, 16, 2), _conv_block(16, 24, 2), _conv_block(24, dim, 2), _conv_block(dim, dim))
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.net(image)
+
+
+class BevGeometry(nn.Module):
+    """Where BEV cells land in the image and where image rays cross the BEV grid, from the calibration.
+
+    ``cell_to_image(projection)`` → grid-sample coordinates ``(B, N, K_h, 2)`` in the image feature map and a
+    validity mask ``(B, N, K_h)`` for ``pillar_heights`` samples up each BEV cell. ``ray_to_bev(projection)`` →
+    coordinates ``(B, h·w, K_d, 2)`` in the BEV map and validity ``(B, h·w, K_d)`` for ``ray_depths`` samples along
+    the ray of every image feature cell. Coordinates follow ``F.grid_sample`` (x = width axis, in [-1, 1]).
+    """
+
+    def __init__(self, config: DrivingModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        X, Y = config.grid_size
+        dx, dy = config.cell
+        xs = config.x_range[0] + (torch.arange(X) + 0.5) * dx
+        ys = config.y_range[0] + (torch.arange(Y) + 0.5) * dy
+        gx, gy = torch.meshgrid(xs, ys, indexing="ij")
+        self.register_buffer("cell_xy", torch.stack([gx, gy], -1).reshape(-1, 2), persistent=False)  # (N, 2)
+        H, W = config.image_size
+        h, w = H // 8, W // 8
+        v, u = torch.meshgrid((torch.arange(h) + 0.5) * 8, (torch.arange(w) + 0.5) * 8, indexing="ij")
+        self.register_buffer("feature_uv", torch.stack([u, v], -1).reshape(-1, 2), persistent=False)  # (h·w, 2)
+        self.register_buffer("heights", torch.tensor(config.pillar_heights, dtype=torch.float32), persistent=False)
+        self.register_buffer("depths", torch.tensor(config.ray_depths, dtype=torch.float32), persistent=False)
+
+    def cell_to_image(self, projection: Tensor) -> tuple[Tensor, Tensor]:
+        N, K = self.cell_xy.shape[0], self.heights.shape[0]
+        xyz = torch.cat([self.cell_xy[:, None, :].expand(N, K, 2), self.heights[None, :, None].expand(N, K, 1)], -1)
+        homo = torch.cat([xyz, torch.ones(N, K, 1, device=xyz.device)], -1).reshape(-1, 4)  # (N·K, 4)
+        pixel = torch.einsum("bij,nj->bni", projection, homo)  # (B, N·K, 3)
+        depth = pixel[..., 2]
+        uv = pixel[..., :2] / depth.clamp(min=1e-3)[..., None]
+        H, W = self.config.image_size
+        valid = (depth > 0.5) & (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H)
+        grid = torch.stack([uv[..., 0] / W * 2 - 1, uv[..., 1] / H * 2 - 1], -1)
+        grid = torch.where(valid[..., None], grid, torch.zeros((), device=grid.device))
+        B = projection.shape[0]
+        return grid.reshape(B, N, K, 2), valid.reshape(B, N, K)
+
+    def ray_to_bev(self, projection: Tensor) -> tuple[Tensor, Tensor]:
+        # invert pixel = A·X + m for X at camera depth d:  X = A⁻¹ (d·(u, v, 1) - m)
+        A, m = projection[:, :, :3], projection[:, :, 3]  # (B, 3, 3), (B, 3)
+        A_inv = torch.linalg.inv(A)
+        M, K = self.feature_uv.shape[0], self.depths.shape[0]
+        uv1 = torch.cat([self.feature_uv, torch.ones(M, 1, device=A.device)], -1)  # (M, 3)
+        scaled = self.depths[None, :, None] * uv1[:, None, :]  # (M, K, 3)
+        xyz = torch.einsum("bij,bmkj->bmki", A_inv, scaled[None] - m[:, None, None, :])  # (B, M, K, 3)
+        cfg = self.config
+        fx = (xyz[..., 0] - cfg.x_range[0]) / (cfg.x_range[1] - cfg.x_range[0])
+        fy = (xyz[..., 1] - cfg.y_range[0]) / (cfg.y_range[1] - cfg.y_range[0])
+        valid = (fx >= 0) & (fx < 1) & (fy >= 0) & (fy < 1)
+        # the BEV map is (B, D, X, Y): grid_sample's width axis is y, its height axis x
+        grid = torch.stack([fy * 2 - 1, fx * 2 - 1], -1)
+        grid = torch.where(valid[..., None], grid, torch.zeros((), device=grid.device))
+        return grid, valid
+
+
+def _sample(feature_map: Tensor, grid: Tensor) -> Tensor:
+    """``feature_map (B, D, H, W)`` at ``grid (B, T, K, 2)`` → ``(B·T, K, D)``."""
+    sampled = F.grid_sample(feature_map, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B, D, T, K)
+    B, D, T, K = sampled.shape
+    return sampled.permute(0, 2, 3, 1).reshape(B * T, K, D)
+
+
+class InteractionEncoderLayer(nn.Module):
+    """One representational-interaction layer: BEV→image and image→BEV local cross-attention, in parallel.
+
+    ``forward(bev (B, D, X, Y), image (B, D, h, w), geometry samples, present masks)`` → updated ``(bev, image)``.
+    Each direction is a :class:`fusion_core.layers.attention.MaskedAttention` whose keys are the other stream's
+    features sampled at the token's projection (plus a learned embedding of the sample's height or depth); keys
+    of an absent sensor or outside its view are masked, and a token with no valid key receives no update.
+    """
+
+    def __init__(self, dim: int, num_heads: int, num_heights: int, num_depths: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.bev_norm, self.image_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.height_embedding = nn.Parameter(torch.randn(num_heights, dim) * 0.02)
+        self.depth_embedding = nn.Parameter(torch.randn(num_depths, dim) * 0.02)
+        self.bev_from_image = MaskedAttention(dim, num_heads, dropout=dropout)
+        self.image_from_bev = MaskedAttention(dim, num_heads, dropout=dropout)
+        self.bev_ffn_norm, self.image_ffn_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.bev_ffn, self.image_ffn = FeedForward(dim, 2, dropout), FeedForward(dim, 2, dropout)
+
+    def forward(self, bev: Tensor, image: Tensor, cell_grid: Tensor, cell_valid: Tensor, ray_grid: Tensor,
+                ray_valid: Tensor, lidar_present: Tensor, camera_present: Tensor) -> tuple[Tensor, Tensor]:
+        B, D, X, Y = bev.shape
+        h, w = image.shape[-2:]
+        bev_tokens = bev.flatten(2).transpose(1, 2)  # (B, N, D)
+        image_tokens = image.flatten(2).transpose(1, 2)  # (B, h·w, D)
+        bev_normed = self.bev_norm(bev_tokens)
+        image_normed = self.image_norm(image_tokens)
+        image_map = image_normed.transpose(1, 2).reshape(B, D, h, w)
+        bev_map = bev_normed.transpose(1, 2).reshape(B, D, X, Y)
+        # BEV cell ← image features at its pillar's projections
+        keys = _sample(image_map, cell_grid) + self.height_embedding  # (B·N, K_h, D)
+        mask = (cell_valid & camera_present[:, None, None]).reshape(B * X * Y, -1)
+        bev_update = self.bev_from_image(bev_normed.reshape(B * X * Y, 1, D), keys, mask).out.reshape(B, X * Y, D)
+        # image feature ← BEV cells along its camera ray
+        keys = _sample(bev_map, ray_grid) + self.depth_embedding  # (B·h·w, K_d, D)
+        mask = (ray_valid & lidar_present[:, None, None]).reshape(B * h * w, -1)
+        image_update = self.image_from_bev(image_normed.reshape(B * h * w, 1, D), keys, mask).out.reshape(B, h * w, D)
+        bev_tokens = bev_tokens + bev_update
+        bev_tokens = bev_tokens + self.bev_ffn(self.bev_ffn_norm(bev_tokens))
+        image_tokens = image_tokens + image_update
+        image_tokens = image_tokens + self.image_ffn(self.image_ffn_norm(image_tokens))
+        return bev_tokens.transpose(1, 2).reshape(B, D, X, Y), image_tokens.transpose(1, 2).reshape(B, D, h, w)
+
+
+class _DecoderLayer(nn.Module):
+    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.self_norm, self.cross_norm, self.ffn_norm = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.self_attention = MaskedAttention(dim, num_heads, dropout=dropout)
+        self.cross_attention = MaskedAttention(dim, num_heads, dropout=dropout)
+        self.ffn = FeedForward(dim, 2, dropout)
+
+    def forward(self, queries: Tensor, memory: Tensor, memory_mask: Tensor, need_weights: bool):
+        queries = queries + self.self_attention(self.self_norm(queries)).out
+        attended = self.cross_attention(self.cross_norm(queries), memory, memory_mask, need_weights=need_weights)
+        queries = queries + attended.out
+        queries = queries + self.ffn(self.ffn_norm(queries))
+        return queries, attended.out, attended.weights
+
+
+class InteractionDecoder(nn.Module):
+    """Predictive interaction decoder: layer ``i`` attends to ``sources[i]`` (``"bev"`` or ``"image"``).
+
+    ``forward(queries (B, Q, D), memories {source: (B, T, D)}, masks {source: (B, T)})`` → refined queries,
+    ``(B, Q, 2)`` mean norm of the cross-attention updates drawn from [bev, image], and the per-layer attention
+    weights ``[(source, (B, H, Q, T))]`` when ``record_attention`` is set.
+    """
+
+    def __init__(self, dim: int, num_heads: int, sources: tuple[str, ...], dropout: float = 0.0) -> None:
+        super().__init__()
+        if not sources or any(s not in ("bev", "image") for s in sources):
+            raise ValueError(f"sources must be a non-empty sequence of 'bev' / 'image'; got {sources}")
+        self.sources = tuple(sources)
+        self.layers = nn.ModuleList([_DecoderLayer(dim, num_heads, dropout) for _ in sources])
+        self.record_attention = False
+        self.last_attention: list[tuple[str, Tensor]] = []
+
+    def forward(self, queries: Tensor, memories: dict[str, Tensor], masks: dict[str, Tensor]):
+        updates = torch.zeros(*queries.shape[:2], 2, device=queries.device, dtype=queries.dtype)
+        recorded = []
+        for source, layer in zip(self.sources, self.layers):
+            queries, update, weights = layer(queries, memories[source], masks[source], self.record_attention)
+            updates[..., 0 if source == "bev" else 1] += update.norm(dim=-1)
+            if self.record_attention:
+                recorded.append((source, weights.detach()))
+        if self.record_attention:
+            self.last_attention = recorded
+        return queries, updates
+
+
+class DrivingDetector(nn.Module):
+    """The whole detector; built by :func:`build_detector`. ``forward(batch, query_cells=None)`` →
+    :class:`DetectorOutput`. ``query_cells (B, Q)`` overrides the heatmap-peak queries (training feeds the
+    ground-truth cells too)."""
+
+    def __init__(self, config: DrivingModelConfig, pillars: PillarEncoder | None, image_encoder: ImageEncoder | None) -> None:
+        super().__init__()
+        self.config = config
+        D = config.dim
+        self.pillars = pillars
+        self.image_encoder = image_encoder
+        self.geometry = BevGeometry(config)
+        if pillars is not None:
+            self.lidar_bev = nn.Sequential(_conv_block(D + 2, D), _conv_block(D, D))
+        if config.variant in ("camera", "concat"):
+            self.lift_embedding = nn.Parameter(torch.randn(len(config.pillar_heights), D) * 0.02)
+            self.camera_bev = nn.Sequential(_conv_block(D + 2, D), _conv_block(D, D))
+        if config.variant == "concat":
+            self.merge = _conv_block(2 * D, D)
+        self.encoder = nn.ModuleList(
+            [InteractionEncoderLayer(D, config.num_heads, len(config.pillar_heights), len(config.ray_depths), config.dropout)
+             for _ in range(config.encoder_layers if config.variant == "interaction" else 0)]
+        )
+        self.bev_head = _conv_block(D + 2, D)
+        self.heatmap_head = nn.Conv2d(D, 1, 1)
+        nn.init.constant_(self.heatmap_head.bias, -2.19)  # CenterNet: start at p ≈ 0.1
+        sources = ("bev", "image") if config.variant in ("interaction", "camera") else ("bev",)
+        self.decoder = InteractionDecoder(D, config.num_heads, tuple(sources[i % len(sources)] for i in range(config.decoder_layers)),
+                                          config.dropout)
+        h, w = config.image_size[0] // 8, config.image_size[1] // 8
+        # the decoder's image memory exists only where a decoder layer attends to the image
+        self.image_position = nn.Parameter(torch.randn(h * w, D) * 0.02) if "image" in sources else None
+        self.bev_position = MLP(2, [D], D)
+        self.query_position = MLP(2, [D], D)
+        self.class_head = MLP(D, [D], config.num_classes + 1)
+        self.box_head = MLP(D, [D], 8)
+
+    # --- streams ----------------------------------------------------------------------------------------
+    def _coords(self, B: int, device) -> Tensor:
+        X, Y = self.config.grid_size
+        cell = self.geometry.cell_xy
+        norm = torch.stack([(cell[:, 0] - self.config.x_range[0]) / (self.config.x_range[1] - self.config.x_range[0]),
+                            (cell[:, 1] - self.config.y_range[0]) / (self.config.y_range[1] - self.config.y_range[0])], -1)
+        return (norm * 2 - 1).T.reshape(1, 2, X, Y).expand(B, 2, X, Y).to(device)
+
+    def _lift(self, image_features: Tensor, cell_grid: Tensor, cell_valid: Tensor, camera_present: Tensor) -> Tensor:
+        """Camera features onto the BEV grid: the masked mean of the samples up each pillar (an orthographic
+        feature transform), each sample tagged with its height."""
+        B, D = image_features.shape[:2]
+        X, Y = self.config.grid_size
+        samples = _sample(image_features, cell_grid).reshape(B, X * Y, -1, D) + self.lift_embedding  # (B, N, K, D)
+        weight = (cell_valid & camera_present[:, None, None]).to(samples.dtype)[..., None]
+        lifted = (samples * weight).sum(2) / weight.sum(2).clamp(min=1)
+        return lifted.transpose(1, 2).reshape(B, D, X, Y)
+
+    def streams(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        """BEV map ``(B, D, X, Y)`` and image feature map ``(B, D, h, w)`` (None for the LiDAR-only variant)
+        after the streams and, for ``interaction``, the interaction encoder."""
+        cfg = self.config
+        B = batch["projection"].shape[0]
+        device = batch["projection"].device
+        coords = self._coords(B, device)
+        lidar_present = batch["lidar_present"].bool()
+        camera_present = batch["camera_present"].bool()
+        image_features = None
+        if self.image_encoder is not None:
+            image = torch.where(camera_present[:, None, None, None], batch["image"], torch.zeros((), device=device))
+            image_features = self.image_encoder(image) * camera_present[:, None, None, None]
+        cell_grid, cell_valid = self.geometry.cell_to_image(batch["projection"])
+        bev = None
+        if self.pillars is not None:
+            point_mask = batch["point_mask"].bool() & lidar_present[:, None]
+            pillar_bev = self.pillars(batch["points"], point_mask).bev
+            bev = self.lidar_bev(torch.cat([pillar_bev, coords], 1))
+        if cfg.variant in ("camera", "concat"):
+            lifted = self.camera_bev(torch.cat([self._lift(image_features, cell_grid, cell_valid, camera_present), coords], 1))
+            bev = lifted if bev is None else self.merge(torch.cat([bev, lifted], 1))
+        if self.encoder:
+            ray_grid, ray_valid = self.geometry.ray_to_bev(batch["projection"])
+            for layer in self.encoder:
+                bev, image_features = layer(bev, image_features, cell_grid, cell_valid, ray_grid, ray_valid,
+                                            lidar_present, camera_present)
+        bev = self.bev_head(torch.cat([bev, coords], 1))
+        return bev, image_features
+
+    # --- queries and heads --------------------------------------------------------------------------------
+    def peak_cells(self, heatmap: Tensor, k: int) -> Tensor:
+        """``(B, k)`` flat cells of the ``k`` highest local maxima (3×3) of ``heatmap (B, X, Y)``."""
+        pooled = F.max_pool2d(heatmap[:, None], 3, 1, 1)[:, 0]
+        peaks = torch.where(heatmap >= pooled, heatmap, torch.full_like(heatmap, -1e4))
+        return peaks.flatten(1).topk(k, dim=1).indices
+
+    def forward(self, batch: dict[str, Tensor], query_cells: Tensor | None = None) -> DetectorOutput:
+        bev, image_features = self.streams(batch)
+        heatmap = self.heatmap_head(bev)[:, 0]  # (B, X, Y)
+        if query_cells is None:
+            query_cells = self.peak_cells(heatmap.detach(), min(self.config.num_queries, heatmap[0].numel()))
+        return self.decode_queries(batch, bev, image_features, heatmap, query_cells)
+
+    def decode_queries(self, batch: dict[str, Tensor], bev: Tensor, image_features: Tensor | None, heatmap: Tensor,
+                       query_cells: Tensor) -> DetectorOutput:
+        """Queries at ``query_cells (B, Q)`` refined by the decoder over the streams, then the heads."""
+        B, D, X, Y = bev.shape
+        cell_norm = self._coords(1, bev.device).reshape(2, -1).T  # (N, 2) in [-1, 1]
+        bev_tokens = bev.flatten(2).transpose(1, 2)  # (B, N, D)
+        queries = bev_tokens.gather(1, query_cells[..., None].expand(-1, -1, D)) + self.query_position(cell_norm[query_cells])
+        memories = {"bev": bev_tokens + self.bev_position(cell_norm)[None]}
+        masks = {"bev": torch.ones(B, X * Y, dtype=torch.bool, device=bev.device)}
+        if self.image_position is not None:
+            memories["image"] = image_features.flatten(2).transpose(1, 2) + self.image_position
+            masks["image"] = batch["camera_present"].bool()[:, None].expand(B, memories["image"].shape[1])
+        queries, updates = self.decoder(queries, memories, masks)
+        params = self.box_head(queries)
+        boxes = self.decode(params, self.geometry.cell_xy[query_cells])
+        return DetectorOutput(heatmap, query_cells, self.class_head(queries), boxes, params, updates)
+
+    @staticmethod
+    def decode(params: Tensor, anchor_xy: Tensor) -> Tensor:
+        """``(…, 8)`` regression at anchor cells ``(…, 2)`` → ``(…, 7)`` velodyne boxes."""
+        prior = torch.tensor(SIZE_PRIOR, device=params.device, dtype=params.dtype)
+        size = prior * torch.exp(params[..., 3:6].clamp(-3, 3))
+        yaw = torch.atan2(params[..., 6], params[..., 7])
+        return torch.cat([anchor_xy + params[..., :2], params[..., 2:3], size, yaw[..., None]], -1)
+
+    @staticmethod
+    def encode(gt_boxes: Tensor, anchor_xy: Tensor) -> Tensor:
+        """Inverse of :meth:`decode` (the regression targets)."""
+        prior = torch.tensor(SIZE_PRIOR, device=gt_boxes.device, dtype=gt_boxes.dtype)
+        return torch.cat([gt_boxes[..., :2] - anchor_xy, gt_boxes[..., 2:3], torch.log(gt_boxes[..., 3:6] / prior),
+                          torch.sin(gt_boxes[..., 6:7]), torch.cos(gt_boxes[..., 6:7])], -1)
+
+
+def build_detector(config: DrivingModelConfig) -> DrivingDetector:
+    """The detector of ``config.variant`` with its sensor encoders."""
+    pillars = (PillarEncoder(x_range=config.x_range, y_range=config.y_range, grid_size=config.grid_size,
+                             in_features=4, out_channels=config.dim) if config.uses_lidar else None)
+    image_encoder = ImageEncoder(config.dim) if config.uses_camera else None
+    return DrivingDetector(config, pillars, image_encoder)

@@ -1,0 +1,156 @@
+"""The detector: shapes per variant, gradients, a missing sensor, the interaction encoder and the decoder."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recipes.driving_interaction.model import VARIANTS, DrivingModelConfig, InteractionDecoder, build_detector
+from recipes.driving_interaction.module import DrivingModule, assign_queries, heatmap_targets
+from recipes.driving_interaction.scenes import SceneConfig, default_calibration
+
+TINY = dict(dim=8, num_heads=2, grid_size=(8, 8), image_size=(16, 48), num_queries=4, decoder_layers=2,
+            x_range=(0.0, 16.0), y_range=(-8.0, 8.0))
+
+
+def make_batch(batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    calib = default_calibration(SceneConfig(image_height=16, image_width=48))
+    points = torch.rand(batch, 50, 4, generator=g) * torch.tensor([16.0, 16.0, 2.0, 1.0]) - torch.tensor([0.0, 8.0, 1.7, 0.0])
+    gt_boxes = torch.tensor([[6.5, 1.0, -0.9, 4.0, 1.8, 1.5, 0.1], [10.0, -3.0, -0.8, 0.7, 0.6, 1.8, 1.0]]).expand(batch, 2, 7)
+    return {
+        "points": points, "point_mask": torch.ones(batch, 50, dtype=torch.bool),
+        "image": torch.rand(batch, 3, 16, 48, generator=g),
+        "projection": torch.tensor(calib.to_matrix(), dtype=torch.float32).expand(batch, 3, 4).clone(),
+        "lidar_present": torch.ones(batch, dtype=torch.bool), "camera_present": torch.ones(batch, dtype=torch.bool),
+        "gt_boxes": gt_boxes.clone(), "gt_labels": torch.tensor([[0, 2]]).expand(batch, 2).clone(),
+        "gt_mask": torch.ones(batch, 2, dtype=torch.bool),
+    }
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_shapes(variant, batch):
+    torch.manual_seed(0)
+    module = DrivingModule(variant=variant, **TINY).eval()
+    out = module(make_batch(batch))
+    assert out.heatmap.shape == (batch, 8, 8)
+    assert out.class_logits.shape == (batch, 4, 5) and out.boxes.shape == (batch, 4, 7)
+    assert out.stream_updates.shape == (batch, 4, 2)
+    assert (out.boxes[..., 3:6] > 0).all() and torch.isfinite(out.boxes).all()
+    uses_image = variant in ("interaction", "camera")
+    assert bool((out.stream_updates[..., 1] > 0).all()) == uses_image
+    detections = module.detect(make_batch(batch))
+    assert len(detections) == batch and all(d.boxes.shape[1] == 7 for d in detections)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_parameter_gets_a_gradient(variant):
+    torch.manual_seed(0)
+    module = DrivingModule(variant=variant, **TINY)
+    losses = module.losses(make_batch())
+    assert torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    missing = [n for n, p in module.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+               or p.grad.abs().sum() == 0]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("sensor", ["camera", "lidar"])
+def test_a_missing_sensor_is_ignored_whatever_its_data(sensor):
+    torch.manual_seed(0)
+    module = DrivingModule(variant="interaction", **TINY).eval()
+    batch = make_batch()
+    batch[f"{sensor}_present"] = torch.tensor([True, False])
+    reference = module(batch)
+    poisoned = dict(batch)
+    if sensor == "camera":
+        poisoned["image"] = batch["image"].clone()
+        poisoned["image"][1] = float("nan")
+    else:
+        poisoned["points"] = batch["points"].clone()
+        poisoned["points"][1] = 1e9
+    out = module(poisoned)
+    for name in ("heatmap", "class_logits", "boxes"):
+        assert torch.isfinite(getattr(out, name)).all()
+        torch.testing.assert_close(getattr(out, name), getattr(reference, name))
+    if sensor == "camera":  # the absent camera contributes nothing to the decoder
+        assert (out.stream_updates[1, :, 1] == 0).all() and (out.stream_updates[0, :, 1] > 0).all()
+
+
+def test_interaction_encoder_updates_both_streams_from_each_other():
+    torch.manual_seed(0)
+    detector = build_detector(DrivingModelConfig(variant="interaction", **TINY)).eval()
+    batch = make_batch(1)
+    bev, image = detector.streams(batch)
+    changed = dict(batch, image=torch.rand(1, 3, 16, 48))
+    bev_changed, _ = detector.streams(changed)
+    assert not torch.allclose(bev, bev_changed)  # the BEV stream reads the camera through the encoder
+    changed = dict(batch, points=batch["points"] + torch.tensor([0.0, 0.0, 0.5, 0.0]))
+    _, image_changed = detector.streams(changed)
+    assert not torch.allclose(image, image_changed)  # and the image stream reads the LiDAR
+    lidar_only = build_detector(DrivingModelConfig(variant="lidar", **TINY)).eval()
+    assert lidar_only.streams(batch)[1] is None
+
+
+def test_projection_geometry_agrees_with_the_calibration():
+    detector = build_detector(DrivingModelConfig(variant="interaction", **TINY))
+    batch = make_batch(1)
+    grid, valid = detector.geometry.cell_to_image(batch["projection"])
+    assert grid.shape == (1, 64, 4, 2) and valid.any()
+    assert (grid[valid].abs() <= 1).all()
+    rays, ray_valid = detector.geometry.ray_to_bev(batch["projection"])
+    assert rays.shape == (1, 2 * 6, 8, 2) and ray_valid.any()
+    # a ray sample at depth d lies d metres ahead of the camera: its x grid coordinate grows with depth
+    column = rays[0, 3, :, 1][ray_valid[0, 3]]
+    assert (column[1:] > column[:-1]).all()
+
+
+def test_decoder_alternates_sources_and_records_attention():
+    decoder = InteractionDecoder(8, 2, ("bev", "image", "bev"))
+    decoder.record_attention = True
+    queries = torch.randn(2, 3, 8)
+    memories = {"bev": torch.randn(2, 10, 8), "image": torch.randn(2, 6, 8)}
+    masks = {"bev": torch.ones(2, 10, dtype=torch.bool), "image": torch.tensor([[True] * 6, [False] * 6])}
+    out, updates = decoder(queries, memories, masks)
+    assert out.shape == (2, 3, 8) and updates.shape == (2, 3, 2)
+    assert [s for s, _ in decoder.last_attention] == ["bev", "image", "bev"]
+    assert decoder.last_attention[1][1].shape == (2, 2, 3, 6)
+    assert (updates[1, :, 1] == 0).all() and (updates[0, :, 1] > 0).all()
+    with pytest.raises(ValueError, match="sources"):
+        InteractionDecoder(8, 2, ("radar",))
+
+
+def test_targets_and_assignment():
+    cell = (2.0, 2.0)
+    detector = build_detector(DrivingModelConfig(variant="lidar", **TINY))
+    batch = make_batch(1)
+    heat = heatmap_targets(batch["gt_boxes"], batch["gt_mask"], detector.geometry.cell_xy, (8, 8), cell)
+    assert heat.shape == (1, 8, 8) and heat.max() == 1 and (heat == 1).sum() == 2
+    assert heat[0, 3, 4] == 1  # the car at (6.5, 1): x cell 3 (6-8 m), y cell 4 (0-2 m)
+    anchors = torch.tensor([[[7.0, 1.0], [11.0, -3.0], [2.0, 7.0]]])
+    target, index = assign_queries(anchors, batch["gt_boxes"], batch["gt_labels"], batch["gt_mask"], background=4)
+    assert target.tolist() == [[0, 2, 4]] and index[0, :2].tolist() == [0, 1]
+
+
+def test_box_encoding_round_trips():
+    boxes = torch.tensor([[6.0, 1.0, -0.9, 4.0, 1.8, 1.5, 0.3]])
+    anchor = torch.tensor([[5.0, 1.5]])
+    detector = build_detector(DrivingModelConfig(variant="lidar", **TINY))
+    decoded = detector.decode(detector.encode(boxes, anchor), anchor)
+    torch.testing.assert_close(decoded, boxes)
+
+
+@pytest.mark.parametrize("kw, message", [(dict(variant="radar"), "variant"), (dict(lr=0.0), "lr > 0"),
+                                         (dict(dim=10, num_heads=4), "divisible")])
+def test_bad_arguments(kw, message):
+    with pytest.raises(ValueError, match=message):
+        DrivingModule(**{**TINY, **kw})
+
+
+def test_seeded_regression():
+    torch.manual_seed(0)
+    first = DrivingModule(variant="interaction", **TINY).eval()(make_batch(1)).class_logits
+    torch.manual_seed(0)
+    second = DrivingModule(variant="interaction", **TINY).eval()(make_batch(1)).class_logits
+    torch.testing.assert_close(first, second)
+    assert torch.isfinite(first).all()

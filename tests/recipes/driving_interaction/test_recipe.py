@@ -1,0 +1,101 @@
+"""The recipe end to end: training into a run, scoring with malformed frames, the explain report, the configs."""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from recipes.driving_interaction.data import DrivingDataModule
+from recipes.driving_interaction.kitti import frame_paths
+from recipes.driving_interaction.module import DrivingModule
+from recipes.driving_interaction.recipe import DRIVING, datamodule_of, detection_shapley, detect_frames, frames_from_table
+from recipes.runtime.recipe import get_recipe
+from recipes.runtime.score import score_file
+
+
+
+def test_registered_under_both_names():
+    assert get_recipe("driving") is DRIVING and get_recipe("driving_interaction") is DRIVING
+    assert DRIVING.datasets == ("driving-scenes",)
+
+
+def test_training_writes_a_run_with_detection_metrics(tiny_driving_run):
+    metrics = tiny_driving_run.metrics
+    for key in ("test/map", "test/nds", "test/ate", "test/ase", "test/aoe", "train_seconds"):
+        assert key in metrics and np.isfinite(metrics[key])
+    assert 0 <= metrics["test/map"] <= 1 and 0 <= metrics["test/nds"] <= 1
+    assert tiny_driving_run.model_path.is_file()
+    module = tiny_driving_run.load_module()
+    assert module.hparams.variant == "interaction" and module.hparams.grid_size == [8, 8]
+
+
+def test_scoring_keeps_every_row_and_names_bad_files(tiny_driving_run, tmp_path):
+    demo = DRIVING.demo_input(tiny_driving_run, tmp_path / "demo.parquet")
+    frame = pl.read_parquet(demo)
+    assert frame.columns[:4] == ["frame_id", "velodyne_path", "image_path", "calib_path"] and frame.height >= 1
+    good = frame.row(0, named=True)
+    truncated = tmp_path / "000900.bin"
+    truncated.write_bytes(open(good["velodyne_path"], "rb").read()[:-6])
+    bad_calib = tmp_path / "000901.txt"
+    bad_calib.write_text("P2: 1 2 3\n")
+    rows = [
+        good,
+        {**good, "frame_id": "truncated", "velodyne_path": str(truncated)},
+        {**good, "frame_id": "bad-calib", "calib_path": str(bad_calib)},
+        {**good, "frame_id": "camera-only", "velodyne_path": None},
+        {**good, "frame_id": "no-calib", "calib_path": None},
+        {**good, "frame_id": "no-image-file", "image_path": str(tmp_path / "missing.png")},
+    ]
+    table = pl.DataFrame(rows, schema=frame.schema)
+    table.write_parquet(tmp_path / "in.parquet")
+    out = pl.read_parquet(score_file("driving", tiny_driving_run, tmp_path / "in.parquet", tmp_path / "out.parquet",
+                                     chunk_size=4, progress=False))
+    assert out.height == len(rows) and out["row"].to_list() == list(range(len(rows)))
+    assert out["frame_id"].to_list() == [r["frame_id"] for r in rows]
+    errors = out["error"].to_list()
+    assert errors[0] is None and errors[3] is None  # a camera-only frame is scored without the LiDAR
+    assert 0 <= out["score"][0] <= 1 and 0 <= out["score"][3] <= 1
+    assert "000900.bin" in errors[1] and "truncated" in errors[1]
+    assert "000901.txt" in errors[2] and "P2 has 3 numbers" in errors[2]
+    assert "calib_path" in errors[4]
+    assert "missing.png: no such image file" in errors[5] and "leave the path empty" in errors[5]
+    assert out["score"][1] is None and out["score"][2] is None
+
+
+def test_shapley_values_add_up(tiny_driving_run):
+    module = DRIVING.load_predictor(tiny_driving_run)
+    module.hparams.min_score = 0.0  # an untrained-size model: keep every query so there is something to explain
+    root = datamodule_of(tiny_driving_run).root()
+    paths = frame_paths(root / "training", "000007")
+    table = pl.DataFrame({"frame_id": ["000007"], "velodyne_path": [str(paths["velodyne"])],
+                          "image_path": [str(paths["image_2"])], "calib_path": [str(paths["calib"])]})
+    (frame,) = frames_from_table(table)
+    (detections,) = detect_frames(module, [frame])
+    assert len(detections.scores)
+    values = detection_shapley(module, frame, detections)
+    np.testing.assert_allclose(values["camera"] + values["lidar"], values["full"] - values["base"], atol=1e-9)
+    np.testing.assert_allclose(values["full"], detections.scores, atol=1e-6)
+
+
+def test_explain_writes_a_report_with_plots(tiny_driving_run, tmp_path):
+    out = DRIVING.explain(tiny_driving_run, None, tmp_path / "report.html", max_examples=1)
+    html = out.read_text()
+    assert "data:image/png;base64" in html and "Frame 000007" in html
+    assert "Shapley" in html or "No detection above the score threshold" in html
+
+
+@pytest.mark.parametrize("name", ["quick", "full"])
+def test_shipped_configs_match_the_entry_points(name):
+    import lightning.pytorch as pl_
+
+    config = yaml.safe_load(DRIVING.config_path(name).read_text())
+    module = DrivingModule(**config["model"])
+    assert module.hparams.variant == "interaction"
+    data_params = inspect.signature(DrivingDataModule).parameters
+    assert set(config["data"]) <= set(data_params)
+    DrivingDataModule(**config["data"])
+    pl_.Trainer(**config["trainer"], logger=False, enable_checkpointing=False)
+    assert config["model"]["image_size"] == config["data"]["image_size"]
