@@ -12,7 +12,7 @@ from pathlib import Path
 __all__ = ["main", "DEMO_RECIPES"]
 
 # Recipes in the order the demo runs them; each must ship a `quick` config.
-DEMO_RECIPES: tuple[str, ...] = ("longseq_rec",)
+DEMO_RECIPES: tuple[str, ...] = ("longseq_rec", "medical_more", "dementia_speech", "driving_interaction")
 
 
 def run_recipe(name: str, runs_dir: Path, extra: list[str]) -> dict:

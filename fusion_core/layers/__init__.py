@@ -1,4 +1,5 @@
 from fusion_core.layers.attention import AttentionOutput, MaskedAttention, masked_attention
+from fusion_core.layers.context_attention import ContextAttentionOutput, ContextAttentionPooling
 from fusion_core.layers.gating import SigmoidGate
 from fusion_core.layers.mlp import MLP, FeedForward
 from fusion_core.layers.retrieval import (
@@ -18,6 +19,8 @@ __all__ = [
     "MLP",
     "FeedForward",
     "SigmoidGate",
+    "ContextAttentionOutput",
+    "ContextAttentionPooling",
     "ActivationUnit",
     "AttentionPool",
     "SearchResult",
