@@ -55,15 +55,15 @@ def run_recipe(name: str, runs_dir: Path, extra: list[str]) -> dict:
 
 def print_table(results: list[dict]) -> None:
     print("\n" + "=" * 100)
-    print(f"{'recipe':<16} {'metric':<28} {'value':>10}")
+    print(f"{'recipe':<20} {'metric':<30} {'value':>10}")
     print("-" * 100)
     for result in results:
         shown = {k: v for k, v in sorted(result["metrics"].items()) if isinstance(v, (int, float))}
         for i, (key, value) in enumerate(shown.items()):
-            print(f"{result['recipe'] if i == 0 else '':<16} {key:<28} {value:>10.4f}")
-        print(f"{'':<16} {'scored rows (errors)':<28} {result['scored_rows']:>6} ({result['score_errors']})")
-        print(f"{'':<16} run:    {result['run']}")
-        print(f"{'':<16} report: {result['report']}")
+            print(f"{result['recipe'] if i == 0 else '':<20} {key:<30} {value:>10.4f}")
+        print(f"{'':<20} {'scored rows (errors)':<30} {result['scored_rows']:>6} ({result['score_errors']})")
+        print(f"{'':<20} run:    {result['run']}")
+        print(f"{'':<20} report: {result['report']}")
     print("=" * 100)
 
 
