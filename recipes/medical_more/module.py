@@ -50,8 +50,9 @@ class MoreModule(pl.LightningModule):
     """MoRE pre-training and fine-tuned diagnosis; ``findings`` names the label columns (default :data:`FINDINGS`).
 
     ``image_size``, ``ecg_samples``, ``report_encoder``, ``vocab_size`` and ``text_max_len`` come from the data
-    module (linked by the recipe). ``fusion`` is any registered fusion_core operator (``fusion_options`` its
-    keyword arguments).
+    module (linked by the recipe); with ``report_encoder="minilm_lora"`` the MiniLM encoder runs in the training loop
+    with LoRA adapters (``lora_rank``, ``lora_alpha``) and only they train on the report side. ``fusion`` is any
+    registered fusion_core operator (``fusion_options`` its keyword arguments).
     """
 
     def __init__(
@@ -62,6 +63,8 @@ class MoreModule(pl.LightningModule):
         report_encoder: str = "minilm",
         vocab_size: int = 4096,
         text_max_len: int = 64,
+        lora_rank: int = 8,
+        lora_alpha: int = 16,
         patch_size: int = 8,
         ecg_patch: int = 50,
         encoder_dim: int = 64,
@@ -95,6 +98,7 @@ class MoreModule(pl.LightningModule):
             image_size=image_size, patch_size=patch_size, ecg_samples=ecg_samples, ecg_patch=ecg_patch,
             encoder_dim=encoder_dim, depth=depth, num_heads=num_heads, projection_dim=projection_dim,
             report_encoder=report_encoder, report_dim=report_dim, vocab_size=vocab_size, text_max_len=text_max_len,
+            lora_rank=lora_rank, lora_alpha=lora_alpha,
             temperature=temperature, fusion=fusion, fusion_dim=fusion_dim, fusion_options=fusion_options,
             num_findings=len(findings), dropout=dropout,
         )

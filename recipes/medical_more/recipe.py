@@ -66,6 +66,10 @@ class MorePredictor:
             if self._sentence is None:
                 self._sentence = SentenceEncoder().load()
             return {"report_embedding": torch.from_numpy(embed_texts(self._sentence, texts))}
+        if self.report_encoder == "minilm_lora":
+            from recipes.medical_more.data import minilm_tokenize
+
+            return minilm_tokenize(texts, int(self.module.hparams.text_max_len))
         from fusion_core.encoders.text import HashTokenizer
 
         ids, mask = HashTokenizer(int(self.module.hparams.vocab_size), int(self.module.hparams.text_max_len))(texts)

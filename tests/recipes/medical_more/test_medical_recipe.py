@@ -14,7 +14,7 @@ from recipes.runtime.recipe import get_recipe
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("config", ["quick", "full"])
+@pytest.mark.parametrize("config", ["quick", "full", "lora"])
 def test_shipped_configs_parse_and_instantiate(config, tmp_path, toy_cohort):
     from lightning.pytorch.cli import LightningCLI
 
