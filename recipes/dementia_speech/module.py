@@ -23,6 +23,9 @@ class DementiaModule(pl.LightningModule):
     between the source and target pooled features — DeepJDOT's joint cost (features + cross-entropy of the
     source labels under the target predictions) when ``ot_joint``, features only otherwise.
 
+    ``text_encoder="minilm_lora"`` runs MiniLM with LoRA adapters (rank ``lora_rank``, scale ``lora_alpha``) inside
+    the model; only the adapters and the layers after MiniLM train.
+
     Logs ``val/{acc,f1,auroc,ece,...}`` and, at test time, ``test/<metric>`` on the source test speakers and
     ``test/target_<metric>`` on the target test speakers.
     """
@@ -43,6 +46,8 @@ class DementiaModule(pl.LightningModule):
         text_encoder: str = "minilm",
         text_vocab_size: int = 4096,
         dropout: float = 0.1,
+        lora_rank: int = 8,
+        lora_alpha: int = 16,
         label_smoothing: float = 0.1,
         ot_weight: float = 0.0,
         ot_joint: bool = True,
@@ -63,8 +68,8 @@ class DementiaModule(pl.LightningModule):
         self.config = DementiaModelConfig(
             modalities=tuple(modalities), fusion=fusion, dim=dim, image_size=image_size, patch_size=patch_size,
             audio_depth=audio_depth, num_heads=num_heads, fusion_layers=fusion_layers, context_heads=context_heads,
-            text_encoder=text_encoder, text_dim=text_dim if text_encoder == "minilm" else 0,
-            text_vocab_size=text_vocab_size, dropout=dropout,
+            text_encoder=text_encoder, text_dim=text_dim if text_encoder != "scratch" else 0,
+            text_vocab_size=text_vocab_size, dropout=dropout, lora_rank=lora_rank, lora_alpha=lora_alpha,
         )
         self.model = DementiaModel(self.config)
         self.transport = SinkhornLoss(epsilon=ot_epsilon, joint=ot_joint, label_weight=ot_label_weight,
@@ -125,4 +130,6 @@ class DementiaModule(pl.LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        # frozen weights (the MiniLM base under LoRA adapters) stay out of the optimizer and its weight decay
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trainable, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.recipes.dementia_speech.dementia_helpers import cha, tone
+from tests.recipes.dementia_speech.dementia_helpers import write_adress
 
 sf = pytest.importorskip("soundfile")
 
@@ -13,23 +13,4 @@ sf = pytest.importorskip("soundfile")
 @pytest.fixture
 def adress_root(tmp_path: Path) -> Path:
     """Two training speakers per class and two test speakers, in the ADReSS-IS2020 layout."""
-    root = tmp_path / "ADReSS"
-    for group, speakers in (("cc", ("S001", "S002")), ("cd", ("S003", "S004"))):
-        for i, speaker in enumerate(speakers):
-            wav = root / "train" / "Full_wave_enhanced_audio" / group / f"{speaker}.wav"
-            wav.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(wav, tone(1.0, freq=200 + 50 * i), 16_000)
-            text = root / "train" / "transcription" / group / f"{speaker}.cha"
-            text.parent.mkdir(parents=True, exist_ok=True)
-            text.write_text(cha("the boy [/] boy is &uh taking (..) a cookie ." if group == "cd" else "the boy is taking a cookie ."))
-    (root / "train" / "cc_meta_data.txt").write_text("ID   ; age; gender; mmse\nS001 ; 64 ; 0 ; 29\nS002 ; 70 ; 1 ; NA\n")
-    (root / "train" / "cd_meta_data.txt").write_text("ID   ; age; gender; mmse\nS003 ; 73 ; 1 ; 17\nS004 ; 68 ; 0 ; 21\n")
-    test_audio = root / "test" / "Full_wave_enhanced_audio"
-    test_audio.mkdir(parents=True)
-    for speaker in ("S160", "S161"):
-        sf.write(test_audio / f"{speaker}.wav", tone(1.0), 16_000)
-    (root / "test" / "transcription").mkdir(parents=True)
-    (root / "test" / "transcription" / "S160.cha").write_text(cha("a girl (.) and a &um stool ."))
-    (root / "test" / "meta_data.txt").write_text("ID   ; age; gender\nS160 ; 61 ; 1\nS161 ; 77 ; 0\n")
-    (root / "test" / "test_results.txt").write_text("ID; Label; mmse\nS160; 0; 30\nS161; 1; 14\n")
-    return root
+    return write_adress(tmp_path / "ADReSS")

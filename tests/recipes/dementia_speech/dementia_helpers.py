@@ -1,6 +1,8 @@
 """Small writers shared by the dementia tests."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -11,3 +13,28 @@ def tone(seconds: float = 1.0, rate: int = 16_000, freq: float = 220.0, amplitud
 
 def cha(words: str) -> str:
     return f"@Begin\n@Participants:\tPAR Participant\n*INV:\tdescribe the picture .\n*PAR:\t{words}\n@End\n"
+
+
+def write_adress(root: Path) -> Path:
+    """Two training speakers per class and two test speakers, in the ADReSS-IS2020 layout, written into ``root``."""
+    import soundfile as sf
+
+    for group, speakers in (("cc", ("S001", "S002")), ("cd", ("S003", "S004"))):
+        for i, speaker in enumerate(speakers):
+            wav = root / "train" / "Full_wave_enhanced_audio" / group / f"{speaker}.wav"
+            wav.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(wav, tone(1.0, freq=200 + 50 * i), 16_000)
+            text = root / "train" / "transcription" / group / f"{speaker}.cha"
+            text.parent.mkdir(parents=True, exist_ok=True)
+            text.write_text(cha("the boy [/] boy is &uh taking (..) a cookie ." if group == "cd" else "the boy is taking a cookie ."))
+    (root / "train" / "cc_meta_data.txt").write_text("ID   ; age; gender; mmse\nS001 ; 64 ; 0 ; 29\nS002 ; 70 ; 1 ; NA\n")
+    (root / "train" / "cd_meta_data.txt").write_text("ID   ; age; gender; mmse\nS003 ; 73 ; 1 ; 17\nS004 ; 68 ; 0 ; 21\n")
+    test_audio = root / "test" / "Full_wave_enhanced_audio"
+    test_audio.mkdir(parents=True)
+    for speaker in ("S160", "S161"):
+        sf.write(test_audio / f"{speaker}.wav", tone(1.0), 16_000)
+    (root / "test" / "transcription").mkdir(parents=True)
+    (root / "test" / "transcription" / "S160.cha").write_text(cha("a girl (.) and a &um stool ."))
+    (root / "test" / "meta_data.txt").write_text("ID   ; age; gender\nS160 ; 61 ; 1\nS161 ; 77 ; 0\n")
+    (root / "test" / "test_results.txt").write_text("ID; Label; mmse\nS160; 0; 30\nS161; 1; 14\n")
+    return root

@@ -45,7 +45,7 @@ def tiny_run(tmp_path_factory):
         patch.undo()
 
 
-@pytest.mark.parametrize("name", ["quick", "full"])
+@pytest.mark.parametrize("name", ["quick", "full", "lora"])
 def test_shipped_configs_fit_the_module_and_data_signatures(name):
     from recipes.dementia_speech.data import MINILM_DIM, DementiaDataModule
     from recipes.dementia_speech.module import DementiaModule
