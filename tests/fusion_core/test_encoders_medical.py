@@ -117,3 +117,22 @@ def test_sentence_encoder_frozen_and_lora():
     assert trainable and all("lora_" in n for n in trainable)
     lora(["pleural effusion"]).sum().backward()
     assert all(p.grad is not None for p in lora.parameters() if p.requires_grad)
+
+    # token states for caller-tokenised ids: zero on padding, and equal to the unpadded row's states
+    ids = torch.tensor([[101, 2053, 102, 0, 0], [101, 2053, 3276, 2003, 102]])
+    mask = ids != 0
+    with torch.no_grad():
+        states = lora.token_states(ids, mask)
+        alone = lora.token_states(ids[:1, :3], mask[:1, :3])
+    assert states.shape == (2, 5, 384) and states[0, 3:].abs().sum() == 0
+    torch.testing.assert_close(states[0, :3], alone[0], atol=1e-5, rtol=1e-5)
+
+    # saved state is the adapters alone; a fresh encoder loads it strictly, taking the base from the wheel
+    with torch.no_grad():
+        next(p for n, p in lora.named_parameters() if "lora_B" in n).add_(0.1)
+    state = lora.state_dict()
+    assert state and all(".lora_" in k for k in state)
+    fresh = SentenceEncoder(mode="lora", lora_rank=2).load()
+    fresh.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.token_states(ids, mask), lora.token_states(ids, mask))
