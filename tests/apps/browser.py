@@ -97,7 +97,13 @@ def open_browser(profile: Path) -> Iterator[object]:
     options.binary_location = str(CHROMIUM)
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    except WebDriverException:  # chromium's start-up can lose a race on a loaded machine; a second start is fair
+        time.sleep(2)
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(RENDER_TIMEOUT_S)
     try:
         yield driver

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.apps.apptest import open_page as open_app_page
 from tests.apps.browser import assert_no_exception, screenshot, serve_app, wait_for_text
 
-HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
 PAGE = "pages/3_Dementia.py"
 TIMEOUT_S = 180
 TINY = [
@@ -46,11 +46,7 @@ def dementia_runs(tmp_path_factory) -> Path:
 
 
 def open_page(monkeypatch: pytest.MonkeyPatch, root: Path) -> AppTest:
-    monkeypatch.setenv("FUSION_RUNS_DIR", str(root))
-    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT_S).run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, "\n".join(e.value for e in at.exception)
-    return at
+    return open_app_page(monkeypatch, root, PAGE, TIMEOUT_S)
 
 
 def test_page_without_runs_says_how_to_train_one(runs_root: Path, monkeypatch: pytest.MonkeyPatch):

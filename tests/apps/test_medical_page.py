@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.apps.browser import REPO, assert_no_exception, screenshot, serve_app, wait_for_text
+from tests.apps.apptest import open_page as open_app_page
+from tests.apps.browser import assert_no_exception, screenshot, serve_app, wait_for_text
 from tests.recipes.medical_more.tiny_medical import train_tiny_medical
 
-HOME = REPO / "apps" / "Home.py"
 PAGE = "pages/2_Medical.py"
 TIMEOUT_S = 240
 
@@ -22,11 +22,7 @@ def medical_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 def open_page(monkeypatch: pytest.MonkeyPatch, root: Path) -> AppTest:
-    monkeypatch.setenv("FUSION_RUNS_DIR", str(root))
-    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT_S).run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, "\n".join(e.value for e in at.exception)
-    return at
+    return open_app_page(monkeypatch, root, PAGE, TIMEOUT_S)
 
 
 def test_page_without_runs_says_how_to_train_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -10,8 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 from apps.common import UploadError, load_predictor_cached, score_uploaded
 from recipes.runtime.recipe import get_recipe
+from tests.apps.apptest import open_page as open_app_page
 
-HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
 PAGE = "pages/1_Recommendation.py"
 TIMEOUT_S = 180
 
@@ -19,9 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def open_page(monkeypatch: pytest.MonkeyPatch, root: Path) -> AppTest:
-    monkeypatch.setenv("FUSION_RUNS_DIR", str(root))
-    at = AppTest.from_file(str(HOME), default_timeout=TIMEOUT_S).run()
-    at.switch_page(PAGE).run()
+    at = open_app_page(monkeypatch, root, PAGE, TIMEOUT_S)
     assert_no_exception(at)
     return at
 
