@@ -126,12 +126,13 @@ class Run:
 
     @property
     def created(self) -> datetime:
-        match = _RUN_ID.match(self.run_id)
-        if match:
-            return datetime.strptime(match.group(1), "%Y%m%d-%H%M%S")
+        # run.json's time first: it has microseconds, the run id only seconds (two runs can share a second)
         created = self.info.get("created")
         if created:
             return datetime.fromisoformat(created)
+        match = _RUN_ID.match(self.run_id)
+        if match:
+            return datetime.strptime(match.group(1), "%Y%m%d-%H%M%S")
         return datetime.fromtimestamp(self.path.stat().st_mtime)
 
     @property

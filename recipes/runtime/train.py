@@ -340,7 +340,7 @@ def train(recipe_name: str, argv: list[str]) -> Run:
         if resumed:
             run.write_info(status="running", resumed=[*run.info.get("resumed", []), {"at": datetime.now().isoformat(timespec="seconds"), "command": command}])
         else:
-            run.write_info(recipe=recipe.name, run_id=run_id, created=datetime.now().isoformat(timespec="seconds"), status="running", command=command)
+            run.write_info(recipe=recipe.name, run_id=run_id, created=datetime.now().isoformat(timespec="microseconds"), status="running", command=command)
         if not _hparams(model):
             print(f"warning: {type(model).__name__} saved no hyperparameters; call self.save_hyperparameters() in its __init__ "
                   "so load_module() can rebuild it", file=sys.stderr)
