@@ -1,5 +1,5 @@
 from fusion_core.losses.bottleneck import gaussian_kl
-from fusion_core.losses.contrastive import ContrastiveOutput, MultiAnchorInfoNCE, info_nce, retrieval_recall_at_k
+from fusion_core.losses.contrastive import ContrastiveOutput, MultiAnchorInfoNCE, info_nce, retrieval_recall_at_k, retrieval_recall_ceiling
 from fusion_core.losses.smoothing import binary_label_smoothing_bce, label_smoothing_cross_entropy
 from fusion_core.losses.transport import (
     SinkhornLoss,
@@ -16,6 +16,7 @@ __all__ = [
     "MultiAnchorInfoNCE",
     "info_nce",
     "retrieval_recall_at_k",
+    "retrieval_recall_ceiling",
     "binary_label_smoothing_bce",
     "label_smoothing_cross_entropy",
     "SinkhornLoss",

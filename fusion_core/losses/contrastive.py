@@ -4,21 +4,27 @@
   From Natural Language Supervision", Fig. 3 pseudo-code; the InfoNCE bound is van den Oord et al., 2018).
 - :class:`MultiAnchorInfoNCE` — a sum of pairwise InfoNCE terms sharing one learnable temperature. With
   ``pairs=[("report", "xray"), ("report", "ecg")]`` it is MoRE's objective, where the report is the anchor.
+- ``groups``: optional semantic positives. Rows with the same group key (say, reports that state the same findings)
+  are all matches of each other, and the target of a row is uniform over its group, as in the multi-positive
+  contrastive losses of SupCon (Khosla et al., 2020) and MedCLIP's semantic matching (Wang et al., 2022), which
+  remove the false negatives that identical "normal" reports of different patients otherwise create.
 - :func:`retrieval_recall_at_k` — cross-modal retrieval recall@k for benchmarks.
+- :func:`retrieval_recall_ceiling` — the best recall@k any model can reach when groups of pairs are
+  indistinguishable (identical reports of different patients), to read recall@k against.
 
 Letters: ``B`` batch, ``D`` embedding width, ``n`` rows present on both sides.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ContrastiveOutput", "info_nce", "MultiAnchorInfoNCE", "retrieval_recall_at_k"]
+__all__ = ["ContrastiveOutput", "info_nce", "MultiAnchorInfoNCE", "retrieval_recall_at_k", "retrieval_recall_ceiling"]
 
 
 class ContrastiveOutput(NamedTuple):
@@ -44,13 +50,22 @@ def _check_pair(a: Tensor, b: Tensor, mask: Tensor | None) -> None:
         raise ValueError(f"mask has shape {tuple(mask.shape)}; expected ({a.shape[0]},), one flag per row")
 
 
-def _info_nce_scaled(a: Tensor, b: Tensor, logit_scale: Tensor | float, mask: Tensor | None) -> Tensor:
-    """Symmetric InfoNCE on ``logit_scale · cos(a_i, b_j)``; ``mask (B,)`` keeps rows present on both sides."""
+def _check_groups(groups: Tensor | None, size: int) -> None:
+    if groups is not None and (groups.dim() != 1 or groups.shape[0] != size or groups.is_floating_point()):
+        raise ValueError(f"groups must be a ({size},) integer tensor of group keys, one per row; got "
+                         f"{groups.dtype} of shape {tuple(groups.shape)}")
+
+
+def _info_nce_scaled(a: Tensor, b: Tensor, logit_scale: Tensor | float, mask: Tensor | None,
+                     groups: Tensor | None = None) -> Tensor:
+    """Symmetric InfoNCE on ``logit_scale · cos(a_i, b_j)``; ``mask (B,)`` keeps rows present on both sides;
+    ``groups (B,)`` makes rows with equal keys positives of each other."""
     if mask is not None:
         keep = mask.bool()
         # Boolean indexing drops absent rows from both the logit rows and columns, so their values
         # (padding, NaN) never enter the loss or its gradient.
         a, b = a[keep], b[keep]  # (n, D)
+        groups = groups[keep] if groups is not None else None
     n = a.shape[0]
     if n < 2:
         # One pair has no negatives: the loss is undefined, so return a zero that keeps the graph connected
@@ -60,11 +75,16 @@ def _info_nce_scaled(a: Tensor, b: Tensor, logit_scale: Tensor | float, mask: Te
             zero = zero + logit_scale * 0.0
         return zero
     logits = logit_scale * (F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T)  # (n, n)
-    labels = torch.arange(n, device=a.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    if groups is None:
+        labels = torch.arange(n, device=a.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    positives = (groups[:, None] == groups[None, :]).to(logits.dtype)  # (n, n), symmetric, diagonal 1
+    targets = positives / positives.sum(dim=1, keepdim=True)  # each row uniform over its group
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
 
 
-def info_nce(a: Tensor, b: Tensor, temperature: float | Tensor = 0.07, mask: Tensor | None = None) -> Tensor:
+def info_nce(a: Tensor, b: Tensor, temperature: float | Tensor = 0.07, mask: Tensor | None = None,
+             groups: Tensor | None = None) -> Tensor:
     """Symmetric InfoNCE (CLIP): mean of the a→b and b→a cross-entropies over cosine-similarity logits.
 
     Args:
@@ -73,12 +93,15 @@ def info_nce(a: Tensor, b: Tensor, temperature: float | Tensor = 0.07, mask: Ten
         temperature: ``T > 0``; logits are ``normalize(a) @ normalize(b).T / T``. A tensor keeps its gradient.
         mask: optional ``(B,)`` bool, True where the pair is present on both sides. Other rows are removed
             from the logit rows and columns (they are neither positives nor negatives).
+        groups: optional ``(B,)`` integer keys; rows with equal keys are positives of each other (the target of a
+            row is uniform over its group). Distinct keys for every row give the plain loss.
 
     Returns:
         Scalar loss. With fewer than two valid rows there are no negatives and the loss is a zero that
         still has a gradient path (to ``a``, ``b`` and a tensor ``temperature``).
     """
     _check_pair(a, b, mask)
+    _check_groups(groups, a.shape[0])
     if isinstance(temperature, Tensor):
         if temperature.numel() != 1:
             raise ValueError(f"temperature must be a scalar; got shape {tuple(temperature.shape)}")
@@ -87,7 +110,7 @@ def info_nce(a: Tensor, b: Tensor, temperature: float | Tensor = 0.07, mask: Ten
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
         scale = 1.0 / temperature
-    return _info_nce_scaled(a, b, scale, mask)
+    return _info_nce_scaled(a, b, scale, mask, groups)
 
 
 class MultiAnchorInfoNCE(nn.Module):
@@ -140,11 +163,15 @@ class MultiAnchorInfoNCE(nn.Module):
         return sorted({name for pair in self.pairs for name in pair})
 
     def forward(
-        self, embeddings: dict[str, Tensor], present: dict[str, Tensor] | None = None
+        self, embeddings: dict[str, Tensor], present: dict[str, Tensor] | None = None,
+        groups: Tensor | Mapping[str, Tensor] | None = None,
     ) -> ContrastiveOutput:
         """Args:
             embeddings: ``{modality: (B, D)}`` for every modality in ``pairs`` (all the same ``D``).
             present: optional ``{modality: (B,)}`` bool; a modality not listed is present for every sample.
+            groups: optional ``(B,)`` integer keys of semantic positives (see :func:`info_nce`) for every pair, or
+                ``{"anchor-other": (B,)}`` per pair (a pair not listed uses the plain loss): what makes two samples
+                interchangeable can differ per modality (two reports can describe the same ECG but different images).
         """
         present = present or {}
         missing = [m for m in self.modalities if m not in embeddings]
@@ -155,6 +182,11 @@ class MultiAnchorInfoNCE(nn.Module):
             )
         scale = self.logit_scale.exp().clamp(max=self.max_logit_scale)
         per_pair: dict[str, Tensor] = {}
+        if isinstance(groups, Mapping):
+            unknown = set(groups) - {f"{x}-{y}" for x, y in self.pairs}
+            if unknown:
+                raise ValueError(f"groups names pairs {sorted(unknown)} that are not among {self.pairs}; "
+                                 "key them 'anchor-other'")
         for x, y in self.pairs:
             a, b = embeddings[x], embeddings[y]
             both = None
@@ -162,7 +194,9 @@ class MultiAnchorInfoNCE(nn.Module):
                 ones = torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
                 both = present.get(x, ones).bool() & present.get(y, ones).bool()
             _check_pair(a, b, both)
-            per_pair[f"{x}-{y}"] = _info_nce_scaled(a, b, scale, both)
+            pair_groups = groups.get(f"{x}-{y}") if isinstance(groups, Mapping) else groups
+            _check_groups(pair_groups, a.shape[0])
+            per_pair[f"{x}-{y}"] = _info_nce_scaled(a, b, scale, both, pair_groups)
         loss = torch.stack(list(per_pair.values())).sum()
         return ContrastiveOutput(loss, per_pair, scale)
 
@@ -197,3 +231,27 @@ def retrieval_recall_at_k(query: Tensor, gallery: Tensor, ks: Sequence[int] = (1
     true_sim = sim.diagonal()[:, None]  # (N, 1)
     rank = 1 + (sim > true_sim).sum(dim=1)  # (N,)
     return {int(k): (rank <= k).float().mean().item() for k in ks}
+
+
+def retrieval_recall_ceiling(groups: Sequence[object], ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+    """The best expected recall@k when queries in the same group cannot be told apart.
+
+    If every query of a group of size ``s`` carries the same information (two patients whose reports say the same
+    thing and whose images were drawn from the same description), an ideal model ranks the group's ``s`` gallery
+    items first but in an order no better than random, so a query's match lands in the top ``k`` with probability
+    ``min(1, k / s)``. The ceiling is the mean of that over queries: read :func:`retrieval_recall_at_k` against it.
+
+    Args:
+        groups: ``N`` hashable group keys, one per query/gallery pair.
+        ks: cut-offs, each ``>= 1``.
+    """
+    keys = list(groups)
+    if not keys:
+        raise ValueError("groups is empty: the ceiling needs at least one query")
+    ks = list(ks)
+    if not ks or any(int(k) != k or k < 1 for k in ks):
+        raise ValueError(f"ks must be positive integers; got {ks}")
+    sizes: dict[object, int] = {}
+    for key in keys:
+        sizes[key] = sizes.get(key, 0) + 1
+    return {int(k): sum(min(1.0, k / sizes[key]) for key in keys) / len(keys) for k in ks}

@@ -55,8 +55,23 @@ def test_text_tokenizer_and_padding_invariance():
     assert encoder(ids, mask).pooled.shape == (2, 16)
 
 
+def test_conv_stem_keeps_the_patch_grid_and_one_image_never_changes_another_in_eval():
+    torch.manual_seed(0)
+    encoder = ViTEncoder(image_size=32, patch_size=8, in_channels=1, stem="conv", **TINY)
+    out = encoder(torch.randn(3, 1, 32, 32))
+    assert out.tokens.shape == (3, 1 + 16, 16) and out.pooled.shape == (3, 16)
+    strides = [m.stride[0] for m in encoder.patch_embed if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [2, 2, 2, 1]  # log2(8) stride-2 convolutions, then the 1x1 projection
+    encoder.eval()  # BatchNorm on running statistics: rows are independent
+    images = torch.randn(2, 1, 32, 32)
+    other = images.clone()
+    other[1] = 0.0  # a zero placeholder for an absent image
+    torch.testing.assert_close(encoder(images).pooled[0], encoder(other).pooled[0])
+
+
 @pytest.mark.parametrize("make", [
     lambda: (ViTEncoder(16, 4, 1, **TINY), (torch.randn(2, 1, 16, 16),)),
+    lambda: (ViTEncoder(16, 4, 1, stem="conv", **TINY), (torch.randn(2, 1, 16, 16),)),
     lambda: (SignalPatchEncoder(12, 40, 10, **TINY), (torch.randn(2, 12, 40),)),
     lambda: (TextTransformerEncoder(64, 8, **TINY), HashTokenizer(64, 8)(["heart enlarged", "clear lungs no effusion"])),
 ])
@@ -87,6 +102,8 @@ def test_seeded_regression():
     (dict(image_size=30, patch_size=8), "multiple of patch_size"),
     (dict(dim=30, num_heads=4), "not divisible"),
     (dict(dropout=1.0), "dropout"),
+    (dict(stem="resnet"), "stem must be"),
+    (dict(image_size=24, patch_size=6, stem="conv"), "power-of-two"),
 ])
 def test_vit_ill_args(kwargs, text):
     with pytest.raises(ValueError, match=text):

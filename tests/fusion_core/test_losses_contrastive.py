@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fusion_core.losses import ContrastiveOutput, MultiAnchorInfoNCE, info_nce, retrieval_recall_at_k
+from fusion_core.losses import ContrastiveOutput, MultiAnchorInfoNCE, info_nce, retrieval_recall_at_k, retrieval_recall_ceiling
 
 
 def _reference_info_nce(a, b, temperature):
@@ -144,8 +144,64 @@ def test_retrieval_recall_matches_brute_force():
     assert retrieval_recall_at_k(query, 3.0 * query, ks=(1,)) == {1: 1.0}
 
 
+def test_retrieval_ceiling_is_what_an_ideal_model_reaches_when_groups_tie():
+    groups = [0, 0, 0, 1, 1, 2, 3, 3, 3, 3]
+    ks = (1, 2, 5)
+    ceiling = retrieval_recall_ceiling(groups, ks)
+    # by hand: sizes 3, 2, 1, 4 → recall@1 = (3·1/3 + 2·1/2 + 1 + 4·1/4) / 10
+    assert ceiling[1] == pytest.approx(0.4) and ceiling[5] == 1.0
+    # an ideal model: each pair's embeddings are its group's vector; the gallery's order inside a group is random
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 16, generator=g)
+    query = centres[torch.tensor(groups)]
+    trials = [retrieval_recall_at_k(query, query + 1e-2 * torch.randn(query.shape, generator=g), ks) for _ in range(600)]
+    for k in ks:
+        assert sum(t[k] for t in trials) / len(trials) == pytest.approx(ceiling[k], abs=0.02)
+    assert retrieval_recall_ceiling(range(7), (1,)) == {1: 1.0}
+    with pytest.raises(ValueError, match="empty"):
+        retrieval_recall_ceiling([])
+
+
 def test_retrieval_recall_argument_errors():
     with pytest.raises(ValueError, match="same shape"):
         retrieval_recall_at_k(torch.randn(4, 3), torch.randn(5, 3))
     with pytest.raises(ValueError, match="positive integers"):
         retrieval_recall_at_k(torch.randn(4, 3), torch.randn(4, 3), ks=(0,))
+
+
+def test_info_nce_with_groups_matches_a_multi_positive_reference():
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    groups = torch.tensor([0, 1, 0, 2, 1, 0])
+    # distinct keys are the plain loss
+    assert info_nce(a, b, 0.1, groups=torch.arange(6)) == pytest.approx(info_nce(a, b, 0.1).item(), rel=1e-6)
+    # by hand: row i's target is uniform over the rows sharing its key, in both directions
+    sim = (F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / 0.1).tolist()
+    def direction(s):
+        total = 0.0
+        for i in range(6):
+            positives = [j for j in range(6) if groups[j] == groups[i]]
+            log_z = math.log(sum(math.exp(v) for v in s[i]))
+            total += -sum(s[i][j] - log_z for j in positives) / len(positives)
+        return total / 6
+    reference = 0.5 * (direction(sim) + direction([list(r) for r in zip(*sim)]))
+    assert info_nce(a, b, 0.1, groups=groups).item() == pytest.approx(reference, rel=1e-5)
+    # a group's members are interchangeable: swapping two of them in b leaves the loss unchanged
+    swapped = b[[2, 1, 0, 3, 4, 5]]
+    assert info_nce(a, swapped, 0.1, groups=groups).item() == pytest.approx(info_nce(a, b, 0.1, groups=groups).item(), rel=1e-5)
+    # masking drops the absent rows' keys with them
+    mask = torch.tensor([True, True, False, True, True, True])
+    keep = mask.nonzero().squeeze(1)
+    assert info_nce(a, b, 0.1, mask=mask, groups=groups).item() == pytest.approx(
+        info_nce(a[keep], b[keep], 0.1, groups=groups[keep]).item(), rel=1e-6)
+    loss = MultiAnchorInfoNCE([("r", "x")], temperature=0.1, learnable=False)({"r": a, "x": b}, groups=groups)
+    assert loss.loss.item() == pytest.approx(reference, rel=1e-5)
+    # per pair: a pair without keys keeps the plain loss
+    both = MultiAnchorInfoNCE([("r", "x"), ("r", "e")], temperature=0.1, learnable=False)
+    out = both({"r": a, "x": b, "e": b}, groups={"r-x": groups})
+    assert out.per_pair["r-x"].item() == pytest.approx(reference, rel=1e-5)
+    assert out.per_pair["r-e"].item() == pytest.approx(info_nce(a, b, 0.1).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="not among"):
+        both({"r": a, "x": b, "e": b}, groups={"x-r": groups})
+    with pytest.raises(ValueError, match="groups must be"):
+        info_nce(a, b, groups=torch.zeros(5, dtype=torch.long))
