@@ -13,7 +13,8 @@
 Batches are dicts: ``xray (B, 1, S, S)``, ``ecg (B, 12, T)``, ``report_embedding (B, 384)`` (frozen MiniLM) or
 ``report_ids``/``report_mask (B, N)`` (hashed words for the from-scratch encoder, or MiniLM tokenizer ids for the
 LoRA-tuned MiniLM, ``minilm_lora``), ``present_{xray,ecg,report} (B,)`` bool,
-``labels (B, F)`` float in :data:`FINDINGS` order, ``index (B,)`` the cohort row.
+``labels (B, F)`` float in :data:`FINDINGS` order, ``index (B,)`` the cohort row, ``group_xray``/``group_ecg (B,)``
+the row's :func:`group_ids` (patients whose reports describe the same radiograph / ECG share one).
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ import polars as pl_
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from recipes.medical_more.cohort import ECG_SECONDS, appearance_labels, patient_rng, synthesize_ecg, synthesize_xray
-from recipes.medical_more.labels import ATTRIBUTES, FINDINGS, extract_attributes, extract_labels
+from recipes.medical_more.cohort import ECG_DETAILS, ECG_SECONDS, appearance_labels, patient_rng, synthesize_ecg, synthesize_xray
+from recipes.medical_more.labels import ATTRIBUTES, DISEASE_FINDINGS, FINDINGS, extract_attributes, extract_labels
 from recipes.medical_more.loaders import read_iu_report
 from recipes.runtime.datasets import (
     DatasetFetchError,
@@ -53,6 +54,8 @@ __all__ = [
     "PROMPTS",
     "fetch_iu_reports",
     "fetch_more_cohort",
+    "report_groups",
+    "group_ids",
     "read_iu_folder",
     "build_cohort",
     "load_cohort",
@@ -67,7 +70,7 @@ IU_PACKAGE, IU_VERSION = "torchxrayvision", "1.5.7"
 IU_MEMBER = "NLMCXR_reports.tgz"
 REPORT_ENCODERS = ("minilm", "minilm_lora", "scratch")
 SPLITS = ("train", "val", "test")
-SYNTHESIS_VERSION = 2  # part of the cached arrays' names: bump when the synthesiser changes
+SYNTHESIS_VERSION = 3  # part of the cached arrays' names: bump when the synthesiser changes
 # Zero-shot prompts per finding: (present, absent), in the report's own FINDINGS/IMPRESSION form.
 PROMPTS: dict[str, tuple[str, str]] = {
     "cardiomegaly": ("FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly.",
@@ -160,6 +163,25 @@ def build_cohort(reports: pl_.DataFrame) -> pl_.DataFrame:
     schema = {"patient_id": pl_.Utf8, "split": pl_.Utf8, "text": pl_.Utf8, "mesh": pl_.List(pl_.Utf8),
               **{f: pl_.Int8 for f in FINDINGS}, **{a: pl_.Int8 for a in ATTRIBUTES}}
     return pl_.DataFrame(rows, schema=schema)
+
+
+def report_groups(cohort: pl_.DataFrame, modality: str = "xray") -> list[tuple[int, ...]]:
+    """Per cohort row, everything the synthesiser reads from its report to draw ``modality`` (``xray``: the disease
+    labels and every :data:`ATTRIBUTES` detail; ``ecg``: the disease labels and :data:`ECG_DETAILS`). Rows with
+    equal keys get that modality drawn from the same description, so no model can match such reports to their own
+    patient better than at random (see ``fusion_core.losses.retrieval_recall_ceiling``)."""
+    details = {"xray": ATTRIBUTES, "ecg": ECG_DETAILS}
+    if modality not in details:
+        raise ValueError(f"modality must be 'xray' or 'ecg'; got {modality!r}")
+    columns = [*DISEASE_FINDINGS, *details[modality]]
+    return [tuple(int(v or 0) for v in row) for row in cohort.select(columns).iter_rows()]
+
+
+def group_ids(cohort: pl_.DataFrame, modality: str = "xray") -> np.ndarray:
+    """``(P,)`` int64: :func:`report_groups` as integers (first appearance order), the semantic positives of the
+    contrastive loss (``MoreModule(semantic_positives=True)``)."""
+    ids: dict[tuple[int, ...], int] = {}
+    return np.array([ids.setdefault(key, len(ids)) for key in report_groups(cohort, modality)], dtype=np.int64)
 
 
 def fetch_more_cohort(path: Path | None, dest: Path) -> Path:
@@ -391,6 +413,8 @@ class MoreDataModule(pl.LightningDataModule):
             "ecg": torch.from_numpy(np.asarray(arrays["ecg"][rows], dtype=np.float32)),
             "labels": torch.from_numpy(self.cohort.select(FINDINGS).to_numpy().astype(np.float32)),
             "index": torch.from_numpy(rows.astype(np.int64)),
+            "group_xray": torch.from_numpy(group_ids(cohort, "xray")[rows]),
+            "group_ecg": torch.from_numpy(group_ids(cohort, "ecg")[rows]),
             **{f"present_{m}": mask for m, mask in present.items()},
         }
         texts = self.cohort["text"].to_list()

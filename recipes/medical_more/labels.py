@@ -90,23 +90,55 @@ def extract_labels(text: str, mesh: Sequence[str] = ()) -> dict[str, int]:
     return labels
 
 
-# Details beyond the findings that a radiograph would show, read from the same report (the synthetic radiograph
-# draws them, so a report can be matched to its own image, not only to images with the same labels).
-ATTRIBUTES: tuple[str, ...] = ("effusion_side", "opacity_side", "severity", "granuloma", "scoliosis", "device")
-_SIDES = {"left": re.compile(r"\bleft\b"), "right": re.compile(r"\bright\b"), "both": re.compile(r"\bbilateral|both\b")}
+# Details beyond the findings that a radiograph (and sometimes an ECG) would show, read from the same report: the
+# synthetic modalities draw them, so a report can be matched to its own image and signal, not only to the images of
+# every patient with the same findings. Side attributes are 0 unknown, 1 left, 2 right, 3 both; the rest are 0/1.
+ATTRIBUTES: tuple[str, ...] = (
+    "effusion_side", "opacity_side", "severity", "granuloma", "scoliosis", "device", "pacemaker", "sternotomy",
+    "clips", "hyperinflation", "low_volumes", "atelectasis", "atelectasis_side", "aorta", "degenerative", "hernia",
+    "nodule", "edema", "borderline_heart", "fracture", "scarring",
+)
+_SIDES = {"left": re.compile(r"\bleft\b"), "right": re.compile(r"\bright\b"), "both": re.compile(r"\b(?:bilateral|bibasilar|bibasal|both)\b")}
 _SEVERE = re.compile(r"\b(?:moderate|large|marked|markedly|severe|extensive|significant)\b")
-_FEATURES = {
-    "granuloma": (re.compile(r"\bgranulomas?\b|\bcalcified (?:nodule|granuloma)"), ("calcified granuloma", "granulomatous disease")),
+# attribute → (text pattern, MeSH terms); a detail counts when the pattern occurs outside a negation's scope in some
+# sentence, or a MeSH term (the part before "/") names it
+_FEATURES: dict[str, tuple[re.Pattern[str], tuple[str, ...]]] = {
+    "granuloma": (re.compile(r"\bgranulomas?\b|\bcalcified (?:nodules?|granulomas?)"),
+                  ("calcified granuloma", "granulomatous disease", "granuloma")),
     "scoliosis": (re.compile(r"\bscoliosis\b|\bcurvature of the (?:thoracic )?spine"), ("scoliosis",)),
-    "device": (re.compile(r"\b(?:pacemaker|catheter|picc|port|sternotomy|wires?|clips?|tube)\b"),
-               ("catheters, indwelling", "pacemaker, artificial", "medical device", "sternotomy", "surgical instruments")),
+    "device": (re.compile(r"\b(?:catheters?|picc|port-?a-?cath|port|(?:central|venous|ij|subclavian|jugular) line|"
+                          r"(?:endotracheal|nasogastric|ng|feeding|chest) tubes?)\b"),
+               ("catheters, indwelling", "tube, inserted", "medical device")),
+    "pacemaker": (re.compile(r"\b(?:pacemaker|pacer|aicd|defibrillator|pacing (?:leads?|wires?)|(?:cardiac|transvenous) leads?)\b"),
+                  ("pacemaker, artificial", "defibrillators, implantable", "implanted medical device")),
+    "sternotomy": (re.compile(r"\b(?:sternotomy|sternal (?:wires?|sutures?)|cabg|bypass graft(?:ing)?)\b"), ()),
+    "clips": (re.compile(r"\b(?:surgical |vascular )?clips?\b|\bstaples\b|\bcholecystectomy\b"), ("surgical instruments",)),
+    "hyperinflation": (re.compile(r"hyperinflat\w*|hyperexpan\w*|\bemphysema\w*|\bcopd\b|chronic obstructive|"
+                                  r"flatten\w* (?:of )?(?:the )?(?:hemi)?diaphragms?|hyperlucen\w*"),
+                       ("emphysema", "pulmonary emphysema", "pulmonary disease, chronic obstructive", "lung, hyperlucent")),
+    "low_volumes": (re.compile(r"\blow (?:lung )?volumes?\b|hypoinflat\w*|\b(?:poor|shallow) inspiration"), ()),
+    "atelectasis": (re.compile(r"\batelecta\w*"), ("pulmonary atelectasis",)),
+    "aorta": (re.compile(r"\btortu\w*|\bectatic\b|\bectasia\b|\bunfold\w*|aortic (?:knob |arch )?calcif\w*|"
+                         r"calcified aort\w*|\batherosclero\w*"),
+              ("atherosclerosis", "aorta", "aorta, thoracic")),
+    "degenerative": (re.compile(r"\bdegenerative\b|\bspondylo\w*|\bosteophyt\w*|\bkyphosis\b|\bkyphotic\b|\bdish\b"),
+                     ("osteophyte", "spondylosis", "kyphosis", "arthritis")),
+    "hernia": (re.compile(r"\bhiatal hernia|\bhiatus hernia"), ("hernia, hiatal",)),
+    "nodule": (re.compile(r"(?<!\bcalcified )\bnodul\w*|\bmass(?:es)?\b"), ("nodule", "mass")),
+    "edema": (re.compile(r"\bedema\b|(?:vascular|pulmonary) congestion|cephalization|kerley"),
+              ("pulmonary congestion", "pulmonary edema", "heart failure")),
+    "borderline_heart": (re.compile(r"(?:heart|cardiac|cardiomediastinal)[^.;]*(?:upper limits? of normal|borderline|"
+                                    r"top(?:-| )normal|at the upper)|(?:borderline|top(?:-| )normal)[^.;]*(?:heart|cardiac)"),
+                         ()),
+    "fracture": (re.compile(r"\bfractur\w*"), ("fractures, bone",)),
+    "scarring": (re.compile(r"\bscar\w*|\bfibros\w*|\bfibrotic\b|\bcicatri\w*"), ("cicatrix", "pulmonary fibrosis")),
 }
 
 
-def _side(text: str, finding: str) -> int:
-    """0 unknown, 1 left, 2 right, 3 both: the side named in the first affirmed sentence about ``finding``."""
+def _side(text: str, pattern: re.Pattern[str]) -> int:
+    """0 unknown, 1 left, 2 right, 3 both: the side named in the first affirmed sentence matching ``pattern``."""
     for sentence in sentences(text):
-        match = _PATTERNS[finding].search(sentence)
+        match = pattern.search(sentence)
         if match and not _negated(sentence, match.start()):
             if _SIDES["both"].search(sentence) or (_SIDES["left"].search(sentence) and _SIDES["right"].search(sentence)):
                 return 3
@@ -118,15 +150,20 @@ def _side(text: str, finding: str) -> int:
 
 
 def extract_attributes(text: str, mesh: Sequence[str] = ()) -> dict[str, int]:
-    """``{attribute: int}`` for :data:`ATTRIBUTES`: the side of an effusion / opacity (0 unknown, 1 left, 2 right,
-    3 both), severity (1 when "moderate", "large", "severe"… describes an affirmed finding), and 0/1 for a calcified
-    granuloma, scoliosis and a device (catheter, pacemaker, wires) named affirmatively in the text or the MeSH terms."""
+    """``{attribute: int}`` for :data:`ATTRIBUTES`: the side of an effusion, opacity or atelectasis (0 unknown, 1 left,
+    2 right, 3 both), severity (1 when "moderate", "large", "severe"… describes an affirmed finding), and 0/1 for each
+    detail of ``_FEATURES`` (a granuloma, a pacemaker, hyperinflation…) named affirmatively in the text or the MeSH
+    terms. ``borderline_heart`` is 0 when the heart is called enlarged (that is cardiomegaly)."""
     lowered = [m.lower().split("/")[0].strip() for m in mesh]
-    attributes = {"effusion_side": _side(text, "effusion"), "opacity_side": _side(text, "opacity"), "severity": 0}
+    attributes = {"effusion_side": _side(text, _PATTERNS["effusion"]), "opacity_side": _side(text, _PATTERNS["opacity"]),
+                  "severity": 0}
     for sentence in sentences(text):
         if _SEVERE.search(sentence) and any(_PATTERNS[f].search(sentence) for f in DISEASE_FINDINGS):
             attributes["severity"] = 1
     for name, (pattern, terms) in _FEATURES.items():
-        affirmed = any((m := pattern.search(s)) and not _negated(s, m.start()) for s in sentences(text))
+        affirmed = any(not _negated(s, m.start()) for s in sentences(text) for m in pattern.finditer(s))
         attributes[name] = int(affirmed or any(t in lowered for t in terms))
-    return attributes
+    attributes["atelectasis_side"] = _side(text, _FEATURES["atelectasis"][0]) if attributes["atelectasis"] else 0
+    if mentions(text, "cardiomegaly")[0]:
+        attributes["borderline_heart"] = 0
+    return {name: attributes[name] for name in ATTRIBUTES}

@@ -42,10 +42,13 @@ class MoreConfig:
     """Sizes of the MoRE model; ``report_encoder`` is ``minilm`` (precomputed ``report_dim``-d sentence embeddings
     of a frozen encoder), ``minilm_lora`` (all-MiniLM-L6-v2 run on MiniLM token ids in the training loop, with LoRA
     adapters of rank ``lora_rank`` and scale ``lora_alpha`` on its query/value projections: only the adapters train)
-    or ``scratch`` (a from-scratch transformer over hashed words)."""
+    or ``scratch`` (a from-scratch transformer over hashed words). ``xray_stem`` is the ViT's patch embedding:
+    ``conv`` (a small convolutional stem, :func:`fusion_core.encoders.image.conv_stem`) or ``patch`` (ViT's one
+    strided convolution)."""
 
     image_size: int = 64
     patch_size: int = 8
+    xray_stem: str = "conv"
     ecg_samples: int = 1000
     ecg_patch: int = 50
     encoder_dim: int = 64
@@ -121,8 +124,11 @@ class MoreModel(nn.Module):
         }
         return MoreEmbeddings(embeddings, xray.tokens, ecg.tokens)
 
-    def contrastive_loss(self, embeddings: dict[str, Tensor], present: dict[str, Tensor] | None = None) -> ContrastiveOutput:
-        return self.contrastive(embeddings, present)
+    def contrastive_loss(self, embeddings: dict[str, Tensor], present: dict[str, Tensor] | None = None,
+                         groups: Tensor | Mapping[str, Tensor] | None = None) -> ContrastiveOutput:
+        """InfoNCE(report, X-ray) + InfoNCE(report, ECG); ``groups``: ``(B,)`` keys, or per pair
+        (``{"report-xray": …, "report-ecg": …}``), of rows that are positives of each other."""
+        return self.contrastive(embeddings, present, groups)
 
     def diagnose(self, embeddings: dict[str, Tensor], present: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """``(logits (B, F), aux_loss)`` of the fused head; absent modalities never reach the output."""
@@ -146,7 +152,7 @@ def build_more_model(config: MoreConfig) -> MoreModel:
     if config.projection_dim <= 0 or config.fusion_dim <= 0 or config.num_findings <= 0:
         raise ValueError("projection_dim, fusion_dim and num_findings must be positive")
     sizes = dict(dim=config.encoder_dim, depth=config.depth, num_heads=config.num_heads, dropout=config.dropout)
-    xray = ViTEncoder(config.image_size, config.patch_size, 1, **sizes)
+    xray = ViTEncoder(config.image_size, config.patch_size, 1, **sizes, stem=config.xray_stem)
     ecg = SignalPatchEncoder(12, config.ecg_samples, config.ecg_patch, **sizes)
     report: TextTransformerEncoder | SentenceEncoder | None = None
     if config.report_encoder == "scratch":

@@ -1,13 +1,16 @@
 """The LightningModule: MoRE contrastive pre-training, then the fused diagnosis head, in one ``fusion train``.
 
-Epochs ``< pretrain_epochs`` minimise the contrastive loss only; later epochs train the diagnosis head with
+Epochs ``< pretrain_epochs`` minimise the contrastive loss only (with ``semantic_positives``, the default, patients
+whose reports describe the same radiograph or ECG, the batch's ``group_xray``/``group_ecg`` keys, count as matches
+of each other rather than as negatives: see :func:`fusion_core.losses.contrastive.info_nce`); later epochs train the diagnosis head with
 multi-label binary cross-entropy (plus ``contrastive_weight`` × the contrastive loss), with the ECG dropped at
 ``ecg_drop`` (MoRE: 0.3) and the report at ``report_drop`` by :class:`fusion_core.MissingnessBalancer`.
 
 Validation and test log, over the whole split: ``{stage}/contrastive_loss``, retrieval
-``{stage}/recall@k_report_to_{xray,ecg}`` (k = 1, 5, 10), zero-shot ``{stage}/zero_shot_auroc[_<finding>]`` from the
-X-ray embedding and the prompts of :data:`recipes.medical_more.data.PROMPTS`, and the head's
-``{stage}/auroc[_<finding>]`` with every modality, ``{stage}/auroc_no_ecg`` and ``{stage}/auroc_no_report``
+``{stage}/recall@k_report_to_{xray,ecg}`` (k = 1, 5, 10) and, when batches carry group keys, the ceiling
+``{stage}/recall_ceiling@k_report_to_{xray,ecg}`` that identical reports put on it, zero-shot
+``{stage}/zero_shot_auroc[_<finding>]`` from the X-ray embedding and the prompts of
+:data:`recipes.medical_more.data.PROMPTS`, and the head's ``{stage}/auroc[_<finding>]`` with every modality, ``{stage}/auroc_no_ecg`` and ``{stage}/auroc_no_report``
 (X-ray + ECG only: the labels are read from the report, so this is the figure that says what the images and
 signals carry).
 """
@@ -22,7 +25,7 @@ from torch import Tensor
 from torchmetrics.functional.classification import binary_auroc
 
 from fusion_core import MissingnessBalancer
-from fusion_core.losses.contrastive import retrieval_recall_at_k
+from fusion_core.losses.contrastive import retrieval_recall_at_k, retrieval_recall_ceiling
 from recipes.medical_more.labels import FINDINGS
 from recipes.medical_more.model import MODALITIES, MoreConfig, MoreModel, build_more_model
 
@@ -66,6 +69,7 @@ class MoreModule(pl.LightningModule):
         lora_rank: int = 8,
         lora_alpha: int = 16,
         patch_size: int = 8,
+        xray_stem: str = "conv",
         ecg_patch: int = 50,
         encoder_dim: int = 64,
         depth: int = 2,
@@ -81,6 +85,7 @@ class MoreModule(pl.LightningModule):
         contrastive_weight: float = 0.0,
         ecg_drop: float = 0.3,
         report_drop: float = 0.5,
+        semantic_positives: bool = True,
         dropout: float = 0.0,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
@@ -95,7 +100,7 @@ class MoreModule(pl.LightningModule):
         self.save_hyperparameters()
         self.findings = findings
         self.config = MoreConfig(
-            image_size=image_size, patch_size=patch_size, ecg_samples=ecg_samples, ecg_patch=ecg_patch,
+            image_size=image_size, patch_size=patch_size, xray_stem=xray_stem, ecg_samples=ecg_samples, ecg_patch=ecg_patch,
             encoder_dim=encoder_dim, depth=depth, num_heads=num_heads, projection_dim=projection_dim,
             report_encoder=report_encoder, report_dim=report_dim, vocab_size=vocab_size, text_max_len=text_max_len,
             lora_rank=lora_rank, lora_alpha=lora_alpha,
@@ -124,7 +129,7 @@ class MoreModule(pl.LightningModule):
         present = present_of(batch)
         embeddings = self.model.encode(batch).embeddings
         size = batch["xray"].shape[0]
-        contrastive = self.model.contrastive_loss(embeddings, present)
+        contrastive = self.model.contrastive_loss(embeddings, present, self._groups(batch))
         self.log("train/contrastive_loss", contrastive.loss, prog_bar=True, batch_size=size)
         self.log("train/temperature", 1.0 / contrastive.logit_scale, batch_size=size)
         if self.pretraining:
@@ -134,6 +139,14 @@ class MoreModule(pl.LightningModule):
         bce = F.binary_cross_entropy_with_logits(logits, batch["labels"])
         self.log("train/bce", bce, prog_bar=True, batch_size=size)
         return bce + aux + self.hparams.contrastive_weight * contrastive.loss
+
+    def _groups(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
+        """``{"report-xray": (B,), "report-ecg": (B,)}``, the batch's semantic-positive keys, when
+        ``semantic_positives`` is on and the batch has them."""
+        if not self.hparams.semantic_positives:
+            return None
+        groups = {f"report-{m}": batch[f"group_{m}"] for m in ("xray", "ecg") if f"group_{m}" in batch}
+        return groups or None
 
     def _collect(self, batch: Mapping[str, Tensor]) -> None:
         present = present_of(batch)
@@ -149,6 +162,7 @@ class MoreModule(pl.LightningModule):
             **{f"present_{m}": p for m, p in present.items()},
             **{f"prob_{k}": v.detach() for k, v in probs.items()},
             "labels": batch["labels"],
+            **{f"group_{pair.split('-')[1]}": keys for pair, keys in (self._groups(batch) or {}).items()},
         })
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
@@ -180,13 +194,18 @@ class MoreModule(pl.LightningModule):
         metrics: dict[str, float] = {}
         embeddings = {m: outputs[f"emb_{m}"] for m in MODALITIES}
         present = {m: outputs[f"present_{m}"] for m in MODALITIES}
-        metrics["contrastive_loss"] = float(self.model.contrastive_loss(embeddings, present).loss)
+        positives = {f"report-{m}": outputs[f"group_{m}"] for m in ("xray", "ecg") if f"group_{m}" in outputs}
+        metrics["contrastive_loss"] = float(self.model.contrastive_loss(embeddings, present, positives or None).loss)
         for other in ("xray", "ecg"):
             both = present["report"] & present[other]
             if int(both.sum()) >= 2:
                 recall = retrieval_recall_at_k(embeddings["report"][both], embeddings[other][both], RECALL_KS)
                 for k, value in recall.items():
                     metrics[f"recall@{k}_report_to_{other}"] = value
+                if f"group_{other}" in outputs:  # the best any model can do when identical reports tie
+                    ceiling = retrieval_recall_ceiling(outputs[f"group_{other}"][both].tolist(), RECALL_KS)
+                    for k, value in ceiling.items():
+                        metrics[f"recall_ceiling@{k}_report_to_{other}"] = value
         labels = outputs["labels"]
         groups = {"auroc": "prob_all", "auroc_no_ecg": "prob_no_ecg", "auroc_no_report": "prob_no_report"}
         if prompts is not None:

@@ -37,7 +37,7 @@ def test_fetch_from_a_local_archive_then_build_the_cohort(tmp_path):
     assert cohort["patient_id"].to_list() == ["CXR0", "CXR1"]
     assert cohort["cardiomegaly"].to_list() == [1, 0] and cohort["normal"].to_list() == [0, 1]
     assert set(cohort["split"]) <= {"train", "val", "test"}
-    assert (cohort_dir / "xray-v2-64px-100hz-noise0.1-seed0.npy").is_file()
+    assert (cohort_dir / "xray-v3-64px-100hz-noise0.1-seed0.npy").is_file()
 
 
 def test_synthesis_is_deterministic_and_follows_the_labels():
@@ -78,6 +78,22 @@ def test_datamodule_batches(toy_cohort):
     all_present = torch.cat([s.tensors["present_ecg"] for s in datamodule.splits.values()])
     assert 0.2 < all_present.float().mean() < 0.8
     assert datamodule.ecg_samples == 500
+    # semantic-positive keys: equal exactly when the report describes the same radiograph / ECG
+    from recipes.medical_more.data import report_groups
+
+    cohort = datamodule.cohort
+    for modality in ("xray", "ecg"):
+        keys = report_groups(cohort, modality)
+        ids = torch.cat([s.tensors[f"group_{modality}"] for s in datamodule.splits.values()])
+        rows = torch.cat([s.tensors["index"] for s in datamodule.splits.values()])
+        position = {int(r): i for i, r in enumerate(cohort["index"].to_list())}
+        for a in range(0, len(rows), 5):
+            for b in range(len(rows)):
+                same = keys[position[int(rows[a])]] == keys[position[int(rows[b])]]
+                assert same == bool(ids[a] == ids[b])
+    assert batch["group_xray"].shape == (4,) and batch["group_ecg"].dtype == torch.int64
+    with pytest.raises(ValueError, match="modality must be"):
+        report_groups(cohort, "report")
     prompts = datamodule.prompt_inputs()
     assert prompts["report_ids"].shape == (8, 16)
     cached = cohort_arrays(toy_cohort, 16, 50, 0.1, 0)
@@ -103,3 +119,48 @@ def test_synthesis_draws_the_side_the_report_names():
 
     # the patient's left is the image's right half on a PA view
     assert asymmetry(left) > asymmetry(right) + 0.03
+
+
+def _mean_xray(labels: dict, size: int = 64, n: int = 8) -> np.ndarray:
+    return np.mean([synthesize_xray(labels, patient_rng(f"d{i}"), size) for i in range(n)], 0)
+
+
+def test_synthesis_draws_the_report_details():
+    plain = _mean_xray({})
+    # a pacemaker generator sits in the left upper chest: the image's upper right
+    upper_right = (slice(8, 12), slice(47, 53))
+    assert _mean_xray({"pacemaker": 1})[upper_right].mean() > plain[upper_right].mean() + 0.3
+    # hyperinflated lungs are taller and darker: the lower lung fields get darker, low volumes brighter
+    lower_lungs = (slice(40, 48), slice(10, 24))
+    assert _mean_xray({"hyperinflation": 1})[lower_lungs].mean() < plain[lower_lungs].mean() - 0.05
+    assert _mean_xray({"low_volumes": 1})[lower_lungs].mean() > plain[lower_lungs].mean() + 0.1
+    # sternal wires brighten the midline above the heart
+    midline = (slice(16, 34), slice(30, 34))
+    assert _mean_xray({"sternotomy": 1})[midline].max() > plain[midline].max() + 0.1
+    # every detail changes the image of the same patient
+    from recipes.medical_more.labels import ATTRIBUTES
+
+    for name in ATTRIBUTES:
+        if name.endswith("_side") or name == "severity":
+            continue
+        drawn = synthesize_xray({name: 1}, patient_rng("p0"), 64)
+        changed = np.abs(drawn - synthesize_xray({}, patient_rng("p0"), 64)).max()
+        assert changed > 0.1, name
+
+
+def test_ecg_shows_pacing_and_copd():
+    rate = 250
+    for i in range(6):
+        paced = synthesize_ecg({"pacemaker": 1}, patient_rng(f"e{i}"), rate)
+        sinus = synthesize_ecg({}, patient_rng(f"e{i}"), rate)
+        # pacing spikes: sample-to-sample jumps far steeper than any sinus wave, in every lead
+        assert np.abs(np.diff(paced, axis=1)).max(axis=1).min() > 0.8 > np.abs(np.diff(sinus, axis=1)).max()
+    # P pulmonale: the P wave in lead II of a COPD patient is about 0.25 mV or more (normal about 0.12)
+    copd, normal = synthesize_ecg({"hyperinflation": 1}, patient_rng("c"), rate), synthesize_ecg({}, patient_rng("c"), rate)
+
+    def p_amplitude(ecg: np.ndarray) -> float:  # lead II, the peak 0.12-0.22 s before each R peak
+        lead = ecg[1]
+        peaks = [i for i in range(rate, len(lead) - rate) if lead[i] == lead[i - 30:i + 30].max() and lead[i] > 0.4]
+        return float(np.median([lead[p - int(0.22 * rate):p - int(0.12 * rate)].max() - np.median(lead) for p in peaks]))
+
+    assert p_amplitude(copd) > 0.2 > p_amplitude(normal)

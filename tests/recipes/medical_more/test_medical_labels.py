@@ -36,12 +36,41 @@ def test_findings_order_is_stable():
     assert FINDINGS == ("cardiomegaly", "effusion", "opacity", "normal")
 
 
+def _attributes(**set_to):
+    from recipes.medical_more.labels import ATTRIBUTES
+
+    unknown = set(set_to) - set(ATTRIBUTES)
+    assert not unknown, unknown
+    return {name: set_to.get(name, 0) for name in ATTRIBUTES}
+
+
 def test_attributes_read_side_severity_and_details():
     from recipes.medical_more.labels import extract_attributes
 
-    assert extract_attributes("Small left pleural effusion. Calcified granuloma. Moderate cardiomegaly.") == {
-        "effusion_side": 1, "opacity_side": 0, "severity": 1, "granuloma": 1, "scoliosis": 0, "device": 0}
-    assert extract_attributes("Bilateral opacities. No effusion. Right IJ catheter.", ["Scoliosis/mild"]) == {
-        "effusion_side": 0, "opacity_side": 3, "severity": 0, "granuloma": 0, "scoliosis": 1, "device": 1}
-    assert extract_attributes("No pacemaker. No right effusion.") == {
-        "effusion_side": 0, "opacity_side": 0, "severity": 0, "granuloma": 0, "scoliosis": 0, "device": 0}
+    assert extract_attributes("Small left pleural effusion. Calcified granuloma. Moderate cardiomegaly.") == _attributes(
+        effusion_side=1, severity=1, granuloma=1)
+    assert extract_attributes("Bilateral opacities. No effusion. Right IJ catheter.", ["Scoliosis/mild"]) == _attributes(
+        opacity_side=3, scoliosis=1, device=1)
+    assert extract_attributes("No pacemaker. No right effusion.") == _attributes()
+
+
+@pytest.mark.parametrize("text, mesh, expected", [
+    ("Left-sided pacemaker with leads in the right atrium and ventricle. Median sternotomy wires.", [],
+     dict(pacemaker=1, sternotomy=1)),
+    ("Lungs are hyperexpanded consistent with COPD. Calcified granuloma.", [], dict(hyperinflation=1, granuloma=1)),
+    ("Low lung volumes with bibasilar atelectasis.", [], dict(low_volumes=1, atelectasis=1, atelectasis_side=3)),
+    ("Streaky right basilar airspace disease, likely atelectasis.", [], dict(opacity_side=2, atelectasis=1, atelectasis_side=2)),
+    ("Tortuous, calcified thoracic aorta. Degenerative changes of the thoracic spine.", [], dict(aorta=1, degenerative=1)),
+    ("Large hiatal hernia. Cholecystectomy clips.", [], dict(hernia=1, clips=1)),
+    ("Heart size is at the upper limits of normal. Mild pulmonary vascular congestion.", [], dict(borderline_heart=1, edema=1)),
+    ("Old healed right rib fractures. Apical pleural-parenchymal scarring.", [], dict(fracture=1, scarring=1)),
+    ("3 mm noncalcified nodule in the left upper lobe.", [], dict(nodule=1)),
+    ("No pulmonary nodules. No edema. No acute fracture. No hiatal hernia.", [], dict()),
+    ("The lungs are clear.", ["Pulmonary Disease, Chronic Obstructive", "Pulmonary Atelectasis/base/left"],
+     dict(hyperinflation=1, atelectasis=1)),
+    ("Borderline cardiomegaly. The heart is enlarged.", [], dict(severity=0)),
+])
+def test_attributes_details(text, mesh, expected):
+    from recipes.medical_more.labels import extract_attributes
+
+    assert extract_attributes(text, mesh) == _attributes(**expected)

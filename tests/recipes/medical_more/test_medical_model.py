@@ -51,6 +51,42 @@ def test_loss_is_report_anchored_symmetric_infonce(module):
     assert isinstance(module.model.contrastive.logit_scale, torch.nn.Parameter)  # learnable temperature
 
 
+def test_training_treats_same_description_patients_as_positives():
+    torch.manual_seed(0)
+    batch = make_batch(6)
+    batch["group_xray"] = torch.tensor([0, 0, 1, 2, 2, 2])
+    batch["group_ecg"] = torch.tensor([0, 0, 0, 1, 1, 2])
+    for semantic in (True, False):
+        module = MoreModule(**TINY, semantic_positives=semantic).eval()
+        groups = module._groups(batch)
+        embeddings = module.model.encode(batch).embeddings
+        out = module.model.contrastive_loss(embeddings, groups=groups)
+        temperature = 1.0 / module.model.contrastive.logit_scale.exp()
+        if semantic:
+            assert set(groups) == {"report-xray", "report-ecg"}
+            expected = {"report-xray": info_nce(embeddings["report"], embeddings["xray"], temperature, groups=batch["group_xray"]),
+                        "report-ecg": info_nce(embeddings["report"], embeddings["ecg"], temperature, groups=batch["group_ecg"])}
+            assert out.per_pair["report-xray"].item() != pytest.approx(info_nce(embeddings["report"], embeddings["xray"], temperature).item())
+        else:
+            assert groups is None
+            expected = {p: info_nce(embeddings["report"], embeddings[p.split("-")[1]], temperature) for p in out.per_pair}
+        for pair, value in expected.items():
+            torch.testing.assert_close(out.per_pair[pair], value)
+
+
+def test_retrieval_ceiling_is_logged_from_the_group_keys(module):
+    size = 8
+    outputs = {f"emb_{m}": torch.randn(size, 8) for m in ("xray", "ecg", "report")}
+    outputs.update({f"present_{m}": torch.ones(size, dtype=torch.bool) for m in ("xray", "ecg", "report")})
+    outputs.update({f"prob_{k}": torch.rand(size, 4) for k in ("all", "no_ecg", "no_report")})
+    outputs["labels"] = torch.tensor([[i % 2, (i // 2) % 2, (i // 3) % 2, 1 - i % 2] for i in range(size)], dtype=torch.float)
+    outputs["group_xray"] = torch.tensor([0, 0, 0, 0, 1, 2, 3, 4])  # one group of 4, four singletons
+    metrics = module.epoch_metrics(outputs, prompts=None)
+    assert metrics["recall_ceiling@1_report_to_xray"] == pytest.approx((4 * 0.25 + 4) / 8)
+    assert metrics["recall_ceiling@5_report_to_xray"] == 1.0
+    assert "recall_ceiling@1_report_to_ecg" not in metrics  # no keys, no ceiling
+
+
 def test_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
     module = MoreModule(**TINY).train()
