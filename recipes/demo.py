@@ -54,17 +54,19 @@ def run_recipe(name: str, runs_dir: Path, extra: list[str]) -> dict:
 
 
 def print_table(results: list[dict]) -> None:
-    print("\n" + "=" * 100)
-    print(f"{'recipe':<20} {'metric':<30} {'value':>10}")
-    print("-" * 100)
+    width = max([30, *(len(k) for result in results for k in result["metrics"])])
+    rule = "=" * (width + 34)
+    print("\n" + rule)
+    print(f"{'recipe':<20} {'metric':<{width}} {'value':>10}")
+    print("-" * len(rule))
     for result in results:
         shown = {k: v for k, v in sorted(result["metrics"].items()) if isinstance(v, (int, float))}
         for i, (key, value) in enumerate(shown.items()):
-            print(f"{result['recipe'] if i == 0 else '':<20} {key:<30} {value:>10.4f}")
-        print(f"{'':<20} {'scored rows (errors)':<30} {result['scored_rows']:>6} ({result['score_errors']})")
+            print(f"{result['recipe'] if i == 0 else '':<20} {key:<{width}} {value:>10.4f}")
+        print(f"{'':<20} {'scored rows (errors)':<{width}} {result['scored_rows']:>6} ({result['score_errors']})")
         print(f"{'':<20} run:    {result['run']}")
         print(f"{'':<20} report: {result['report']}")
-    print("=" * 100)
+    print(rule)
 
 
 def main(argv: list[str] | None = None) -> int:
