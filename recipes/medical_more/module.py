@@ -2,17 +2,18 @@
 
 Epochs ``< pretrain_epochs`` minimise the contrastive loss only (with ``semantic_positives``, the default, patients
 whose reports describe the same radiograph or ECG, the batch's ``group_xray``/``group_ecg`` keys, count as matches
-of each other rather than as negatives: see :func:`fusion_core.losses.contrastive.info_nce`); later epochs train the diagnosis head with
-multi-label binary cross-entropy (plus ``contrastive_weight`` × the contrastive loss), with the ECG dropped at
-``ecg_drop`` (MoRE: 0.3) and the report at ``report_drop`` by :class:`fusion_core.MissingnessBalancer`.
+of each other rather than as negatives: see :func:`fusion_core.losses.contrastive.info_nce`); later epochs train
+the diagnosis head with multi-label binary cross-entropy (plus ``contrastive_weight`` × the contrastive loss), with
+the ECG dropped at ``ecg_drop`` (MoRE: 0.3) and the report at ``report_drop`` by
+:class:`fusion_core.MissingnessBalancer`.
 
 Validation and test log, over the whole split: ``{stage}/contrastive_loss``, retrieval
 ``{stage}/recall@k_report_to_{xray,ecg}`` (k = 1, 5, 10) and, when batches carry group keys, the ceiling
 ``{stage}/recall_ceiling@k_report_to_{xray,ecg}`` that identical reports put on it, zero-shot
 ``{stage}/zero_shot_auroc[_<finding>]`` from the X-ray embedding and the prompts of
-:data:`recipes.medical_more.data.PROMPTS`, and the head's ``{stage}/auroc[_<finding>]`` with every modality, ``{stage}/auroc_no_ecg`` and ``{stage}/auroc_no_report``
-(X-ray + ECG only: the labels are read from the report, so this is the figure that says what the images and
-signals carry).
+:data:`recipes.medical_more.data.PROMPTS`, and the head's ``{stage}/auroc[_<finding>]`` with every modality,
+``{stage}/auroc_no_ecg`` and ``{stage}/auroc_no_report`` (X-ray + ECG only: the labels are read from the report,
+so this is the figure that says what the images and signals carry).
 """
 from __future__ import annotations
 
