@@ -37,7 +37,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from fusion_core.losses.contrastive import retrieval_recall_at_k, retrieval_recall_ceiling
-from recipes.medical_more.data import MoreDataModule, report_groups
+from recipes.medical_more.data import MoreDataModule
 from recipes.medical_more.labels import FINDINGS
 from recipes.medical_more.module import MoreModule, present_of
 
@@ -148,9 +148,9 @@ def main() -> None:
         log(f"fine-tuned from {name}: {finetune_metrics(module, datamodule)}")
     tuned, tuned_base = finetune_metrics(pretrained, datamodule), finetune_metrics(baseline, datamodule)
     base["finetune_auroc"] = {"all": tuned_base["all"], "no_ecg": tuned_base["no_ecg"]}
-    test_cohort = datamodule.cohort.filter(datamodule.cohort["split"] == "test")
+    test_groups = datamodule.splits["test"].tensors
     ceiling = {
-        f"report_to_{m}": {str(k): v for k, v in retrieval_recall_ceiling(report_groups(test_cohort, m), KS).items()}
+        f"report_to_{m}": {str(k): v for k, v in retrieval_recall_ceiling(test_groups[f"group_{m}"].tolist(), KS).items()}
         for m in ("xray", "ecg")
     }
     log(f"retrieval ceiling (reports that describe the same radiograph / ECG tie): {ceiling}")

@@ -141,12 +141,12 @@ class MoreModule(pl.LightningModule):
         self.log("train/bce", bce, prog_bar=True, batch_size=size)
         return bce + aux + self.hparams.contrastive_weight * contrastive.loss
 
-    def _groups(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
-        """``{"report-xray": (B,), "report-ecg": (B,)}``, the batch's semantic-positive keys, when
-        ``semantic_positives`` is on and the batch has them."""
+    def _groups(self, source: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
+        """``{"report-xray": (B,), "report-ecg": (B,)}``: the semantic-positive keys of a batch (or of collected
+        outputs), when ``semantic_positives`` is on and ``source`` has ``group_<modality>`` entries."""
         if not self.hparams.semantic_positives:
             return None
-        groups = {f"report-{m}": batch[f"group_{m}"] for m in ("xray", "ecg") if f"group_{m}" in batch}
+        groups = {f"report-{m}": source[f"group_{m}"] for m in ("xray", "ecg") if f"group_{m}" in source}
         return groups or None
 
     def _collect(self, batch: Mapping[str, Tensor]) -> None:
@@ -163,7 +163,7 @@ class MoreModule(pl.LightningModule):
             **{f"present_{m}": p for m, p in present.items()},
             **{f"prob_{k}": v.detach() for k, v in probs.items()},
             "labels": batch["labels"],
-            **{f"group_{pair.split('-')[1]}": keys for pair, keys in (self._groups(batch) or {}).items()},
+            **{key: batch[key] for key in ("group_xray", "group_ecg") if key in batch},
         })
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
@@ -195,8 +195,7 @@ class MoreModule(pl.LightningModule):
         metrics: dict[str, float] = {}
         embeddings = {m: outputs[f"emb_{m}"] for m in MODALITIES}
         present = {m: outputs[f"present_{m}"] for m in MODALITIES}
-        positives = {f"report-{m}": outputs[f"group_{m}"] for m in ("xray", "ecg") if f"group_{m}" in outputs}
-        metrics["contrastive_loss"] = float(self.model.contrastive_loss(embeddings, present, positives or None).loss)
+        metrics["contrastive_loss"] = float(self.model.contrastive_loss(embeddings, present, self._groups(outputs)).loss)
         for other in ("xray", "ecg"):
             both = present["report"] & present[other]
             if int(both.sum()) >= 2:
