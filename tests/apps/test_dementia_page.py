@@ -11,16 +11,10 @@ from streamlit.testing.v1 import AppTest
 
 from tests.apps.apptest import open_page as open_app_page
 from tests.apps.browser import assert_no_exception, screenshot, serve_app, wait_for_text
+from tests.recipes.dementia_speech.dementia_helpers import tiny_dementia_run
 
 PAGE = "pages/3_Dementia.py"
 TIMEOUT_S = 180
-TINY = [
-    "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
-    "--model.dim=16", "--model.num_heads=2", "--model.audio_depth=1",
-    "--data.text_encoder=scratch", "--data.image_size=16", "--data.n_mels=32", "--data.max_text_tokens=32",
-    "--data.batch_size=4", "--data.num_folds=2", "--data.max_seconds=20",
-]
-
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian espeak-ng (make system-deps)"),
@@ -30,19 +24,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def dementia_runs(tmp_path_factory) -> Path:
     """A runs root holding one tiny dementia run (trained on a 20-speaker cohort)."""
-    from recipes.dementia_speech.cohort import CohortSpec, generate_cohort
-    from recipes.runtime.train import train
-
-    home = tmp_path_factory.mktemp("data")
-    generate_cohort(home / "dementia-cohort", CohortSpec(source_train=8, source_test=4, target_train=4, target_test=4))
-    runs = tmp_path_factory.mktemp("runs")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("FUSION_DATA_DIR", str(home))
-    try:
-        train("dementia", ["--config", "quick", "--runs-dir", str(runs), *TINY])
-    finally:
-        patch.undo()
-    return runs
+    with tiny_dementia_run(tmp_path_factory) as run:
+        return run.path.parents[1]
 
 
 def open_page(monkeypatch: pytest.MonkeyPatch, root: Path) -> AppTest:

@@ -1,40 +1,22 @@
 """The driving page: scene view, fault toggles and attribution with AppTest, and a screenshot in headless chromium."""
 from __future__ import annotations
 
-import os
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.apps.browser import REPO, assert_no_exception, screenshot, serve_app, wait_for_text
+from tests.recipes.driving_interaction.tiny_driving import tiny_driving_env
 
 PAGE = REPO / "apps" / "pages" / "4_Driving.py"
-TINY = [
-    "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
-    "--model.dim", "8", "--model.num_heads", "2", "--model.grid_size", "[8, 8]", "--model.image_size", "[16, 48]",
-    "--model.decoder_layers", "2", "--model.num_queries", "4", "--model.min_score", "0.0",
-    "--data.num_frames", "8", "--data.limit_frames", "null", "--data.batch_size", "4", "--data.image_size", "[16, 48]",
-]
 
 
 @pytest.fixture(scope="module")
 def driving_env(tmp_path_factory):
-    """A tiny driving run on tiny generated scenes; yields ``(runs root, data root)`` with the env vars set."""
-    from recipes.runtime.train import train
-
+    """A tiny driving run on tiny generated scenes; yields ``(run, runs root, data root)`` with the env vars set.
+    ``min_score 0`` so the barely trained model still draws boxes."""
     root = tmp_path_factory.mktemp("driving-page")
-    saved = {k: os.environ.get(k) for k in ("FUSION_DATA_DIR", "FUSION_RUNS_DIR")}
-    os.environ["FUSION_DATA_DIR"] = str(root / "data")
-    os.environ["FUSION_RUNS_DIR"] = str(root / "runs")
-    try:
-        run = train("driving", ["--config", "quick", *TINY])
+    with tiny_driving_env(root, ("--model.min_score", "0.0")) as run:
         yield run, root / "runs", root / "data"
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_page_without_runs_explains_how_to_get_one(tmp_path, monkeypatch):

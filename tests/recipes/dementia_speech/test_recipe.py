@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 import yaml
 
-from tests.recipes.dementia_speech.dementia_helpers import tone
+from tests.recipes.dementia_speech.dementia_helpers import tiny_dementia_run, tone
 
 pytestmark = [
     pytest.mark.slow,
@@ -20,29 +20,14 @@ pytestmark = [
 ]
 
 CONFIGS = Path(__file__).resolve().parents[3] / "recipes" / "dementia_speech" / "configs"
-TINY = [
-    "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
-    "--model.dim=16", "--model.num_heads=2", "--model.audio_depth=1", "--model.patch_size=8",
-    "--data.text_encoder=scratch", "--model.ot_weight=0.5",
-    "--data.image_size=16", "--data.n_mels=32", "--data.max_text_tokens=32", "--data.batch_size=4",
-    "--data.num_folds=2", "--data.max_seconds=20",
-]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from recipes.dementia_speech.cohort import CohortSpec, generate_cohort
-    from recipes.runtime.train import train
-
-    home = tmp_path_factory.mktemp("data")
-    generate_cohort(home / "dementia-cohort", CohortSpec(source_train=8, source_test=4, target_train=4, target_test=4))
-    patch = pytest.MonkeyPatch()
-    patch.setenv("FUSION_DATA_DIR", str(home))
-    try:
-        run = train("dementia", ["--config", "quick", "--runs-dir", str(tmp_path_factory.mktemp("runs")), *TINY])
+    # two epochs, 8-px patches and the OT term on, so training exercises label smoothing + OT
+    extra = ("--trainer.max_epochs=2", "--model.patch_size=8", "--model.ot_weight=0.5")
+    with tiny_dementia_run(tmp_path_factory, extra) as run:
         yield run
-    finally:
-        patch.undo()
 
 
 @pytest.mark.parametrize("name", ["quick", "full", "lora"])
