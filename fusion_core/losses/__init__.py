@@ -1,6 +1,6 @@
 from fusion_core.losses.bottleneck import gaussian_kl
 from fusion_core.losses.contrastive import ContrastiveOutput, MultiAnchorInfoNCE, info_nce, retrieval_recall_at_k, retrieval_recall_ceiling
-from fusion_core.losses.smoothing import binary_label_smoothing_bce, label_smoothing_cross_entropy
+from fusion_core.losses.smoothing import binary_label_smoothing_bce
 from fusion_core.losses.transport import (
     SinkhornLoss,
     TransportOutput,
@@ -18,7 +18,6 @@ __all__ = [
     "retrieval_recall_at_k",
     "retrieval_recall_ceiling",
     "binary_label_smoothing_bce",
-    "label_smoothing_cross_entropy",
     "SinkhornLoss",
     "TransportOutput",
     "cross_entropy_label_cost",

@@ -1,16 +1,16 @@
-"""Label-smoothed classification losses.
+"""Label-smoothed binary cross-entropy.
 
 Label smoothing (Szegedy et al., 2016, "Rethinking the Inception Architecture", Sec. 7) trains against
 ``(1 - s)·onehot + s/C`` instead of the one-hot target; Ilias & Askounis use it for the dementia classifier,
-where it also improves calibration (Müller et al., 2019, "When Does Label Smoothing Help?").
+where it also improves calibration (Müller et al., 2019, "When Does Label Smoothing Help?"). The multi-class
+form is built into PyTorch: ``F.cross_entropy(logits, target, label_smoothing=s)``.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["label_smoothing_cross_entropy", "binary_label_smoothing_bce"]
+__all__ = ["binary_label_smoothing_bce"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -20,38 +20,6 @@ def _check(smoothing: float, reduction: str) -> None:
         raise ValueError(f"smoothing must be in [0, 1); got {smoothing}")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
-
-
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
-
-
-def label_smoothing_cross_entropy(
-    logits: Tensor, target: Tensor, smoothing: float = 0.1, reduction: str = "mean"
-) -> Tensor:
-    """Cross-entropy against ``(1 - s)·onehot(target) + s/C``; equals ``F.cross_entropy(label_smoothing=s)``.
-
-    Args:
-        logits: ``(B, C)`` unnormalised class scores.
-        target: ``(B,)`` integer class indices in ``[0, C)``.
-        smoothing: ``s`` in ``[0, 1)``.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``(B,)``).
-    """
-    _check(smoothing, reduction)
-    if logits.dim() != 2 or target.shape != (logits.shape[0],):
-        raise ValueError(
-            f"logits must be (B, C) and target (B,); got {tuple(logits.shape)} and {tuple(target.shape)}"
-        )
-    if target.dtype.is_floating_point or target.dtype == torch.bool:
-        raise ValueError(f"target must hold integer class indices; got dtype {target.dtype}")
-    log_probs = F.log_softmax(logits, dim=-1)  # (B, C)
-    nll = -log_probs.gather(1, target.long()[:, None]).squeeze(1)  # (B,)
-    uniform = -log_probs.mean(dim=-1)  # (B,) cross-entropy against the uniform distribution
-    return _reduce((1.0 - smoothing) * nll + smoothing * uniform, reduction)
 
 
 def binary_label_smoothing_bce(
