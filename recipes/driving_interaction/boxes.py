@@ -1,4 +1,4 @@
-"""3D box maths in the velodyne frame: corners, points inside, BEV and 3D IoU, ray intersection, matching.
+"""3D box maths in the velodyne frame: corners, points inside, scale IoU, ray intersection, matching.
 
 A box is ``(7,)`` = centre x, y, z, length (along its heading), width, height, yaw (around z, radians, 0 =
 heading along +x). Arrays of boxes are ``(N, 7)``. Everything here is numpy.
@@ -13,10 +13,6 @@ __all__ = [
     "box_corners_bev",
     "box_corners_3d",
     "points_in_boxes",
-    "polygon_area",
-    "convex_intersection_area",
-    "bev_iou",
-    "iou_3d",
     "aligned_scale_iou",
     "yaw_difference",
     "centre_distance",
@@ -62,75 +58,6 @@ def points_in_boxes(points: np.ndarray, boxes: np.ndarray, margin: float = 0.0) 
     local = np.abs(_to_local(points, boxes))
     half = boxes[None, :, 3:6] / 2 + margin
     return (local <= half).all(-1)
-
-
-def polygon_area(polygon: np.ndarray) -> float:
-    """Shoelace area of a ``(K, 2)`` polygon (0 for fewer than three vertices)."""
-    if len(polygon) < 3:
-        return 0.0
-    x, y = polygon[:, 0], polygon[:, 1]
-    return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-
-
-def convex_intersection_area(subject: np.ndarray, clip: np.ndarray) -> float:
-    """Area of the intersection of two convex counter-clockwise polygons (Sutherland–Hodgman clipping)."""
-    output = [tuple(p) for p in subject]
-    for i in range(len(clip)):
-        a, b = clip[i], clip[(i + 1) % len(clip)]
-        edge = b - a
-        inputs, output = output, []
-        if not inputs:
-            break
-
-        def inside(p) -> bool:
-            return edge[0] * (p[1] - a[1]) - edge[1] * (p[0] - a[0]) >= -1e-12
-
-        def crossing(p, q):
-            d1 = edge[0] * (p[1] - a[1]) - edge[1] * (p[0] - a[0])
-            d2 = edge[0] * (q[1] - a[1]) - edge[1] * (q[0] - a[0])
-            t = d1 / (d1 - d2)
-            return (p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1]))
-
-        previous = inputs[-1]
-        for current in inputs:
-            if inside(current):
-                if not inside(previous):
-                    output.append(crossing(previous, current))
-                output.append(current)
-            elif inside(previous):
-                output.append(crossing(previous, current))
-            previous = current
-    return polygon_area(np.asarray(output)) if len(output) >= 3 else 0.0
-
-
-def _bev_intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 7), np.asarray(b, dtype=np.float64).reshape(-1, 7)
-    corners_a, corners_b = box_corners_bev(a), box_corners_bev(b)
-    out = np.zeros((len(a), len(b)))
-    # circumscribed circles that do not touch cannot overlap: skip the polygon clipping for those pairs
-    radius_a, radius_b = np.hypot(a[:, 3], a[:, 4]) / 2, np.hypot(b[:, 3], b[:, 4]) / 2
-    near = np.linalg.norm(a[:, None, :2] - b[None, :, :2], axis=-1) < radius_a[:, None] + radius_b[None, :]
-    for i, j in zip(*np.nonzero(near)):
-        out[i, j] = convex_intersection_area(corners_a[i], corners_b[j])
-    return out
-
-
-def bev_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(Na, Nb)`` intersection over union of the rotated bird's-eye-view rectangles."""
-    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 7), np.asarray(b, dtype=np.float64).reshape(-1, 7)
-    inter = _bev_intersections(a, b)
-    union = (a[:, 3] * a[:, 4])[:, None] + (b[:, 3] * b[:, 4])[None, :] - inter
-    return inter / np.maximum(union, 1e-12)
-
-
-def iou_3d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(Na, Nb)`` 3D IoU: rotated BEV intersection × overlap of the vertical extents."""
-    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 7), np.asarray(b, dtype=np.float64).reshape(-1, 7)
-    low = np.maximum((a[:, 2] - a[:, 5] / 2)[:, None], (b[:, 2] - b[:, 5] / 2)[None, :])
-    high = np.minimum((a[:, 2] + a[:, 5] / 2)[:, None], (b[:, 2] + b[:, 5] / 2)[None, :])
-    inter = _bev_intersections(a, b) * np.clip(high - low, 0, None)
-    volume_a, volume_b = a[:, 3:6].prod(1), b[:, 3:6].prod(1)
-    return inter / np.maximum(volume_a[:, None] + volume_b[None, :] - inter, 1e-12)
 
 
 def aligned_scale_iou(size_a: np.ndarray, size_b: np.ndarray) -> np.ndarray:

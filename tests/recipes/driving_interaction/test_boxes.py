@@ -6,11 +6,9 @@ import pytest
 
 from recipes.driving_interaction.boxes import (
     aligned_scale_iou,
-    bev_iou,
     box_corners_bev,
     centre_distance,
     greedy_match,
-    iou_3d,
     points_in_boxes,
     ray_box_hits,
     yaw_difference,
@@ -25,28 +23,6 @@ def test_corners_follow_the_heading():
     corners = box_corners_bev(box(l=4, w=2, yaw=np.pi / 2)[None])[0]
     np.testing.assert_allclose(corners[0], [-1, 2], atol=1e-12)  # front-left of a box heading +y
     np.testing.assert_allclose(np.abs(corners).max(0), [1, 2], atol=1e-12)
-
-
-@pytest.mark.parametrize(
-    "a, b, expected",
-    [
-        (box(), box(), 1.0),
-        (box(), box(x=3), 0.0),
-        (box(), box(x=0.5), 1 / 3),  # half overlap: 0.5 / (2 - 0.5)
-        (box(l=2, w=2), box(l=1, w=1), 0.25),  # containment
-        (box(), box(yaw=np.pi / 4), (2 * (np.sqrt(2) - 1)) / (2 - 2 * (np.sqrt(2) - 1))),  # octagon
-        (box(l=4, w=2), box(l=4, w=2, yaw=np.pi), 1.0),  # a flipped heading covers the same ground
-    ],
-)
-def test_bev_iou_hand_made(a, b, expected):
-    assert bev_iou(a, b)[0, 0] == pytest.approx(expected, abs=1e-9)
-
-
-def test_iou_3d_uses_the_vertical_overlap():
-    assert iou_3d(box(), box(z=0.5))[0, 0] == pytest.approx(1 / 3)
-    assert iou_3d(box(), box(z=2))[0, 0] == 0.0
-    matrix = iou_3d(np.stack([box(), box(x=10)]), np.stack([box(), box(x=10), box(x=0.5)]))
-    np.testing.assert_allclose(matrix, [[1, 0, 1 / 3], [0, 1, 0]], atol=1e-9)
 
 
 def test_scale_iou_yaw_difference_and_centre_distance():
