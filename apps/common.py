@@ -13,7 +13,7 @@ import polars as pl
 import streamlit as st
 
 from recipes.runtime import runs as run_folders
-from recipes.runtime.recipe import get_recipe
+from recipes.runtime.registry import get_recipe
 from recipes.runtime.runs import Run, list_runs
 from recipes.runtime.score import OUTPUT_COLUMNS, ScoreInputError
 from recipes.runtime.score import score_chunk

@@ -44,7 +44,7 @@ def _user_errors() -> Iterator[None]:
 
 
 def _recipe(name: str):
-    from recipes.runtime.recipe import get_recipe
+    from recipes.runtime.registry import get_recipe
 
     try:
         return get_recipe(name)
@@ -64,7 +64,7 @@ def _positive_int(text: str) -> int:
 
 # --- train ------------------------------------------------------------------------------------------------
 def _recipe_lines() -> str:
-    from recipes.runtime.recipe import get_recipe, list_recipes
+    from recipes.runtime.registry import get_recipe, list_recipes
 
     lines = []
     for name in list_recipes():

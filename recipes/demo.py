@@ -18,7 +18,7 @@ DEMO_RECIPES: tuple[str, ...] = ("longseq_rec", "medical_more", "dementia_speech
 def run_recipe(name: str, runs_dir: Path, extra: list[str]) -> dict:
     from recipes.runtime.datasets import fetch_dataset
     from recipes.runtime.explain import explain
-    from recipes.runtime.recipe import get_recipe
+    from recipes.runtime.registry import get_recipe
     from recipes.runtime.score import score_file
     from recipes.runtime.train import train
 

@@ -22,7 +22,7 @@ from apps.common import load_predictor_cached, run_label, run_picker, runs_root,
 from fusion_core.explain import modality_shapley  # noqa: E402
 from recipes.longseq_rec.model import FEATURE_GROUPS  # noqa: E402
 from recipes.longseq_rec.recipe import GROUP_LABELS  # noqa: E402
-from recipes.runtime.recipe import get_recipe  # noqa: E402
+from recipes.runtime.registry import get_recipe  # noqa: E402
 from recipes.runtime.runs import Run, list_runs  # noqa: E402
 
 RECIPE = "longseq_rec"

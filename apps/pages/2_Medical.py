@@ -22,7 +22,7 @@ from apps.common import load_predictor_cached, run_picker, runs_root, upload_sco
 from recipes.medical_more.cohort import LEADS  # noqa: E402
 from recipes.medical_more.explain import occlusion_saliency  # noqa: E402
 from recipes.medical_more.recipe import MAIN_FINDING  # noqa: E402
-from recipes.runtime.recipe import get_recipe  # noqa: E402
+from recipes.runtime.registry import get_recipe  # noqa: E402
 from recipes.runtime.runs import Run, list_runs  # noqa: E402
 
 RECIPE = "medical_more"

@@ -22,7 +22,7 @@ from apps.common import load_predictor_cached, run_picker, runs_root  # noqa: E4
 from fusion_core.explain import modality_shapley  # noqa: E402
 from recipes.dementia_speech.chat import PAUSE_TOKENS, is_filler  # noqa: E402
 from recipes.dementia_speech.explain import reliability_figure  # noqa: E402
-from recipes.runtime.recipe import get_recipe  # noqa: E402
+from recipes.runtime.registry import get_recipe  # noqa: E402
 from recipes.runtime.runs import Run, list_runs  # noqa: E402
 
 RECIPE = "dementia_speech"

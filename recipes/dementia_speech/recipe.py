@@ -17,14 +17,14 @@ import numpy as np
 import polars as pl
 import torch
 
-from recipes.runtime.recipe import Recipe, register_recipe
+from recipes.runtime.recipe import Recipe
 
 if TYPE_CHECKING:
     from recipes.dementia_speech.data import DementiaDataModule
     from recipes.dementia_speech.module import DementiaModule
     from recipes.runtime.runs import Run
 
-__all__ = ["DementiaRecipe", "DementiaPredictor", "EncodedRows", "DEMENTIA", "SETTINGS_FILE"]
+__all__ = ["DementiaRecipe", "DementiaPredictor", "EncodedRows", "RECIPE", "SETTINGS_FILE"]
 
 SETTINGS_FILE = "features.json"
 
@@ -191,21 +191,19 @@ def _held_out(run: "Run") -> pl.DataFrame:
         "speaker_id", "wav_path", "cha_path", "label", "domain")
 
 
-DEMENTIA = register_recipe(
-    DementiaRecipe(
-        name="dementia_speech",
-        configs_dir=Path(__file__).parent / "configs",
-        aliases=("dementia",),
-        links=(("data.text_dim", "model.text_dim"), ("data.image_size", "model.image_size"),
-               ("data.text_encoder", "model.text_encoder"), ("data.text_vocab_size", "model.text_vocab_size")),
-        score_columns=("speaker_id", "wav_path"),
-        passthrough=("speaker_id", "label", "domain"),
-        extra_outputs=(("transcript_source", "Utf8"),),  # "manual" (given or .cha) or "asr" (pocketsphinx)
-        datasets=("dementia-cohort",),
-        description=(
-            "Dementia detection from spontaneous speech: log-Mel/Δ/ΔΔ spectrogram transformer and MiniLM transcript "
-            "encoder with context-based attention, gated self-attention or cross-modal fusion, label smoothing and "
-            "Sinkhorn optimal-transport domain adaptation."
-        ),
-    )
+RECIPE = DementiaRecipe(
+    name="dementia_speech",
+    configs_dir=Path(__file__).parent / "configs",
+    aliases=("dementia",),
+    links=(("data.text_dim", "model.text_dim"), ("data.image_size", "model.image_size"),
+           ("data.text_encoder", "model.text_encoder"), ("data.text_vocab_size", "model.text_vocab_size")),
+    score_columns=("speaker_id", "wav_path"),
+    passthrough=("speaker_id", "label", "domain"),
+    extra_outputs=(("transcript_source", "Utf8"),),  # "manual" (given or .cha) or "asr" (pocketsphinx)
+    datasets=("dementia-cohort",),
+    description=(
+        "Dementia detection from spontaneous speech: log-Mel/Δ/ΔΔ spectrogram transformer and MiniLM transcript "
+        "encoder with context-based attention, gated self-attention or cross-modal fusion, label smoothing and "
+        "Sinkhorn optimal-transport domain adaptation."
+    ),
 )

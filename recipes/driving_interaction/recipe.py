@@ -18,14 +18,14 @@ import numpy as np
 import polars as pl
 import torch
 
-from recipes.runtime.recipe import Recipe, register_recipe
+from recipes.runtime.recipe import Recipe
 
 if TYPE_CHECKING:
     from recipes.driving_interaction.data import DrivingDataModule, Frame
     from recipes.driving_interaction.module import Detections, DrivingModule
     from recipes.runtime.runs import Run
 
-__all__ = ["DrivingRecipe", "DRIVING", "frames_from_table", "detect_frames", "detections_table", "detection_shapley",
+__all__ = ["DrivingRecipe", "RECIPE", "frames_from_table", "detect_frames", "detections_table", "detection_shapley",
            "plot_bev", "plot_camera", "datamodule_of", "MODALITIES"]
 
 MODALITIES = ("camera", "lidar")
@@ -377,17 +377,15 @@ def _attention_figure(report, module, attention, query: int, name: str, plt) -> 
     plt.close(fig)
 
 
-DRIVING = register_recipe(
-    DrivingRecipe(
-        name="driving_interaction",
-        configs_dir=Path(__file__).parent / "configs",
-        aliases=("driving",),
-        score_columns=("frame_id",),
-        passthrough=("frame_id", "label_path"),
-        datasets=("driving-scenes",),
-        description=(
-            "Camera-LiDAR 3D object detection with a representational interaction encoder and a predictive "
-            "interaction decoder (DeepInteraction++), with LiDAR-only, camera-only and early-concatenation baselines."
-        ),
-    )
+RECIPE = DrivingRecipe(
+    name="driving_interaction",
+    configs_dir=Path(__file__).parent / "configs",
+    aliases=("driving",),
+    score_columns=("frame_id",),
+    passthrough=("frame_id", "label_path"),
+    datasets=("driving-scenes",),
+    description=(
+        "Camera-LiDAR 3D object detection with a representational interaction encoder and a predictive "
+        "interaction decoder (DeepInteraction++), with LiDAR-only, camera-only and early-concatenation baselines."
+    ),
 )

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recipes.runtime.recipe import Recipe, register_recipe
+from recipes.runtime.recipe import Recipe
 
 if TYPE_CHECKING:
     from recipes.longseq_rec.data import RecDataModule, RecVocab
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from recipes.runtime.report import HtmlReport
     from recipes.runtime.runs import Run
 
-__all__ = ["LongSeqRecipe", "RecPredictor", "LONGSEQ_REC", "VOCAB_DIR"]
+__all__ = ["LongSeqRecipe", "RecPredictor", "RECIPE", "VOCAB_DIR"]
 
 VOCAB_DIR = "vocab"
 # Behaviours held in memory at once while scoring or explaining (rows × max_history): bounds the
@@ -394,24 +394,22 @@ def _retrieval_section(report: "HtmlReport", predictor: RecPredictor, batch: dic
                      f"{_title_of(predictor.vocab, head['target_item'][i:i + 1].numpy())[0]}", max_rows=50)
 
 
-LONGSEQ_REC = register_recipe(
-    LongSeqRecipe(
-        name="longseq_rec",
-        configs_dir=Path(__file__).parent / "configs",
-        aliases=("rec", "recommendation"),
-        links=(
-            ("data.num_users", "model.num_users"),
-            ("data.num_items", "model.num_items"),
-            ("data.num_cates", "model.num_cates"),
-            ("data.num_time_buckets", "model.num_time_buckets"),
-            ("data.profile_cardinalities", "model.profile_cardinalities"),
-        ),
-        score_columns=("user_id", "target_item", "history_items"),
-        passthrough=("user_id", "target_item", "label"),
-        datasets=("movielens-100k",),
-        description=(
-            "Long-sequence click-through prediction with decoupled attention and representation embeddings "
-            "(DARE) and its baselines DIN and TWIN."
-        ),
-    )
+RECIPE = LongSeqRecipe(
+    name="longseq_rec",
+    configs_dir=Path(__file__).parent / "configs",
+    aliases=("rec", "recommendation"),
+    links=(
+        ("data.num_users", "model.num_users"),
+        ("data.num_items", "model.num_items"),
+        ("data.num_cates", "model.num_cates"),
+        ("data.num_time_buckets", "model.num_time_buckets"),
+        ("data.profile_cardinalities", "model.profile_cardinalities"),
+    ),
+    score_columns=("user_id", "target_item", "history_items"),
+    passthrough=("user_id", "target_item", "label"),
+    datasets=("movielens-100k",),
+    description=(
+        "Long-sequence click-through prediction with decoupled attention and representation embeddings "
+        "(DARE) and its baselines DIN and TWIN."
+    ),
 )

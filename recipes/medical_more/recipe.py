@@ -17,14 +17,14 @@ import polars as pl
 import torch
 
 from recipes.medical_more.labels import FINDINGS
-from recipes.runtime.recipe import Recipe, register_recipe
+from recipes.runtime.recipe import Recipe
 
 if TYPE_CHECKING:
     from recipes.medical_more.data import MoreDataModule
     from recipes.medical_more.module import MoreModule
     from recipes.runtime.runs import Run
 
-__all__ = ["MedicalRecipe", "MorePredictor", "MEDICAL_MORE", "MAIN_FINDING", "INPUT_COLUMNS", "EncodedFrame"]
+__all__ = ["MedicalRecipe", "MorePredictor", "RECIPE", "MAIN_FINDING", "INPUT_COLUMNS", "EncodedFrame"]
 
 MAIN_FINDING = "cardiomegaly"
 INPUT_COLUMNS = ("xray_path", "ecg_path", "report_text")
@@ -226,26 +226,24 @@ class MedicalRecipe(Recipe):
         return write_report(self, run, input_path, out_path, max_examples=max_examples)
 
 
-MEDICAL_MORE = register_recipe(
-    MedicalRecipe(
-        name="medical_more",
-        configs_dir=Path(__file__).parent / "configs",
-        aliases=("medical", "more"),
-        links=(
-            ("data.image_size", "model.image_size"),
-            ("data.ecg_samples", "model.ecg_samples"),
-            ("data.report_encoder", "model.report_encoder"),
-            ("data.vocab_size", "model.vocab_size"),
-            ("data.text_max_len", "model.text_max_len"),
-            ("data.findings", "model.findings"),
-        ),
-        score_columns=(),
-        passthrough=("patient_id", *FINDINGS),
-        extra_outputs=tuple((f"p_{f}", "Float64") for f in FINDINGS),
-        datasets=("iu-reports", "more-cohort"),
-        description=(
-            "MoRE-style contrastive pre-training of X-ray, 12-lead ECG and report encoders (report as anchor), "
-            "zero-shot diagnosis from prompts, and a fused multi-finding head that scores with any modality missing."
-        ),
-    )
+RECIPE = MedicalRecipe(
+    name="medical_more",
+    configs_dir=Path(__file__).parent / "configs",
+    aliases=("medical", "more"),
+    links=(
+        ("data.image_size", "model.image_size"),
+        ("data.ecg_samples", "model.ecg_samples"),
+        ("data.report_encoder", "model.report_encoder"),
+        ("data.vocab_size", "model.vocab_size"),
+        ("data.text_max_len", "model.text_max_len"),
+        ("data.findings", "model.findings"),
+    ),
+    score_columns=(),
+    passthrough=("patient_id", *FINDINGS),
+    extra_outputs=tuple((f"p_{f}", "Float64") for f in FINDINGS),
+    datasets=("iu-reports", "more-cohort"),
+    description=(
+        "MoRE-style contrastive pre-training of X-ray, 12-lead ECG and report encoders (report as anchor), "
+        "zero-shot diagnosis from prompts, and a fused multi-finding head that scores with any modality missing."
+    ),
 )

@@ -1,9 +1,10 @@
 """Where data sets live on disk, the registry ``fusion data fetch`` looks them up in, and two fetch helpers.
 
 A data set is a :class:`DatasetSpec` whose ``fetch(path, dest)`` returns a local folder: ``path`` is a copy
-the user already has (``--path``), ``dest`` the cache folder ``data_home()/<name>``. A recipe's data module
-registers its data sets when imported; :data:`KNOWN_DATASETS` names that module so a lookup can import it
-lazily, the same way :data:`recipes.runtime.recipe.KNOWN_RECIPES` does for recipes.
+the user already has (``--path``), ``dest`` the cache folder ``data_home()/<name>``. A vertical's module
+registers its data sets when imported; the vertical's ``pyproject.toml`` names that module under the
+``fusion_suite.datasets`` entry point group (data set name → module), so a lookup imports it lazily
+(see :mod:`recipes.runtime.registry`).
 
 Nothing here knows about a particular vertical, and nothing imports torch.
 """
@@ -26,7 +27,6 @@ from typing import Callable
 __all__ = [
     "DatasetSpec",
     "DatasetFetchError",
-    "KNOWN_DATASETS",
     "data_home",
     "register_dataset",
     "get_dataset",
@@ -38,8 +38,7 @@ __all__ = [
     "progress",
 ]
 
-# name -> module whose import registers the data set. A new data set adds one line here.
-KNOWN_DATASETS: dict[str, str] = {
+_DATASETS: dict[str, str] = {
     "movielens-100k": "recipes.longseq_rec.data",
     "lifelong-synthetic": "recipes.longseq_rec.data",
     "taobao": "recipes.longseq_rec.data",
@@ -89,26 +88,26 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
-def _load_all() -> None:
-    from recipes.runtime.recipe import import_registering_module
+def _load(name: str | None = None) -> None:
+    """Import the modules that register data sets (only ``name``'s when it is an entry point name)."""
+    from recipes.runtime.registry import DATASET_GROUP, discovered, load_entry_point
 
-    for module in sorted(set(KNOWN_DATASETS.values())):
-        import_registering_module(module)
+    entries = discovered(DATASET_GROUP)
+    for entry in [entries[name]] if name in entries else entries.values():
+        load_entry_point(entry)
 
 
 def get_dataset(name: str) -> DatasetSpec:
     """The registered spec for ``name`` (importing the module that registers it on first use)."""
-    if name not in _DATASETS and name in KNOWN_DATASETS:
-        from recipes.runtime.recipe import import_registering_module
-
-        import_registering_module(KNOWN_DATASETS[name])
+    if name not in _DATASETS:
+        _load(name)
     if name not in _DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {list_datasets()}")
     return _DATASETS[name]
 
 
 def list_datasets() -> list[str]:
-    _load_all()
+    _load()
     return sorted(_DATASETS)
 
 

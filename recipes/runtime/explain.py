@@ -20,7 +20,7 @@ def explain(
 ) -> Path:
     """Write ``recipe_name``'s report for a run (a run folder, a run id or ``latest``) on ``input`` (a Parquet file
     in the scoring schema; None: the recipe's own held-out data) to ``out`` (default ``<run>/report.html``)."""
-    from recipes.runtime.recipe import get_recipe
+    from recipes.runtime.registry import get_recipe
     from recipes.runtime.runs import resolve_run
     from recipes.runtime.score import ScoreInputError
 

@@ -1,13 +1,12 @@
-"""What a recipe is, and the registry the CLI, the scorer, the reports and the apps look recipes up in.
+"""What a recipe is: the interface the CLI, the scorer, the reports and the apps talk to a vertical through.
 
-A recipe package defines a :class:`Recipe` subclass and registers an instance with :func:`register_recipe`
-when its ``recipe`` module is imported. Everything else in ``recipes.runtime`` and ``apps`` is generic and
-only talks to recipes through this interface.
+A vertical's ``recipe`` module defines a :class:`Recipe` subclass and an instance of it, ``RECIPE``, which its
+``pyproject.toml`` names under the ``fusion_suite.recipes`` entry point group (see :mod:`recipes.runtime.registry`).
+Everything else in ``recipes.runtime`` and ``apps`` is generic and only talks to recipes through this interface.
 """
 from __future__ import annotations
 
 import abc
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,19 +17,7 @@ if TYPE_CHECKING:  # heavy imports stay out of `fusion --help`
 
     from recipes.runtime.runs import Run
 
-__all__ = ["Recipe", "register_recipe", "get_recipe", "list_recipes", "KNOWN_RECIPES"]
-
-# name -> module whose import registers the recipe. A new vertical adds one line here.
-KNOWN_RECIPES: dict[str, str] = {
-    "longseq_rec": "recipes.longseq_rec.recipe",
-    "medical_more": "recipes.medical_more.recipe",
-    "dementia_speech": "recipes.dementia_speech.recipe",
-    "driving_interaction": "recipes.driving_interaction.recipe",
-}
-
-_RECIPES: dict[str, "Recipe"] = {}
-_ALIASES: dict[str, str] = {}
-
+__all__ = ["Recipe"]
 
 @dataclass
 class Recipe(abc.ABC):
@@ -120,42 +107,3 @@ class Recipe(abc.ABC):
     def explain(self, run: "Run", input_path: Path | None, out_path: Path, *, max_examples: int = 4) -> Path:
         """Write a self-contained HTML report with plots for ``run`` on ``input_path`` (or the run's own
         held-out data when None) to ``out_path``; return the path."""
-
-
-def register_recipe(recipe: Recipe) -> Recipe:
-    if recipe.name in _RECIPES and type(_RECIPES[recipe.name]) is not type(recipe):
-        raise ValueError(f"recipe {recipe.name!r} is already registered")
-    _RECIPES[recipe.name] = recipe
-    for alias in recipe.aliases:
-        _ALIASES[alias] = recipe.name
-    return recipe
-
-
-def import_registering_module(module: str) -> None:
-    """Import a module that registers recipes or data sets. A vertical that is not part of this installation
-    is skipped; one that is present but fails to import (a missing dependency, a bug) still raises."""
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as error:
-        if error.name is None or not (module == error.name or module.startswith(error.name + ".")):
-            raise
-
-
-def _load_all() -> None:
-    for module in KNOWN_RECIPES.values():
-        import_registering_module(module)
-
-
-def get_recipe(name: str) -> Recipe:
-    """Look a recipe up by name or alias (importing the known recipe packages on first use)."""
-    if name not in _RECIPES and name not in _ALIASES:
-        _load_all()
-    name = _ALIASES.get(name, name)
-    if name not in _RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {list_recipes()}")
-    return _RECIPES[name]
-
-
-def list_recipes() -> list[str]:
-    _load_all()
-    return sorted(_RECIPES)

@@ -10,11 +10,12 @@ Files of a run:
 ``model.safetensors``  the module's ``state_dict`` after training
 ``metrics.json``       flat ``{name: float}`` as logged in ``trainer.test`` (``test/auc``…) plus ``train_seconds``
 ``checkpoints/last.ckpt``  the Lightning checkpoint ``--resume`` continues from
-``MODEL_CARD.md``      a short human-readable card
+``MODEL_CARD.md``      a short human-readable card (:mod:`recipes.runtime.card`)
 ``run.json``           bookkeeping: recipe, run id, creation time, status, the training command and progress
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -29,8 +30,6 @@ import yaml
 if TYPE_CHECKING:
     import lightning.pytorch as pl_
 
-    from recipes.runtime.recipe import Recipe
-
 __all__ = [
     "Run",
     "RunNotFoundError",
@@ -38,7 +37,6 @@ __all__ = [
     "new_run_id",
     "list_runs",
     "resolve_run",
-    "write_model_card",
     "to_plain",
     "RUN_ID_ENV",
     "RUNS_DIR_ENV",
@@ -182,18 +180,26 @@ class Run:
         return info
 
     # --- model ------------------------------------------------------------------------------------------
+    @property
+    def module_class(self) -> type:
+        """The LightningModule class that trained this run, as ``run.json`` records it (``module.Class``)."""
+        dotted = self.info.get("module_class")
+        if not dotted:
+            raise RunNotFoundError(f"run {self.path} does not record its module class (run.json: module_class); "
+                                   f"it was written by an older version: train it again")
+        module_name, _, qualname = str(dotted).rpartition(".")
+        return getattr(importlib.import_module(module_name), qualname)
+
     def load_module(self, map_location: str = "cpu") -> "pl_.LightningModule":
         """Rebuild the recipe's module from ``hparams.yaml`` and load ``model.safetensors``; eval mode."""
         from safetensors.torch import load_model
-
-        from recipes.runtime.recipe import get_recipe
 
         if not self.has_model:
             raise RunNotFoundError(
                 f"run {self.path} has no {MODEL_FILE} (status: {self.status}); "
                 f"finish it with `fusion train {self.recipe} --resume {self.run_id}`"
             )
-        module = _instantiate(get_recipe(self.recipe).module_class, self.hparams)
+        module = _instantiate(self.module_class, self.hparams)
         load_model(module, str(self.model_path), strict=True, device=map_location)
         return module.to(map_location).eval()
 
@@ -288,100 +294,3 @@ def resolve_run(recipe: str, spec: str | Path | Run | None, root: str | Path | N
 
 
 # --- model card -----------------------------------------------------------------------------------------
-def _format_value(value: Any, limit: int = 80) -> str:
-    if isinstance(value, float):
-        text = f"{value:.4g}"
-    elif isinstance(value, (dict, list)):
-        text = json.dumps(value, default=str)
-    else:
-        text = str(value)
-    text = text.replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _section_rows(section: Any) -> list[tuple[str, Any]]:
-    """Key/value rows of a config section: a plain dict, or a ``class_path``/``init_args`` dict."""
-    if not isinstance(section, dict):
-        return [] if section is None else [("value", section)]
-    rows: list[tuple[str, Any]] = []
-    if "class_path" in section:
-        rows.append(("class", section["class_path"]))
-        section = section.get("init_args") or {}
-    rows.extend((str(k), v) for k, v in section.items() if v is not None)
-    return rows
-
-
-def _table(rows: list[tuple[str, Any]], header: tuple[str, str]) -> str:
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
-    lines += [f"| {_format_value(k)} | {_format_value(v)} |" for k, v in rows]
-    return "\n".join(lines)
-
-
-def _parameter_count(model_path: Path) -> int | None:
-    if not model_path.is_file():
-        return None
-    from safetensors import safe_open
-
-    total = 0
-    with safe_open(str(model_path), framework="pt") as tensors:
-        for key in tensors.keys():
-            count = 1
-            for dim in tensors.get_slice(key).get_shape():
-                count *= dim
-            total += count
-    return total
-
-
-_TRAINER_HIGHLIGHTS = ("max_epochs", "max_steps", "accelerator", "devices", "num_nodes", "strategy", "precision", "accumulate_grad_batches", "gradient_clip_val")
-
-
-def write_model_card(run: Run, recipe: "Recipe | None" = None) -> Path:
-    """Write ``MODEL_CARD.md``: what was trained on what, the settings that matter, the held-out metrics, and the
-    recipe's intended-use and limitation notes (:meth:`Recipe.card_notes`)."""
-    if recipe is None:
-        from recipes.runtime.recipe import get_recipe
-
-        recipe = get_recipe(run.recipe)
-    info, config, hparams, metrics = run.info, run.config, run.hparams, run.metrics
-    training = info.get("training", {})
-    overview: list[tuple[str, Any]] = [
-        ("recipe", recipe.name),
-        ("run", run.run_id),
-        ("created", run.created.isoformat(sep=" ")),
-        ("status", run.status),
-        ("model class", f"{recipe.module_class.__module__}.{recipe.module_class.__qualname__}"),
-    ]
-    params = _parameter_count(run.model_path)
-    if params is not None:
-        overview.append(("parameters", f"{params:,}"))
-    for key in ("epochs", "global_step", "world_size"):
-        if key in training:
-            overview.append((key.replace("_", " "), training[key]))
-    if "train_seconds" in metrics:
-        overview.append(("training time", f"{metrics['train_seconds']:.1f} s"))
-    if info.get("command"):
-        overview.append(("command", " ".join(info["command"])))
-
-    trainer = config.get("trainer") or {}
-    settings = [(f"trainer.{k}", trainer[k]) for k in _TRAINER_HIGHLIGHTS if trainer.get(k) is not None]
-    if config.get("seed_everything") is not None:
-        settings.append(("seed_everything", config["seed_everything"]))
-
-    parts = [f"# Model card — {recipe.name} / {run.run_id}", ""]
-    if recipe.description:
-        parts += [recipe.description, ""]
-    parts += [_table(overview, ("item", "value")), ""]
-    parts += ["## Data", "", _table(_section_rows(config.get("data")), ("setting", "value")) if config.get("data") else "No data section in the config.", ""]
-    parts += ["## Model hyperparameters", "", _table(sorted(hparams.items()), ("hyperparameter", "value")) if hparams else "No hyperparameters saved.", ""]
-    if settings:
-        parts += ["## Training settings", "", _table(settings, ("setting", "value")), ""]
-    evaluation = [(k, v) for k, v in sorted(metrics.items()) if k != "train_seconds"]
-    parts += ["## Metrics (held-out split)", ""]
-    parts += [_table(evaluation, ("metric", "value")) if evaluation else "No evaluation metrics were logged.", ""]
-    for title, body in recipe.card_notes(run).items():
-        parts += [f"## {title}", "", body.strip(), ""]
-    files = sorted(p.relative_to(run.path).as_posix() for p in run.path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    files = sorted(set(files) | {CARD_FILE})
-    parts += ["## Files", "", *[f"- `{name}`" for name in files if not name.startswith(("lightning_logs/",))], ""]
-    _atomic_write_text(run.card_path, "\n".join(parts))
-    return run.card_path

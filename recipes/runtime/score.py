@@ -219,7 +219,8 @@ def score_file(
     """
     import polars as pl
 
-    from recipes.runtime.recipe import Recipe, get_recipe
+    from recipes.runtime.recipe import Recipe
+    from recipes.runtime.registry import get_recipe
     from recipes.runtime.runs import Run, resolve_run
 
     recipe = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from recipes.runtime.card import write_model_card
 from recipes.runtime.runs import (
     HPARAMS_FILE,
     METRICS_FILE,
@@ -33,7 +34,6 @@ from recipes.runtime.runs import (
     resolve_run,
     runs_root,
     to_plain,
-    write_model_card,
 )
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ def parse_config(recipe_name: str, configs: list[str | Path], overrides: list[st
     ``fusion train`` does, without building anything (no data is read); returns the resolved config as a dict."""
     from jsonargparse import ArgumentError
 
-    from recipes.runtime.recipe import get_recipe
+    from recipes.runtime.registry import get_recipe
 
     recipe = get_recipe(recipe_name)
     args = [arg for config in configs for arg in ("--config", str(recipe.config_path(config)))]
@@ -253,7 +253,7 @@ def _print_summary(run: Run, metrics: dict[str, float]) -> None:
 
 def train(recipe_name: str, argv: list[str]) -> Run:
     """Train ``recipe_name`` as ``fusion train`` would with ``argv``; returns the run (see :data:`TRAIN_USAGE`)."""
-    from recipes.runtime.recipe import get_recipe
+    from recipes.runtime.registry import get_recipe
 
     recipe = get_recipe(recipe_name)
     args = _split_args(argv)
@@ -340,7 +340,8 @@ def train(recipe_name: str, argv: list[str]) -> Run:
         if resumed:
             run.write_info(status="running", resumed=[*run.info.get("resumed", []), {"at": datetime.now().isoformat(timespec="seconds"), "command": command}])
         else:
-            run.write_info(recipe=recipe.name, run_id=run_id, created=datetime.now().isoformat(timespec="microseconds"), status="running", command=command)
+            run.write_info(recipe=recipe.name, run_id=run_id, created=datetime.now().isoformat(timespec="microseconds"),
+                           status="running", command=command, module_class=f"{type(model).__module__}.{type(model).__qualname__}")
         if not _hparams(model):
             print(f"warning: {type(model).__name__} saved no hyperparameters; call self.save_hyperparameters() in its __init__ "
                   "so load_module() can rebuild it", file=sys.stderr)

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from apps.common import UploadError, load_predictor_cached, score_uploaded
-from recipes.runtime.recipe import get_recipe
+from recipes.runtime.registry import get_recipe
 from tests.apps.apptest import open_page as open_app_page
 
 PAGE = "pages/1_Recommendation.py"

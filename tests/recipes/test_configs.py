@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes.runtime.recipe import get_recipe, list_recipes
+from recipes.runtime.registry import get_recipe, list_recipes
 from recipes.runtime.train import TrainConfigError, parse_config
 
 SHIPPED = [(name, path) for name in list_recipes() for path in sorted(get_recipe(name).configs_dir.glob("*.yaml"))]

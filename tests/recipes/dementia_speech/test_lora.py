@@ -135,7 +135,7 @@ def lora_run(tmp_path_factory):
 
 
 def test_tiny_run_saves_reloads_and_scores_like_the_in_memory_module(lora_run, tmp_path: Path):
-    from recipes.runtime.recipe import get_recipe
+    from recipes.runtime.registry import get_recipe
 
     run, memory, root, _ = lora_run
     assert run.hparams["text_encoder"] == "minilm_lora" and "test/acc" in run.metrics
@@ -164,7 +164,7 @@ def test_tiny_run_saves_reloads_and_scores_like_the_in_memory_module(lora_run, t
 
 def test_explain_attributes_word_pieces(lora_run, tmp_path: Path):
     from recipes.dementia_speech.explain import text_tokens, token_attributions
-    from recipes.runtime.recipe import get_recipe
+    from recipes.runtime.registry import get_recipe
 
     run, *_ = lora_run
     recipe = get_recipe("dementia")

@@ -34,7 +34,7 @@ def tiny_run(tmp_path_factory):
 def test_shipped_configs_fit_the_module_and_data_signatures(name):
     from recipes.dementia_speech.data import MINILM_DIM, DementiaDataModule
     from recipes.dementia_speech.module import DementiaModule
-    from recipes.runtime.recipe import get_recipe
+    from recipes.runtime.registry import get_recipe
 
     config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     assert get_recipe("dementia").config_path(name) == CONFIGS / f"{name}.yaml"
@@ -91,7 +91,7 @@ def _bad_and_good_inputs(folder: Path, good: pl.DataFrame) -> pl.DataFrame:
 
 
 def test_scoring_keeps_every_row_and_explains_bad_recordings(tiny_run, tmp_path):
-    from recipes.runtime.recipe import get_recipe
+    from recipes.runtime.registry import get_recipe
     from recipes.runtime.score import score_file
 
     recipe = get_recipe("dementia")
@@ -128,7 +128,7 @@ def test_explain_writes_a_report_with_every_section(tiny_run, tmp_path):
 
 def test_predictor_marks_asr_when_there_is_no_transcript(tiny_run, monkeypatch):
     import recipes.dementia_speech.data as data
-    from recipes.runtime.recipe import get_recipe
+    from recipes.runtime.registry import get_recipe
 
     monkeypatch.setattr(data, "transcribe", lambda waveform, sample_rate=16_000: "the boy fell")
     predictor = get_recipe("dementia").load_predictor(tiny_run)

@@ -11,8 +11,8 @@ import yaml
 from recipes.driving_interaction.data import DrivingDataModule
 from recipes.driving_interaction.kitti import frame_paths
 from recipes.driving_interaction.module import DrivingModule
-from recipes.driving_interaction.recipe import DRIVING, datamodule_of, detection_shapley, detect_frames, frames_from_table
-from recipes.runtime.recipe import get_recipe
+from recipes.driving_interaction.recipe import RECIPE as DRIVING, datamodule_of, detection_shapley, detect_frames, frames_from_table
+from recipes.runtime.registry import get_recipe
 from recipes.runtime.score import score_file
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recipes.runtime.recipe import get_recipe
+from recipes.runtime.registry import get_recipe
 from recipes.runtime.score import score_file
 from recipes.runtime.train import train
 

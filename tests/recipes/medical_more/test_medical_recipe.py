@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from recipes.medical_more.labels import FINDINGS
-from recipes.runtime.recipe import get_recipe
+from recipes.runtime.registry import get_recipe
 
 pytestmark = pytest.mark.slow
 

@@ -86,7 +86,7 @@ def test_score_and_explain_through_the_cli(trained_run, tmp_path, capsys):
 def test_data_subcommands_delegate_to_the_dataset_registry(tmp_path, monkeypatch, capsys):
     from recipes.runtime import datasets
 
-    monkeypatch.setattr(datasets, "KNOWN_DATASETS", {})
+    monkeypatch.setattr(datasets, "_load", lambda name=None: None)  # no installed data sets: only the one below
     monkeypatch.setattr(datasets, "_DATASETS", {})
     monkeypatch.setenv("FUSION_DATA_DIR", str(tmp_path / "cache"))
 

@@ -7,7 +7,8 @@ import re
 import pytest
 import torch
 
-from recipes.runtime.runs import Run, RunNotFoundError, list_runs, new_run_id, resolve_run, runs_root, to_plain, write_model_card
+from recipes.runtime.card import write_model_card
+from recipes.runtime.runs import Run, RunNotFoundError, list_runs, new_run_id, resolve_run, runs_root, to_plain
 
 
 def make_run(root, recipe, run_id, *, model=True):

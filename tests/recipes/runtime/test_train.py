@@ -101,7 +101,7 @@ SCRIPT = """\
 import sys
 sys.path.insert(0, {tests!r})
 import toy_recipe
-from recipes.runtime.recipe import register_recipe
+from recipes.runtime.registry import register_recipe
 from recipes.cli import main
 
 register_recipe(toy_recipe.TOY)

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from recipes.runtime import recipe as recipe_registry
-from recipes.runtime.recipe import Recipe, register_recipe
+from recipes.runtime import registry as recipe_registry
+from recipes.runtime.recipe import Recipe
+from recipes.runtime.registry import register_recipe
 from recipes.runtime.report import HtmlReport
 from recipes.runtime.runs import Run
 
