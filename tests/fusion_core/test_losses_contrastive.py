@@ -121,6 +121,10 @@ def test_multi_anchor_argument_errors():
         MultiAnchorInfoNCE([("a", "b")], temperature=-1.0)
     with pytest.raises(ValueError, match=r"embeddings lacks \['ecg'\]"):
         MultiAnchorInfoNCE([("report", "ecg")])({"report": torch.randn(2, 3)})
+    with pytest.raises(ValueError, match="different batch sizes"):
+        MultiAnchorInfoNCE([("a", "b"), ("a", "c")])({"a": torch.randn(3, 4), "b": torch.randn(3, 4), "c": torch.randn(2, 4)})
+    with pytest.raises(ValueError, match=r"present\['b'\] has shape \(2,\)"):
+        MultiAnchorInfoNCE([("a", "b")])({"a": torch.randn(3, 4), "b": torch.randn(3, 4)}, {"b": torch.ones(2, dtype=torch.bool)})
 
 
 def _brute_force_recall(query, gallery, ks):
