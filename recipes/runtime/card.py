@@ -11,7 +11,7 @@ from recipes.runtime.runs import CARD_FILE, Run, _atomic_write_text
 if TYPE_CHECKING:
     from recipes.runtime.recipe import Recipe
 
-__all__ = ["write_model_card"]
+__all__ = ["write_model_card", "subset_table"]
 
 
 def _format_value(value: Any, limit: int = 80) -> str:
@@ -35,6 +35,50 @@ def _section_rows(section: Any) -> list[tuple[str, Any]]:
         section = section.get("init_args") or {}
     rows.extend((str(k), v) for k, v in section.items() if v is not None)
     return rows
+
+
+def _flat(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"config": {"dim": 64}}`` → ``[("config.dim", 64)]`` (nested mappings become dotted names)."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value and "class_path" not in value:
+            rows.extend(_flat(value, f"{prefix}{key}."))
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+def subset_table(metrics: dict[str, float]) -> tuple[list[str], list[str], dict[tuple[str, str], float]] | None:
+    """The modality-subset table in ``metrics`` (``test/<name>@without_<m...>``): row names (metrics), column names
+    (``all`` then each dropped set), and the values; None when the run logged none."""
+    from recipes.runtime.module import SUBSET_MARK
+
+    cells: dict[tuple[str, str], float] = {}
+    columns: list[str] = []
+    for key, value in metrics.items():
+        if SUBSET_MARK not in key:
+            continue
+        name, _, dropped = key.partition(SUBSET_MARK)
+        if name not in metrics:
+            continue
+        column = "without " + dropped.replace("+", ", ")
+        cells[(name, column)] = value
+        cells[(name, "all")] = metrics[name]
+        if column not in columns:
+            columns.append(column)
+    if not cells:
+        return None
+    rows = sorted({name for name, _ in cells})
+    return rows, ["all", *sorted(columns, key=lambda c: (c.count(","), c))], cells
+
+
+def _subset_markdown(table: tuple[list[str], list[str], dict[tuple[str, str], float]]) -> str:
+    rows, columns, cells = table
+    lines = ["| metric | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for row in rows:
+        values = [_format_value(cells[(row, c)]) if (row, c) in cells else "" for c in columns]
+        lines.append(f"| {row} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
 
 
 def _table(rows: list[tuple[str, Any]], header: tuple[str, str]) -> str:
@@ -98,12 +142,19 @@ def write_model_card(run: Run, recipe: "Recipe | None" = None) -> Path:
         parts += [recipe.description, ""]
     parts += [_table(overview, ("item", "value")), ""]
     parts += ["## Data", "", _table(_section_rows(config.get("data")), ("setting", "value")) if config.get("data") else "No data section in the config.", ""]
-    parts += ["## Model hyperparameters", "", _table(sorted(hparams.items()), ("hyperparameter", "value")) if hparams else "No hyperparameters saved.", ""]
+    parts += ["## Model hyperparameters", "", _table(sorted(_flat(hparams)), ("hyperparameter", "value")) if hparams else "No hyperparameters saved.", ""]
     if settings:
         parts += ["## Training settings", "", _table(settings, ("setting", "value")), ""]
-    evaluation = [(k, v) for k, v in sorted(metrics.items()) if k != "train_seconds"]
+    from recipes.runtime.module import SUBSET_MARK
+
+    evaluation = [(k, v) for k, v in sorted(metrics.items()) if k != "train_seconds" and SUBSET_MARK not in k]
     parts += ["## Metrics (held-out split)", ""]
     parts += [_table(evaluation, ("metric", "value")) if evaluation else "No evaluation metrics were logged.", ""]
+    subsets = subset_table(metrics)
+    if subsets is not None:
+        parts += ["## Robustness to missing modalities", "",
+                  "The same held-out rows with some modalities switched off (`present` = False) at test time.", "",
+                  _subset_markdown(subsets), ""]
     for title, body in recipe.card_notes(run).items():
         parts += [f"## {title}", "", body.strip(), ""]
     files = sorted(p.relative_to(run.path).as_posix() for p in run.path.rglob("*") if p.is_file() and not p.name.startswith("."))

@@ -78,7 +78,7 @@ def test_to_plain_makes_yaml_safe_values(tmp_path):
 def test_load_module_reproduces_the_trained_weights(trained_run, toy):
     module = trained_run.load_module()
     assert not module.training
-    assert module.mirror.weight is module.proj.weight  # tied weights survive the safetensors round trip
+    assert module.mirror.weight is module.proj_a.weight  # tied weights survive the safetensors round trip
     checkpoint = torch.load(trained_run.checkpoint_path, weights_only=True, map_location="cpu")
     reference = toy.module_class(**trained_run.hparams)
     reference.load_state_dict(checkpoint["state_dict"])
@@ -91,8 +91,8 @@ def test_load_module_reproduces_the_trained_weights(trained_run, toy):
 def test_run_properties_read_the_folder(trained_run):
     assert trained_run.recipe == "toy"
     assert trained_run.status == "finished"
-    assert trained_run.config["model"]["hidden"] == 8
-    assert trained_run.hparams["num_features"] == 4
+    assert trained_run.config["model"]["config"]["hidden"] == 8
+    assert trained_run.hparams["config"]["num_features"] == 4
     assert json.loads((trained_run.path / "metrics.json").read_text()) == trained_run.metrics
 
 
@@ -101,8 +101,12 @@ def test_model_card_names_recipe_metrics_and_notes(trained_run, toy):
     assert card.startswith(f"# Model card — toy / {trained_run.run_id}")
     assert "A toy classifier used by the runtime tests." in card
     for metric, value in trained_run.metrics.items():
-        if metric != "train_seconds":
+        if metric != "train_seconds" and "@without_" not in metric:
             assert f"| {metric} | {value:.4g} |" in card
-    assert "| num_features | 4 |" in card
+    metrics = trained_run.metrics
+    row = f"| test/acc | {metrics['test/acc']:.4g} | {metrics['test/acc@without_a']:.4g} | {metrics['test/acc@without_b']:.4g} |"
+    assert row in card
+    assert "| config.num_features | 4 |" in card
+    assert "## Robustness to missing modalities" in card and "| metric | all | without a | without b |" in card
     assert "## Intended use" in card and "## Limitations" in card
     assert "- `model.safetensors`" in card and "- `feature_names.txt`" in card

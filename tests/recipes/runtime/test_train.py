@@ -36,27 +36,34 @@ def test_train_writes_every_artefact(trained_run):
 
 def test_hparams_hold_the_linked_value_and_rebuild_the_module(trained_run):
     hparams = yaml.safe_load((trained_run.path / "hparams.yaml").read_text())
-    assert hparams == {"hidden": 8, "lr": 0.05, "interrupt_at_step": None, "num_features": 4}
+    config = {"lr": 0.05, "weight_decay": 0.0, "modality_dropout": 0.0, "balance_missingness": False,
+              "step_loss_weight": 0.0, "subset_table": True, "num_features": 4, "hidden": 8, "fusion": "concat",
+              "interrupt_at_step": None}
+    assert hparams == {"config": config}  # the one config, with the linked value, readable by yaml.safe_load
 
 
 def test_metrics_json_holds_the_test_metrics(trained_run, toy):
     metrics = json.loads((trained_run.path / "metrics.json").read_text())
-    assert set(metrics) == {"test/acc", "test/loss", "train_seconds"}
+    subsets = {f"test/{name}@without_{m}" for name in ("acc", "auroc", "loss") for m in ("a", "b")}
+    assert set(metrics) == {"test/acc", "test/auroc", "test/loss", "train_seconds"} | subsets
     assert metrics["train_seconds"] > 0
     data = toy.datamodule_class(**trained_run.config["data"])
     module = trained_run.load_module()
-    x, y = data.splits["test"].tensors
+    test = data.dataset("test")
+    x, y = test.tensors["x"][test.rows], test.tensors["label"][test.rows]
     with torch.no_grad():
         logits = module(x)
+        without_b = module(x, {"a": torch.ones(len(y), dtype=torch.bool), "b": torch.zeros(len(y), dtype=torch.bool)})
     assert metrics["test/acc"] == pytest.approx(((logits > 0).float() == y).float().mean().item(), abs=1e-6)
-    # batches of 8 divide the 32 test rows, so the mean of batch losses is the overall loss
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y).item()
     assert metrics["test/loss"] == pytest.approx(loss, rel=1e-5)
+    # the robustness table: the same test rows with modality b switched off
+    assert metrics["test/acc@without_b"] == pytest.approx(((without_b > 0).float() == y).float().mean().item(), abs=1e-6)
 
 
 def test_overrides_reach_config_and_links(toy, tmp_path):
     run = train("toy", ["--config", "quick", "--runs-dir", str(tmp_path), "--data.noise_features", "2", "--trainer.max_epochs", "1"])
-    assert run.hparams["num_features"] == 6
+    assert run.hparams["config"]["num_features"] == 6
     assert run.config["data"]["noise_features"] == 2 and run.config["trainer"]["max_epochs"] == 1
     with torch.no_grad():
         assert run.load_module()(torch.zeros(3, 6)).shape == (3,)
@@ -65,17 +72,17 @@ def test_overrides_reach_config_and_links(toy, tmp_path):
 def test_resume_continues_an_interrupted_run_with_its_config(toy, tmp_path):
     runs = str(tmp_path)
     with pytest.raises(TrainingInterrupted) as caught:
-        train("toy", ["--config", "quick", "--runs-dir", runs, "--model.hidden", "6", "--model.interrupt_at_step", "3"])
+        train("toy", ["--config", "quick", "--runs-dir", runs, "--model.config.hidden", "6", "--model.config.interrupt_at_step", "3"])
     run = caught.value.run
     assert run.status == "interrupted" and not run.has_model
     assert global_step(run) == 3  # saved when the interrupt arrived
     with pytest.raises(RunNotFoundError, match="--resume"):
         resolve_run("toy", run.run_id, runs)
 
-    resumed = train("toy", ["--resume", run.run_id, "--runs-dir", runs, "--model.interrupt_at_step", "null"])
+    resumed = train("toy", ["--resume", run.run_id, "--runs-dir", runs, "--model.config.interrupt_at_step", "null"])
     assert resumed == run and resumed.status == "finished"
     assert global_step(resumed) == 16
-    assert resumed.hparams["hidden"] == 6  # the saved config, not the recipe default
+    assert resumed.hparams["config"]["hidden"] == 6  # the saved config, not the recipe default
     assert [r.run_id for r in list_runs(runs, "toy")] == [run.run_id]
 
     longer = train("toy", ["--resume", "latest", "--runs-dir", runs, "--trainer.max_epochs", "3"])
@@ -89,7 +96,7 @@ def test_config_mistakes_raise_train_config_error(toy, tmp_path):
     with pytest.raises(TrainConfigError, match=r"no config 'nope' for recipe toy; shipped configs: \['quick'\]"):
         train("toy", ["--config", "nope", "--runs-dir", str(tmp_path)])
     with pytest.raises(TrainConfigError, match="hiddn"):
-        train("toy", ["--runs-dir", str(tmp_path), "--model.hiddn", "3"])
+        train("toy", ["--runs-dir", str(tmp_path), "--model.config.hiddn", "3"])
     with pytest.raises(TrainConfigError, match="--resume needs a value"):
         train("toy", ["--resume"])
     with pytest.raises(RunNotFoundError, match="not found"):

@@ -1,7 +1,8 @@
-"""A toy recipe for the runtime tests: learn y = [x · w > 0] from 4 features with a tiny MLP.
+"""A toy recipe for the runtime tests: learn y = [x · w > 0] from 4 features split into two modalities.
 
-It exercises everything the runtime promises a real recipe: a ``links`` entry (the data's ``num_features``
-reaches the model and its saved hyperparameters), tied weights (``model.safetensors`` must cope with shared
+It is built on the shared recipe base (``RecipeDataModule``, ``RecipeModule`` with its one config) and exercises
+everything the runtime promises a real recipe: a ``links`` entry (the data's ``num_features`` reaches the model's
+config and its saved hyperparameters), the modality-subset table, the missingness machinery, tied weights (``model.safetensors`` must cope with shared
 tensors), test metrics, a ``score_frame`` that gives bad rows an error, and an ``explain`` report with a figure.
 """
 from __future__ import annotations
@@ -11,13 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import lightning.pytorch as L
 import polars as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
+
+from fusion_core import create_fusion
 
 from recipes.runtime import registry as recipe_registry
+from recipes.runtime.datamodule import SPLITS, RecipeDataModule, TensorRows
+from recipes.runtime.metrics import BinaryNLL
+from recipes.runtime.module import RecipeConfig, RecipeModule
 from recipes.runtime.recipe import Recipe
 from recipes.runtime.registry import register_recipe
 from recipes.runtime.report import HtmlReport
@@ -28,71 +34,93 @@ FEATURES = ("f0", "f1", "f2", "f3")
 SENTINEL = -999.0  # a value the toy scorer refuses for a whole chunk, to test the row-by-row fallback
 
 
-class ToyData(L.LightningDataModule):
+class ToyData(RecipeDataModule):
     """Gaussian features; the label is the sign of a fixed linear function of the first four.
-    ``num_features`` (4 + ``noise_features``) is linked into the model's hyperparameters."""
+    ``num_features`` (4 + ``noise_features``) is linked into the model's config. Modality ``a`` is features 0-1,
+    ``b`` the rest; ``missing_b`` makes ``b`` absent for that share of the rows (more often for label 1 when
+    ``missing_not_at_random``)."""
 
     def __init__(self, num_train: int = 64, num_val: int = 16, num_test: int = 32, batch_size: int = 8,
-                 noise_features: int = 0, seed: int = 0):
-        super().__init__()
+                 noise_features: int = 0, missing_b: float = 0.0, missing_not_at_random: bool = False, seed: int = 0):
+        super().__init__(batch_size=batch_size, seed=seed)
         self.save_hyperparameters()
         self.num_features = 4 + noise_features
-        generator = torch.Generator().manual_seed(seed)
-        total = num_train + num_val + num_test
+
+    def build_splits(self) -> dict[str, TensorRows]:
+        hp = self.hparams
+        generator = torch.Generator().manual_seed(hp.seed)
+        total = hp.num_train + hp.num_val + hp.num_test
         x = torch.randn(total, self.num_features, generator=generator)
         y = (x[:, :4] @ TRUE_WEIGHTS > 0).float()
-        bounds = [0, num_train, num_train + num_val, total]
-        self.splits = {
-            name: TensorDataset(x[lo:hi], y[lo:hi]) for name, lo, hi in zip(("train", "val", "test"), bounds, bounds[1:])
-        }
-        self.batch_size = batch_size
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.splits["train"], batch_size=self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.splits["val"], batch_size=self.batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.splits["test"], batch_size=self.batch_size)
+        rate = torch.full((total,), hp.missing_b)
+        if hp.missing_not_at_random:
+            rate = torch.where(y > 0, 2 * rate, 0.5 * rate).clamp(max=0.95)
+        present_b = torch.rand(total, generator=generator) >= rate
+        tensors = {"x": x, "label": y, "present_a": torch.ones(total, dtype=torch.bool), "present_b": present_b}
+        bounds = [0, hp.num_train, hp.num_train + hp.num_val, total]
+        return {name: TensorRows(tensors, torch.arange(lo, hi)) for name, lo, hi in zip(SPLITS, bounds, bounds[1:])}
 
 
-class ToyClassifier(L.LightningModule):
-    """A one-hidden-layer MLP returning logits ``(B,)``. ``mirror`` shares ``proj``'s weight (tied tensors)."""
+@dataclass(kw_only=True)
+class ToyConfig(RecipeConfig):
+    """The toy model's one config: ``num_features`` comes from the data (linked), ``fusion`` is any fusion_core
+    operator over the two modalities."""
 
-    def __init__(self, num_features: int = 4, hidden: int = 8, lr: float = 0.05, interrupt_at_step: int | None = None):
-        super().__init__()
-        self.save_hyperparameters()
-        self.proj = nn.Linear(num_features, hidden)
-        self.mirror = nn.Linear(num_features, hidden, bias=False)
-        self.mirror.weight = self.proj.weight
-        self.head = nn.Linear(hidden, 1)
+    num_features: int = 4
+    hidden: int = 8
+    fusion: str = "concat"
+    lr: float = 0.05
+    interrupt_at_step: int | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.tanh(self.proj(x))).squeeze(-1)
 
-    def _loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch
-        logits = self(x)
-        return nn.functional.binary_cross_entropy_with_logits(logits, y), ((logits > 0).float() == y).float().mean()
+class ToyClassifier(RecipeModule):
+    """Two modalities (features 0-1 and the rest), each a token, fused by ``config.fusion``; logits ``(B,)``.
+    ``mirror`` shares ``proj_a``'s weight (tied tensors)."""
+
+    config_class = ToyConfig
+    progress_metrics = ("acc",)
+
+    def __init__(self, config: ToyConfig = ToyConfig()):
+        super().__init__(config, modalities=("a", "b"))
+        cfg = self.config
+        self.proj_a = nn.Linear(2, cfg.hidden)
+        self.mirror = nn.Linear(2, cfg.hidden, bias=False)
+        self.mirror.weight = self.proj_a.weight
+        self.proj_b = nn.Linear(cfg.num_features - 2, cfg.hidden)
+        options = {"num_outputs": 1} if cfg.fusion == "sequential" else {}
+        self.fusion = create_fusion(cfg.fusion, modality_dims={"a": cfg.hidden, "b": cfg.hidden}, dim=cfg.hidden, **options)
+        self.head = nn.Linear(cfg.hidden, 1)
+
+    def fused(self, x: torch.Tensor, present: dict[str, torch.Tensor] | None = None):
+        tokens = {"a": torch.tanh(self.proj_a(x[:, :2]))[:, None], "b": torch.tanh(self.proj_b(x[:, 2:]))[:, None]}
+        return self.fusion(tokens, present=present)
+
+    def forward(self, x: torch.Tensor, present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        return self.head(self.fused(x, present).pooled).squeeze(-1)
+
+    def present_of(self, batch):
+        return {m: batch[f"present_{m}"].bool() for m in self.modalities}
+
+    def strata_of(self, batch):
+        return batch["label"].long()
+
+    def build_metrics(self) -> MetricCollection:
+        return MetricCollection({"acc": BinaryAccuracy(), "auroc": BinaryAUROC(), "loss": BinaryNLL()})
+
+    def update_metrics(self, metrics, batch, present) -> None:
+        metrics.update(torch.sigmoid(self(batch["x"], present)), batch["label"].long())
 
     def training_step(self, batch, batch_idx):
-        if self.hparams.interrupt_at_step is not None and self.global_step >= self.hparams.interrupt_at_step:
+        if self.config.interrupt_at_step is not None and self.global_step >= self.config.interrupt_at_step:
             raise KeyboardInterrupt
-        loss, _ = self._loss(batch)
+        out = self.fused(batch["x"], self.training_present(batch))
+        label = batch["label"]
+        loss = nn.functional.binary_cross_entropy_with_logits(self.head(out.pooled).squeeze(-1), label)
+        steps = self.step_loss(out.steps, lambda step: nn.functional.binary_cross_entropy_with_logits(step[:, 0], label))
+        if steps is not None:
+            loss = loss + steps
         self.log("train/loss", loss)
         return loss
-
-    def validation_step(self, batch, batch_idx):
-        loss, acc = self._loss(batch)
-        self.log_dict({"val/loss": loss, "val/acc": acc}, sync_dist=True)
-
-    def test_step(self, batch, batch_idx):
-        loss, acc = self._loss(batch)
-        self.log_dict({"test/loss": loss, "test/acc": acc}, sync_dist=True)
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
 def make_frame(rows: int, seed: int = 1) -> pl.DataFrame:
@@ -165,7 +193,7 @@ TOY = ToyRecipe(
     name="toy",
     configs_dir=Path(__file__).parent / "toy_configs",
     aliases=("toy-alias",),
-    links=(("data.num_features", "model.num_features"),),
+    links=(("data.num_features", "model.config.num_features"),),
     score_columns=FEATURES,
     passthrough=("id",),
     extra_outputs=(("positive", "Boolean"),),
