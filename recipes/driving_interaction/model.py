@@ -4,12 +4,15 @@ Two streams are kept from input to output (Yang et al., "DeepInteraction++", 202
 
 * LiDAR stream: :class:`fusion_core.encoders.points.PillarEncoder` → a small BEV CNN → BEV tokens ``(B, X·Y, D)``.
 * camera stream: a small CNN (stride 8) → image tokens ``(B, h·w, D)``.
-* representational interaction encoder (:class:`InteractionEncoderLayer`): each BEV cell attends to the image
-  features sampled where points of its pillar project through the calibration, and each image feature attends to
-  the BEV cells sampled along its camera ray; both streams are updated in parallel and kept.
-* predictive interaction decoder (:class:`InteractionDecoder`): object queries start at the peaks of a BEV
-  objectness heatmap and are refined by layers that alternate attention to the BEV tokens and to the image
-  tokens; heads give class (with background), centre offset, height, size and yaw.
+* representational interaction encoder: the ``"interaction"`` fusion operator of fusion_core
+  (:class:`fusion_core.fusion.interaction.InteractionFusion`, built with ``create_fusion``) with local
+  neighbourhoods from :class:`BevGeometry`: each BEV cell attends to the image features sampled where points of
+  its pillar project through the calibration, and each image feature attends to the BEV cells sampled along its
+  camera ray; both streams are updated in parallel and kept.
+* predictive interaction decoder (:class:`fusion_core.layers.interaction_decoder.InteractionDecoder`): object
+  queries start at the peaks of a BEV objectness heatmap and are refined by layers that alternate attention to
+  the BEV tokens and to the image tokens (a layer is skipped for a frame without a camera); heads give class
+  (with background), centre offset, height, size and yaw.
 
 Baselines (``variant``): ``lidar`` (BEV stream only), ``camera`` (image features lifted onto the BEV grid by the
 same projection sampling; decoder alternates lifted BEV and image), ``concat`` (BEVFusion-like: LiDAR BEV and
@@ -33,8 +36,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fusion_core.encoders.points import PillarEncoder
-from fusion_core.layers.attention import MaskedAttention
-from fusion_core.layers.mlp import MLP, FeedForward
+from fusion_core.fusion import create_fusion
+from fusion_core.layers.grid_sampling import GridNeighbourhood, sample_feature_map
+from fusion_core.layers.interaction_decoder import InteractionDecoder
+from fusion_core.layers.mlp import MLP
 
 __all__ = [
     "VARIANTS",
@@ -42,8 +47,6 @@ __all__ = [
     "DetectorOutput",
     "ImageEncoder",
     "BevGeometry",
-    "InteractionEncoderLayer",
-    "InteractionDecoder",
     "DrivingDetector",
     "build_detector",
 ]
@@ -174,103 +177,6 @@ class BevGeometry(nn.Module):
         return grid, valid
 
 
-def _sample(feature_map: Tensor, grid: Tensor) -> Tensor:
-    """``feature_map (B, D, H, W)`` at ``grid (B, T, K, 2)`` → ``(B·T, K, D)``."""
-    sampled = F.grid_sample(feature_map, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B, D, T, K)
-    B, D, T, K = sampled.shape
-    return sampled.permute(0, 2, 3, 1).reshape(B * T, K, D)
-
-
-class InteractionEncoderLayer(nn.Module):
-    """One representational-interaction layer: BEV→image and image→BEV local cross-attention, in parallel.
-
-    ``forward(bev (B, D, X, Y), image (B, D, h, w), geometry samples, present masks)`` → updated ``(bev, image)``.
-    Each direction is a :class:`fusion_core.layers.attention.MaskedAttention` whose keys are the other stream's
-    features sampled at the token's projection (plus a learned embedding of the sample's height or depth); keys
-    of an absent sensor or outside its view are masked, and a token with no valid key receives no update.
-    """
-
-    def __init__(self, dim: int, num_heads: int, num_heights: int, num_depths: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.bev_norm, self.image_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.height_embedding = nn.Parameter(torch.randn(num_heights, dim) * 0.02)
-        self.depth_embedding = nn.Parameter(torch.randn(num_depths, dim) * 0.02)
-        self.bev_from_image = MaskedAttention(dim, num_heads, dropout=dropout)
-        self.image_from_bev = MaskedAttention(dim, num_heads, dropout=dropout)
-        self.bev_ffn_norm, self.image_ffn_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.bev_ffn, self.image_ffn = FeedForward(dim, 2, dropout), FeedForward(dim, 2, dropout)
-
-    def forward(self, bev: Tensor, image: Tensor, cell_grid: Tensor, cell_valid: Tensor, ray_grid: Tensor,
-                ray_valid: Tensor, lidar_present: Tensor, camera_present: Tensor) -> tuple[Tensor, Tensor]:
-        B, D, X, Y = bev.shape
-        h, w = image.shape[-2:]
-        bev_tokens = bev.flatten(2).transpose(1, 2)  # (B, N, D)
-        image_tokens = image.flatten(2).transpose(1, 2)  # (B, h·w, D)
-        bev_normed = self.bev_norm(bev_tokens)
-        image_normed = self.image_norm(image_tokens)
-        image_map = image_normed.transpose(1, 2).reshape(B, D, h, w)
-        bev_map = bev_normed.transpose(1, 2).reshape(B, D, X, Y)
-        # BEV cell ← image features at its pillar's projections
-        keys = _sample(image_map, cell_grid) + self.height_embedding  # (B·N, K_h, D)
-        mask = (cell_valid & camera_present[:, None, None]).reshape(B * X * Y, -1)
-        bev_update = self.bev_from_image(bev_normed.reshape(B * X * Y, 1, D), keys, mask).out.reshape(B, X * Y, D)
-        # image feature ← BEV cells along its camera ray
-        keys = _sample(bev_map, ray_grid) + self.depth_embedding  # (B·h·w, K_d, D)
-        mask = (ray_valid & lidar_present[:, None, None]).reshape(B * h * w, -1)
-        image_update = self.image_from_bev(image_normed.reshape(B * h * w, 1, D), keys, mask).out.reshape(B, h * w, D)
-        bev_tokens = bev_tokens + bev_update
-        bev_tokens = bev_tokens + self.bev_ffn(self.bev_ffn_norm(bev_tokens))
-        image_tokens = image_tokens + image_update
-        image_tokens = image_tokens + self.image_ffn(self.image_ffn_norm(image_tokens))
-        return bev_tokens.transpose(1, 2).reshape(B, D, X, Y), image_tokens.transpose(1, 2).reshape(B, D, h, w)
-
-
-class _DecoderLayer(nn.Module):
-    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
-        super().__init__()
-        self.self_norm, self.cross_norm, self.ffn_norm = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.self_attention = MaskedAttention(dim, num_heads, dropout=dropout)
-        self.cross_attention = MaskedAttention(dim, num_heads, dropout=dropout)
-        self.ffn = FeedForward(dim, 2, dropout)
-
-    def forward(self, queries: Tensor, memory: Tensor, memory_mask: Tensor, need_weights: bool):
-        queries = queries + self.self_attention(self.self_norm(queries)).out
-        attended = self.cross_attention(self.cross_norm(queries), memory, memory_mask, need_weights=need_weights)
-        queries = queries + attended.out
-        queries = queries + self.ffn(self.ffn_norm(queries))
-        return queries, attended.out, attended.weights
-
-
-class InteractionDecoder(nn.Module):
-    """Predictive interaction decoder: layer ``i`` attends to ``sources[i]`` (``"bev"`` or ``"image"``).
-
-    ``forward(queries (B, Q, D), memories {source: (B, T, D)}, masks {source: (B, T)})`` → refined queries,
-    ``(B, Q, 2)`` mean norm of the cross-attention updates drawn from [bev, image], and the per-layer attention
-    weights ``[(source, (B, H, Q, T))]`` when ``record_attention`` is set.
-    """
-
-    def __init__(self, dim: int, num_heads: int, sources: tuple[str, ...], dropout: float = 0.0) -> None:
-        super().__init__()
-        if not sources or any(s not in ("bev", "image") for s in sources):
-            raise ValueError(f"sources must be a non-empty sequence of 'bev' / 'image'; got {sources}")
-        self.sources = tuple(sources)
-        self.layers = nn.ModuleList([_DecoderLayer(dim, num_heads, dropout) for _ in sources])
-        self.record_attention = False
-        self.last_attention: list[tuple[str, Tensor]] = []
-
-    def forward(self, queries: Tensor, memories: dict[str, Tensor], masks: dict[str, Tensor]):
-        updates = torch.zeros(*queries.shape[:2], 2, device=queries.device, dtype=queries.dtype)
-        recorded = []
-        for source, layer in zip(self.sources, self.layers):
-            queries, update, weights = layer(queries, memories[source], masks[source], self.record_attention)
-            updates[..., 0 if source == "bev" else 1] += update.norm(dim=-1)
-            if self.record_attention:
-                recorded.append((source, weights.detach()))
-        if self.record_attention:
-            self.last_attention = recorded
-        return queries, updates
-
-
 class DrivingDetector(nn.Module):
     """The whole detector; built by :func:`build_detector`. ``forward(batch, query_cells=None)`` →
     :class:`DetectorOutput`. ``query_cells (B, Q)`` overrides the heatmap-peak queries (training feeds the
@@ -290,16 +196,19 @@ class DrivingDetector(nn.Module):
             self.camera_bev = nn.Sequential(_conv_block(D + 2, D), _conv_block(D, D))
         if config.variant == "concat":
             self.merge = _conv_block(2 * D, D)
-        self.encoder = nn.ModuleList(
-            [InteractionEncoderLayer(D, config.num_heads, len(config.pillar_heights), len(config.ray_depths), config.dropout)
-             for _ in range(config.encoder_layers if config.variant == "interaction" else 0)]
+        # each BEV cell reads the image at its pillar's heights, each image cell the BEV along its ray's depths
+        self.interaction = (
+            create_fusion("interaction", modality_dims={"bev": D, "image": D}, dim=D, num_layers=config.encoder_layers,
+                          num_heads=config.num_heads, ffn_mult=2, dropout=config.dropout, project_inputs=False,
+                          samples_per_token={"bev": len(config.pillar_heights), "image": len(config.ray_depths)})
+            if config.variant == "interaction" and config.encoder_layers else None
         )
         self.bev_head = _conv_block(D + 2, D)
         self.heatmap_head = nn.Conv2d(D, 1, 1)
         nn.init.constant_(self.heatmap_head.bias, -2.19)  # CenterNet: start at p ≈ 0.1
         sources = ("bev", "image") if config.variant in ("interaction", "camera") else ("bev",)
         self.decoder = InteractionDecoder(D, config.num_heads, tuple(sources[i % len(sources)] for i in range(config.decoder_layers)),
-                                          config.dropout)
+                                          ffn_mult=2, dropout=config.dropout)
         h, w = config.image_size[0] // 8, config.image_size[1] // 8
         # the decoder's image memory exists only where a decoder layer attends to the image
         self.image_position = nn.Parameter(torch.randn(h * w, D) * 0.02) if "image" in sources else None
@@ -321,7 +230,7 @@ class DrivingDetector(nn.Module):
         feature transform), each sample tagged with its height."""
         B, D = image_features.shape[:2]
         X, Y = self.config.grid_size
-        samples = _sample(image_features, cell_grid).reshape(B, X * Y, -1, D) + self.lift_embedding  # (B, N, K, D)
+        samples = sample_feature_map(image_features, cell_grid) + self.lift_embedding  # (B, N, K, D)
         weight = (cell_valid & camera_present[:, None, None]).to(samples.dtype)[..., None]
         lifted = (samples * weight).sum(2) / weight.sum(2).clamp(min=1)
         return lifted.transpose(1, 2).reshape(B, D, X, Y)
@@ -348,13 +257,29 @@ class DrivingDetector(nn.Module):
         if cfg.variant in ("camera", "concat"):
             lifted = self.camera_bev(torch.cat([self._lift(image_features, cell_grid, cell_valid, camera_present), coords], 1))
             bev = lifted if bev is None else self.merge(torch.cat([bev, lifted], 1))
-        if self.encoder:
-            ray_grid, ray_valid = self.geometry.ray_to_bev(batch["projection"])
-            for layer in self.encoder:
-                bev, image_features = layer(bev, image_features, cell_grid, cell_valid, ray_grid, ray_valid,
-                                            lidar_present, camera_present)
+        if self.interaction is not None:
+            bev, image_features = self._interact(bev, image_features, cell_grid, cell_valid, lidar_present,
+                                                 camera_present, batch["projection"])
         bev = self.bev_head(torch.cat([bev, coords], 1))
         return bev, image_features
+
+    def _interact(self, bev: Tensor, image_features: Tensor, cell_grid: Tensor, cell_valid: Tensor,
+                  lidar_present: Tensor, camera_present: Tensor, projection: Tensor) -> tuple[Tensor, Tensor]:
+        """Both maps after the interaction encoder. The BEV stream always exists (a frame without LiDAR still has
+        its grid of cells to detect on); the image stream is absent without a camera, and image cells read the
+        BEV only where the LiDAR saw the frame."""
+        B, D, X, Y = bev.shape
+        h, w = image_features.shape[-2:]
+        ray_grid, ray_valid = self.geometry.ray_to_bev(projection)
+        out = self.interaction(
+            # (B, N, D) BEV tokens and (B, h·w, D) image tokens, both maps row-major
+            {"bev": bev.flatten(2).transpose(1, 2), "image": image_features.flatten(2).transpose(1, 2)},
+            present={"image": camera_present},
+            neighbourhoods={"bev": GridNeighbourhood(cell_grid, cell_valid, (h, w)),
+                            "image": GridNeighbourhood(ray_grid, ray_valid & lidar_present[:, None, None], (X, Y))},
+        )
+        return (out.tokens["bev"].transpose(1, 2).reshape(B, D, X, Y),
+                out.tokens["image"].transpose(1, 2).reshape(B, D, h, w))
 
     # --- queries and heads --------------------------------------------------------------------------------
     def peak_cells(self, heatmap: Tensor, k: int) -> Tensor:
@@ -382,7 +307,10 @@ class DrivingDetector(nn.Module):
         if self.image_position is not None:
             memories["image"] = image_features.flatten(2).transpose(1, 2) + self.image_position
             masks["image"] = batch["camera_present"].bool()[:, None].expand(B, memories["image"].shape[1])
-        queries, updates = self.decoder(queries, memories, masks)
+        decoded = self.decoder(queries, memories, masks)
+        queries = decoded.queries
+        no_update = torch.zeros_like(queries[..., 0])
+        updates = torch.stack([decoded.updates.get(source, no_update) for source in ("bev", "image")], -1)  # (B, Q, 2)
         params = self.box_head(queries)
         boxes = self.decode(params, self.geometry.cell_xy[query_cells])
         return DetectorOutput(heatmap, query_cells, self.class_head(queries), boxes, params, updates)

@@ -1,10 +1,16 @@
 """The detector: shapes per variant, gradients, a missing sensor, the interaction encoder and the decoder."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
-from recipes.driving_interaction.model import VARIANTS, DrivingModelConfig, InteractionDecoder, build_detector
+from fusion_core.fusion.interaction import InteractionFusion
+from fusion_core.layers.interaction_decoder import InteractionDecoder
+from recipes.driving_interaction import model as driving_model
+from recipes.driving_interaction.model import VARIANTS, DrivingModelConfig, build_detector
 from recipes.driving_interaction.module import DrivingModule, assign_queries, heatmap_targets
 from recipes.driving_interaction.scenes import SceneConfig, default_calibration
 
@@ -105,19 +111,40 @@ def test_projection_geometry_agrees_with_the_calibration():
     assert (column[1:] > column[:-1]).all()
 
 
-def test_decoder_alternates_sources_and_records_attention():
-    decoder = InteractionDecoder(8, 2, ("bev", "image", "bev"))
-    decoder.record_attention = True
-    queries = torch.randn(2, 3, 8)
-    memories = {"bev": torch.randn(2, 10, 8), "image": torch.randn(2, 6, 8)}
-    masks = {"bev": torch.ones(2, 10, dtype=torch.bool), "image": torch.tensor([[True] * 6, [False] * 6])}
-    out, updates = decoder(queries, memories, masks)
-    assert out.shape == (2, 3, 8) and updates.shape == (2, 3, 2)
-    assert [s for s, _ in decoder.last_attention] == ["bev", "image", "bev"]
-    assert decoder.last_attention[1][1].shape == (2, 2, 3, 6)
-    assert (updates[1, :, 1] == 0).all() and (updates[0, :, 1] > 0).all()
-    with pytest.raises(ValueError, match="sources"):
-        InteractionDecoder(8, 2, ("radar",))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_attention_comes_from_fusion_core(variant):
+    detector = build_detector(DrivingModelConfig(variant=variant, **{**TINY, "decoder_layers": 3}))
+    assert isinstance(detector.decoder, InteractionDecoder)
+    uses_image = variant in ("interaction", "camera")
+    assert detector.decoder.sources == (("bev", "image", "bev") if uses_image else ("bev", "bev", "bev"))
+    if variant == "interaction":  # built through the registry as create_fusion("interaction", ...)
+        assert isinstance(detector.interaction, InteractionFusion)
+        assert detector.interaction.samples_per_token == {"bev": 4, "image": 8}
+        assert len(detector.interaction.layers) == 1
+    else:
+        assert detector.interaction is None
+    assert build_detector(DrivingModelConfig(variant="interaction", **{**TINY, "encoder_layers": 0})).interaction is None
+
+
+def test_the_recipe_folder_holds_no_attention_code():
+    folder = Path(driving_model.__file__).parent
+    pattern = re.compile(r"MaskedAttention\(|MultiheadAttention\(|scaled_dot_product_attention\(")
+    offenders = [p.name for p in folder.glob("*.py") if pattern.search(p.read_text())]
+    assert not offenders, f"attention belongs in fusion_core, not in {offenders}"
+
+
+def test_an_absent_camera_skips_the_decoders_image_layers():
+    torch.manual_seed(0)
+    detector = build_detector(DrivingModelConfig(variant="interaction", **{**TINY, "decoder_layers": 3})).eval()
+    detector.decoder.record_attention = True
+    batch = make_batch()
+    batch["camera_present"] = torch.tensor([True, False])
+    out = detector(batch)
+    assert [s for s, _ in detector.decoder.last_attention] == ["bev", "image", "bev"]
+    image_weights = detector.decoder.last_attention[1][1]
+    assert image_weights.shape == (2, 2, 4, 2 * 6)
+    assert image_weights[1].abs().max() == 0 and (out.stream_updates[1, :, 1] == 0).all()
+    torch.testing.assert_close(image_weights[0].sum(-1), torch.ones(2, 4))
 
 
 def test_targets_and_assignment():
