@@ -16,7 +16,8 @@ import torch
 from recipes.runtime.recipe import Recipe
 
 if TYPE_CHECKING:
-    from recipes.longseq_rec.data import RecDataModule, RecVocab
+    from recipes.longseq_rec.data import RecDataModule
+    from recipes.longseq_rec.encoding import RecVocab
     from recipes.longseq_rec.module import RecModule
     from recipes.runtime.report import HtmlReport
     from recipes.runtime.runs import Run
@@ -49,7 +50,7 @@ class RecPredictor(NamedTuple):
         return max(1, min(512, BEHAVIOURS_PER_STEP // self.max_history))
 
     def encode(self, frame: pl.DataFrame):
-        from recipes.longseq_rec.data import encode_scoring_frame
+        from recipes.longseq_rec.encoding import encode_scoring_frame
 
         return encode_scoring_frame(self.vocab, frame, self.max_history, self.num_time_buckets)
 
@@ -106,7 +107,7 @@ class LongSeqRecipe(Recipe):
 
     # --- scoring ------------------------------------------------------------------------------------------
     def load_predictor(self, run: "Run") -> RecPredictor:
-        from recipes.longseq_rec.data import RecVocab
+        from recipes.longseq_rec.encoding import RecVocab
 
         folder = run.path / VOCAB_DIR
         if not (folder / "vocab.json").is_file():
@@ -133,10 +134,10 @@ class LongSeqRecipe(Recipe):
                              "error": pl.Series("error", errors, dtype=pl.Utf8)})
 
     def demo_input(self, run: "Run", path: Path) -> Path:
-        from recipes.longseq_rec.data import export_scoring_frame
+        from recipes.longseq_rec.data import RecDataModule
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        export_scoring_frame(_datamodule_of(self.load_predictor(run).vocab), "test").write_parquet(path)
+        RecDataModule.from_vocab(self.load_predictor(run).vocab).scoring_frame("test").write_parquet(path)
         return path
 
     # --- explaining ---------------------------------------------------------------------------------------
@@ -191,22 +192,15 @@ class LongSeqRecipe(Recipe):
 # --- explain helpers --------------------------------------------------------------------------------------
 
 
-def _datamodule_of(vocab: "RecVocab") -> "RecDataModule":
-    """The run's data module, rebuilt from the settings saved with its vocabulary."""
-    from recipes.longseq_rec.data import RecDataModule
-
-    return RecDataModule(**vocab.settings)
-
-
 def _explain_input(predictor: RecPredictor, input_path: Path | None) -> tuple[pl.DataFrame, dict | None, str]:
     """The frame to explain, the data module's batch of its first rows when it carries planted relevant
     behaviours (lifelong synthetic data), and a description of the input."""
     if input_path is not None:
         return pl.read_parquet(input_path), None, f"`{Path(input_path).name}`"
-    from recipes.longseq_rec.data import export_scoring_frame
+    from recipes.longseq_rec.data import RecDataModule
 
-    datamodule = _datamodule_of(predictor.vocab)
-    frame = export_scoring_frame(datamodule, "test")
+    datamodule = RecDataModule.from_vocab(predictor.vocab)
+    frame = datamodule.scoring_frame("test")
     reference = None
     if predictor.vocab.dataset == "lifelong-synthetic":  # the planted behaviours are known: keep them for the plots
         reference = datamodule.batch_builder("test")(np.arange(min(frame.height, 256)))

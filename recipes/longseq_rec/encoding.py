@@ -1,0 +1,510 @@
+"""Ids to tensors for the recommendation recipe: the vocabulary a run is trained with (:class:`RecVocab`), the
+time-gap buckets, the batch builder that turns (history, target) samples into batches, and the raw scoring schema
+in both directions (:func:`encode_scoring_frame` reads it, :func:`raw_scoring_frame` writes a split in it).
+
+A batch is a dict of tensors (B samples, L = ``max_history``, P profile fields; index 0 = padding/unknown)::
+
+    user (B,) long              profile (B, P) long
+    target_item (B,) long       target_cate (B,) long
+    hist_item (B, L) long       hist_cate (B, L) long       hist_time (B, L) long
+    hist_mask (B, L) bool       label (B,) float            relevant (B, L) bool
+
+Histories are chronological, most recent last, left-padded. ``hist_time`` is the gap between the target and the
+behaviour, ``1 + floor(log2(1 + gap_hours))`` clipped to ``num_time_buckets - 1``. ``relevant`` marks the planted
+behaviours a positive lifelong target depends on (all False elsewhere).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import torch
+
+__all__ = [
+    "SCORING_SCHEMA",
+    "time_bucket",
+    "RecVocab",
+    "Sequences",
+    "Samples",
+    "BatchBuilder",
+    "EncodedRows",
+    "encode_scoring_frame",
+    "raw_scoring_frame",
+]
+
+SCORING_SCHEMA = (
+    "user_id (int), target_item (int), history_items (list of int, oldest first); optional "
+    "history_timestamps (list of int, same length), target_timestamp (int), label (ignored)"
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Vocabulary
+# ----------------------------------------------------------------------------------------------------------
+def time_bucket(gap_seconds: np.ndarray, num_time_buckets: int) -> np.ndarray:
+    """``1 + floor(log2(1 + gap_hours))`` clipped to ``num_time_buckets - 1`` (negative gaps count as 0);
+    bucket 0 is left for padding."""
+    gap_hours = np.maximum(np.asarray(gap_seconds, dtype=np.float64), 0.0) / 3600.0
+    bucket = 1 + np.floor(np.log2(1.0 + gap_hours))
+    return np.minimum(bucket, num_time_buckets - 1).astype(np.int64)
+
+
+@dataclass
+class RecVocab:
+    """Raw id → index maps the model was trained with; index 0 is padding/unknown everywhere.
+
+    ``users``: user_id (raw, sorted), user_index (1..), one Int64 column per profile field (its index).
+    ``items``: item_id (raw, sorted), item_index (1..), cate_index, category (label), title (may be null).
+    ``categories[i - 1]`` is the label of category index i; ``profile_labels[field][i - 1]`` likewise.
+    ``settings``: the data module's arguments, so a run's data module can be rebuilt from its vocabulary
+    (``RecDataModule.from_vocab``).
+    """
+
+    dataset: str
+    users: pl.DataFrame
+    items: pl.DataFrame
+    categories: list[str]
+    profile_fields: list[str]
+    profile_labels: dict[str, list[str]]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._user_raw = self.users["user_id"].to_numpy().astype(np.int64)
+        self._item_raw = self.items["item_id"].to_numpy().astype(np.int64)
+        for name, raw, index in (("user", self._user_raw, self.users["user_index"]),
+                                 ("item", self._item_raw, self.items["item_index"])):
+            if np.any(np.diff(raw) <= 0) or not np.array_equal(index.to_numpy(), np.arange(1, raw.size + 1)):
+                raise ValueError(f"RecVocab: {name}s must be sorted by raw id with indices 1..n")
+        self._item_cate = np.zeros(self.num_items, dtype=np.int64)
+        self._item_cate[1:] = self.items["cate_index"].to_numpy()
+        self._profile = np.zeros((self.num_users, len(self.profile_fields)), dtype=np.int64)
+        for column, name in enumerate(self.profile_fields):
+            self._profile[1:, column] = self.users[name].to_numpy()
+
+    @property
+    def num_users(self) -> int:
+        """Size of the user table, padding included."""
+        return self.users.height + 1
+
+    @property
+    def num_items(self) -> int:
+        return self.items.height + 1
+
+    @property
+    def num_cates(self) -> int:
+        return len(self.categories) + 1
+
+    @property
+    def profile_cardinalities(self) -> list[int]:
+        return [len(self.profile_labels[name]) + 1 for name in self.profile_fields]
+
+    @staticmethod
+    def _lookup(sorted_raw: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.int64)
+        if sorted_raw.size == 0:
+            return np.zeros(raw.shape, dtype=np.int64)
+        where = np.clip(np.searchsorted(sorted_raw, raw), 0, sorted_raw.size - 1)
+        return np.where(sorted_raw[where] == raw, where + 1, 0).astype(np.int64)
+
+    def user_index(self, raw_ids: np.ndarray) -> np.ndarray:
+        """Index of each raw user id, 0 where unknown."""
+        return self._lookup(self._user_raw, raw_ids)
+
+    def item_index(self, raw_ids: np.ndarray) -> np.ndarray:
+        """Index of each raw item id, 0 where unknown."""
+        return self._lookup(self._item_raw, raw_ids)
+
+    def item_cate(self, item_index: np.ndarray) -> np.ndarray:
+        """Category index of each item index (0 for padding)."""
+        return self._item_cate[np.asarray(item_index, dtype=np.int64)]
+
+    def profile(self, user_index: np.ndarray) -> np.ndarray:
+        """``(n, P)`` profile field indices of each user index (all 0 for unknown users)."""
+        return self._profile[np.asarray(user_index, dtype=np.int64)]
+
+    def user_raw(self, user_index: np.ndarray) -> np.ndarray:
+        return self._user_raw[np.asarray(user_index, dtype=np.int64) - 1]
+
+    def item_raw(self, item_index: np.ndarray) -> np.ndarray:
+        return self._item_raw[np.asarray(item_index, dtype=np.int64) - 1]
+
+    def save(self, folder: str | Path) -> Path:
+        """``users.parquet``, ``items.parquet`` and ``vocab.json`` in ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.users.write_parquet(folder / "users.parquet")
+        self.items.write_parquet(folder / "items.parquet")
+        meta = {
+            "format": 1, "dataset": self.dataset, "categories": self.categories,
+            "profile_fields": self.profile_fields, "profile_labels": self.profile_labels, "settings": self.settings,
+        }
+        (folder / "vocab.json").write_text(json.dumps(meta, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "RecVocab":
+        folder = Path(folder)
+        if not (folder / "vocab.json").is_file():
+            raise FileNotFoundError(f"{folder}: no vocab.json; a RecVocab folder holds vocab.json, users.parquet, items.parquet")
+        meta = json.loads((folder / "vocab.json").read_text())
+        return cls(
+            dataset=meta["dataset"], users=pl.read_parquet(folder / "users.parquet"),
+            items=pl.read_parquet(folder / "items.parquet"), categories=list(meta["categories"]),
+            profile_fields=list(meta["profile_fields"]),
+            profile_labels={k: list(v) for k, v in meta["profile_labels"].items()}, settings=dict(meta["settings"]),
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Samples and batches
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class Sequences:
+    """All users' behaviours, user blocks concatenated (block r holds user index r + 1), chronological."""
+
+    item: np.ndarray  # (N,) item index
+    time: np.ndarray  # (N,) timestamp, seconds
+    offsets: np.ndarray  # (U + 1,)
+
+
+@dataclass
+class Samples:
+    """One row per (history, target) sample; the history is positions [0, end) of the user's block."""
+
+    user_row: np.ndarray  # (S,)
+    end: np.ndarray  # (S,)
+    target_item: np.ndarray  # (S,) item index
+    target_time: np.ndarray  # (S,)
+    label: np.ndarray  # (S,) float32
+    relevant: np.ndarray  # (S, k) positions in the block, -1 = none; k may be 0
+
+    def __len__(self) -> int:
+        return int(self.user_row.size)
+
+    def take(self, index: np.ndarray) -> "Samples":
+        return Samples(self.user_row[index], self.end[index], self.target_item[index], self.target_time[index],
+                       self.label[index], self.relevant[index])
+
+
+class BatchBuilder:
+    """Turns sample indices into the batch dict (vectorised gathers; runs in DataLoader workers)."""
+
+    def __init__(self, sequences: Sequences, vocab: RecVocab, samples: Samples, max_history: int,
+                 num_time_buckets: int) -> None:
+        self.sequences, self.vocab, self.samples = sequences, vocab, samples
+        self.max_history, self.num_time_buckets = max_history, num_time_buckets
+
+    def window(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(flat (B, L), mask (B, L), start (B,))``: positions in the flat sequence arrays of the last L
+        behaviours before each sample's target, left-padded; ``start`` is the block position of column 0."""
+        s = self.samples
+        end = s.end[index]
+        start = end - self.max_history
+        position = start[:, None] + np.arange(self.max_history)[None, :]  # (B, L) position in the user's block
+        mask = position >= 0
+        flat = self.sequences.offsets[s.user_row[index]][:, None] + np.maximum(position, 0)
+        return flat, mask, start
+
+    def __call__(self, index: list[int] | np.ndarray) -> dict[str, torch.Tensor]:
+        index = np.asarray(index, dtype=np.int64)
+        s, seq = self.samples, self.sequences
+        flat, mask, start = self.window(index)
+        hist_item = np.where(mask, seq.item[flat], 0).astype(np.int64)
+        target_time = s.target_time[index]
+        hist_time = np.where(mask, time_bucket(target_time[:, None] - seq.time[flat], self.num_time_buckets), 0)
+        relevant = np.zeros(mask.shape, dtype=bool)
+        if s.relevant.shape[1]:
+            column = s.relevant[index] - start[:, None]  # (B, k)
+            ok = (s.relevant[index] >= 0) & (column >= 0) & (column < self.max_history)
+            rows = np.broadcast_to(np.arange(index.size)[:, None], column.shape)
+            relevant[rows[ok], column[ok]] = True
+        user = s.user_row[index] + 1
+        target_item = s.target_item[index]
+        return _to_batch(
+            user=user, profile=self.vocab.profile(user), target_item=target_item,
+            target_cate=self.vocab.item_cate(target_item), hist_item=hist_item,
+            hist_cate=self.vocab.item_cate(hist_item), hist_time=hist_time, hist_mask=mask,
+            label=s.label[index], relevant=relevant,
+        )
+
+
+def _to_batch(**arrays: np.ndarray) -> dict[str, torch.Tensor]:
+    batch = {}
+    for name, value in arrays.items():
+        if name in ("hist_mask", "relevant"):
+            batch[name] = torch.from_numpy(np.ascontiguousarray(value, dtype=bool))
+        elif name == "label":
+            batch[name] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+        else:
+            batch[name] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.int64))
+    return batch
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Raw scoring frames
+# ----------------------------------------------------------------------------------------------------------
+class EncodedRows(NamedTuple):
+    """``batch`` holds the valid rows only, in order; ``valid_rows[i]`` is the frame row of batch row i;
+    ``errors[r]`` is None for a valid row r and the reason otherwise (``len(errors) == len(frame)``)."""
+
+    batch: dict[str, torch.Tensor]
+    valid_rows: list[int]
+    errors: list[str | None]
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return int(value) if math.isfinite(value) and float(value).is_integer() else None
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _int_cells(series: pl.Series, name: str) -> tuple[np.ndarray, list[str | None]]:
+    """Integer values of a scalar column (0 where bad) and a problem text per row."""
+    values = np.zeros(series.len(), dtype=np.int64)
+    problems: list[str | None] = [None] * series.len()
+    if series.dtype.is_integer():
+        values[:] = series.fill_null(0).to_numpy()
+        for row in np.flatnonzero(series.is_null().to_numpy()):
+            problems[row] = f"{name} is missing (null)"
+        return values, problems
+    for row, value in enumerate(series.to_list()):
+        parsed = _as_int(value)
+        if value is None:
+            problems[row] = f"{name} is missing (null)"
+        elif parsed is None:
+            problems[row] = f"{name} {value!r} is not an integer"
+        else:
+            values[row] = parsed
+    return values, problems
+
+
+_LIST_SPLIT = re.compile(r"[\s,;]+")
+
+
+def _as_int_list(value: Any, name: str) -> list[int] | str | None:
+    """A cell as a list of ints, a problem text, or None for a null cell."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        value = [token for token in _LIST_SPLIT.split(text) if token]
+    elif isinstance(value, (pl.Series, np.ndarray, tuple)):
+        value = list(value)
+    if not isinstance(value, list):
+        return f"{name} must be a list of integers, got {type(value).__name__} {value!r:.40}"
+    parsed = []
+    for position, element in enumerate(value):
+        number = _as_int(element)
+        if number is None:
+            return f"{name} element {element!r:.40} at position {position} is not an integer"
+        parsed.append(number)
+    return parsed
+
+
+def _list_cells(series: pl.Series, name: str) -> tuple[np.ndarray, np.ndarray, list[str | None], np.ndarray]:
+    """``(flat values, length per row, problem per row, null per row)`` for a list-of-int column; a row
+    with a problem or a null cell has length 0."""
+    n = series.len()
+    problems: list[str | None] = [None] * n
+    dtype = series.dtype
+    if isinstance(dtype, pl.List) and dtype.inner.is_integer():
+        null = series.is_null().to_numpy()
+        lengths = series.list.len().fill_null(0).to_numpy().astype(np.int64)
+        flat_series = series.filter(pl.Series(lengths > 0)).explode()
+        missing = flat_series.is_null().to_numpy()
+        if missing.any():
+            rows = np.repeat(np.arange(n), lengths)
+            starts = np.concatenate([[0], np.cumsum(lengths)])
+            for row in np.unique(rows[missing]):
+                position = int(np.flatnonzero(missing[starts[row] : starts[row + 1]])[0])
+                problems[row] = f"{name} has a null at position {position}"
+            bad_rows = np.array([p is not None for p in problems])
+            keep_flat = ~bad_rows[rows]
+            flat = flat_series.fill_null(0).to_numpy().astype(np.int64)[keep_flat]
+            lengths = np.where(bad_rows, 0, lengths)
+            return flat, lengths, problems, null
+        return flat_series.to_numpy().astype(np.int64), lengths, problems, null
+    null = np.zeros(n, dtype=bool)
+    lengths = np.zeros(n, dtype=np.int64)
+    parts: list[list[int]] = []
+    for row, value in enumerate(series.to_list()):
+        parsed = _as_int_list(value, name)
+        if parsed is None:
+            null[row] = True
+        elif isinstance(parsed, str):
+            problems[row] = parsed
+        else:
+            lengths[row] = len(parsed)
+            parts.append(parsed)
+    flat = np.fromiter((v for part in parts for v in part), dtype=np.int64, count=int(lengths.sum()))
+    return flat, lengths, problems, null
+
+
+def encode_scoring_frame(vocab: RecVocab, frame: pl.DataFrame, max_history: int,
+                         num_time_buckets: int) -> EncodedRows:
+    """Encode a raw scoring frame into a batch for the rows that can be scored.
+
+    Schema: ``user_id`` (int), ``target_item`` (int), ``history_items`` (list of int, oldest first);
+    optional ``history_timestamps`` (list of int, same length as history_items) and ``target_timestamp`` (int);
+    ``label`` is copied into the batch when numeric and otherwise ignored. Lists may also arrive as strings
+    (``"[1, 2, 3]"``) or lists of numeric strings.
+
+    A row gets an error text (never an exception) for: a non-integer or null id, an unknown target item, a
+    null/empty history, a history that is not a list of integers, timestamps of another length or type, or a
+    history none of whose items are known. Unknown history items are dropped when at least one item is known.
+    An unknown user is not an error: user index 0 and profile 0. When timestamps are given the history is
+    ordered by them; the target time is ``target_timestamp``, else the latest history timestamp; a row without
+    history timestamps gets time bucket 0 ("unknown") for every behaviour. The last ``max_history`` known
+    behaviours are kept; L is always ``max_history``.
+
+    A missing required column raises ``ValueError`` naming the column and the expected schema.
+    """
+    for column in ("user_id", "target_item", "history_items"):
+        if column not in frame.columns:
+            raise ValueError(f"scoring input has no column {column!r}; expected {SCORING_SCHEMA}")
+    n = frame.height
+    problems: list[list[str]] = [[] for _ in range(n)]
+
+    def collect(found: list[str | None]) -> None:
+        for row, text in enumerate(found):
+            if text is not None:
+                problems[row].append(text)
+
+    user_raw, found = _int_cells(frame["user_id"], "user_id")
+    collect(found)
+    target_raw, found = _int_cells(frame["target_item"], "target_item")
+    collect(found)
+    target_ok = np.array([p is None for p in found], dtype=bool)
+    items_flat, items_len, found, items_null = _list_cells(frame["history_items"], "history_items")
+    collect(found)
+    items_ok = np.array([p is None for p in found], dtype=bool)
+    for row in np.flatnonzero(items_ok & (items_null | (items_len == 0))):
+        problems[row].append("history_items is empty or null; a row needs at least one past interaction")
+
+    has_times = np.zeros(n, dtype=bool)
+    times_flat = np.zeros(items_flat.size, dtype=np.int64)
+    if "history_timestamps" in frame.columns:
+        ts_flat, ts_len, found, ts_null = _list_cells(frame["history_timestamps"], "history_timestamps")
+        collect(found)
+        ts_ok = np.array([p is None for p in found], dtype=bool) & ~ts_null
+        mismatch = ts_ok & items_ok & (ts_len != items_len)
+        for row in np.flatnonzero(mismatch):
+            problems[row].append(f"history_timestamps has {ts_len[row]} values but history_items has {items_len[row]}")
+        has_times = ts_ok & ~mismatch & items_ok
+        # Align timestamps with the flat item array (rows without usable timestamps get zeros).
+        item_rows = np.repeat(np.arange(n), items_len)
+        ts_starts = np.concatenate([[0], np.cumsum(ts_len)])[:-1]
+        item_starts = np.concatenate([[0], np.cumsum(items_len)])[:-1]
+        usable = has_times[item_rows]
+        offset_in_row = np.arange(items_flat.size) - item_starts[item_rows]
+        times_flat[usable] = ts_flat[ts_starts[item_rows[usable]] + offset_in_row[usable]]
+    target_time = np.zeros(n, dtype=np.int64)
+    has_target_time = np.zeros(n, dtype=bool)
+    if "target_timestamp" in frame.columns:
+        values, found = _int_cells(frame["target_timestamp"], "target_timestamp")
+        null = frame["target_timestamp"].is_null().to_numpy()
+        for row, text in enumerate(found):
+            if text is not None and not null[row]:
+                problems[row].append(text)
+        has_target_time = np.array([p is None for p in found], dtype=bool)
+        target_time = np.where(has_target_time, values, 0)
+
+    target_index = vocab.item_index(target_raw)
+    for row in np.flatnonzero(target_ok & (target_index == 0)):
+        problems[row].append(
+            f"target_item {target_raw[row]} is not in the training vocabulary; score only items seen in training or retrain"
+        )
+    item_rows = np.repeat(np.arange(n), items_len)
+    item_index = vocab.item_index(items_flat)
+    known = item_index > 0
+    known_count = np.bincount(item_rows[known], minlength=n)
+    item_starts = np.concatenate([[0], np.cumsum(items_len)])[:-1]
+    for row in np.flatnonzero(items_ok & (items_len > 0) & (known_count == 0)):
+        problems[row].append(
+            f"none of the {items_len[row]} history_items are in the training vocabulary (e.g. {items_flat[item_starts[row]]}); "
+            f"score only items seen in training or retrain"
+        )
+    errors = ["; ".join(p) if p else None for p in problems]
+    valid = np.array([e is None for e in errors], dtype=bool)
+    valid_rows = np.flatnonzero(valid)
+    batch_row = np.cumsum(valid) - 1  # frame row → batch row for valid rows
+
+    keep = valid[item_rows] & known
+    rows, items, times = item_rows[keep], item_index[keep], times_flat[keep]
+    order = np.lexsort((np.where(has_times[rows], times, 0), rows))  # stable: rows without times keep their order
+    rows, items, times = rows[order], items[order], times[order]
+    count = np.bincount(rows, minlength=n)
+    first = np.concatenate([[0], np.cumsum(count)])[:-1]
+    from_end = count[rows] - 1 - (np.arange(rows.size) - first[rows])
+    keep = from_end < max_history
+    rows, items, times, column = rows[keep], items[keep], times[keep], max_history - 1 - from_end[keep]
+
+    size = valid_rows.size
+    hist_item = np.zeros((size, max_history), dtype=np.int64)
+    hist_stamp = np.zeros((size, max_history), dtype=np.int64)
+    hist_mask = np.zeros((size, max_history), dtype=bool)
+    b = batch_row[rows]
+    hist_item[b, column] = items
+    hist_stamp[b, column] = times
+    hist_mask[b, column] = True
+    timed = has_times[valid_rows]
+    latest = np.where(hist_mask, hist_stamp, np.iinfo(np.int64).min).max(axis=1, initial=np.iinfo(np.int64).min)
+    now = np.where(has_target_time[valid_rows], target_time[valid_rows], np.where(timed, latest, 0))
+    hist_time = np.where(hist_mask & timed[:, None], time_bucket(now[:, None] - hist_stamp, num_time_buckets), 0)
+
+    label = np.zeros(size, dtype=np.float32)
+    if "label" in frame.columns and (frame["label"].dtype.is_numeric() or frame["label"].dtype == pl.Boolean):
+        label = frame["label"].cast(pl.Float32, strict=False).fill_null(0).to_numpy()[valid_rows]
+    user = vocab.user_index(user_raw[valid_rows])
+    target_item = target_index[valid_rows]
+    batch = _to_batch(
+        user=user, profile=vocab.profile(user).reshape(size, len(vocab.profile_fields)), target_item=target_item,
+        target_cate=vocab.item_cate(target_item), hist_item=hist_item, hist_cate=vocab.item_cate(hist_item),
+        hist_time=hist_time, hist_mask=hist_mask, label=label, relevant=np.zeros((size, max_history), dtype=bool),
+    )
+    return EncodedRows(batch=batch, valid_rows=valid_rows.tolist(), errors=errors)
+
+
+def _list_column(values: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.int64)))
+
+
+def raw_scoring_frame(builder: BatchBuilder) -> pl.DataFrame:
+    """The samples of ``builder`` in the raw scoring schema, plus ``label`` (Int64 0/1): one row per sample, the
+    history being the ``max_history`` behaviours before the target, oldest first, in raw ids and timestamps.
+    :func:`encode_scoring_frame` turns it back into ``builder``'s batches (``relevant`` aside)."""
+    samples, vocab = builder.samples, builder.vocab
+    index = np.arange(len(samples))
+    flat, mask, _ = builder.window(index)
+    lengths = mask.sum(axis=1)
+    positions = flat[mask]  # row-major: each row's behaviours, oldest first
+    history_items = vocab.item_raw(builder.sequences.item[positions])
+    history_times = builder.sequences.time[positions]
+    table = pa.table({
+        "user_id": pa.array(vocab.user_raw(samples.user_row + 1)),
+        "target_item": pa.array(vocab.item_raw(samples.target_item)),
+        "history_items": _list_column(history_items, lengths),
+        "history_timestamps": _list_column(history_times, lengths),
+        "target_timestamp": pa.array(samples.target_time.astype(np.int64)),
+        "label": pa.array(samples.label.astype(np.int64)),
+    })
+    return pl.from_arrow(table)

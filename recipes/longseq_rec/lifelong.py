@@ -1,0 +1,305 @@
+"""The embedded default of the recommendation recipe: lifelong synthetic behaviour histories whose targets depend
+on a few behaviours planted far back (``lifelong-synthetic``; see data_cards/lifelong-synthetic.md).
+
+:func:`generate_lifelong` draws them, :class:`LifelongData` holds, saves and loads them, and :func:`fetch_lifelong`
+is what ``fusion data fetch lifelong-synthetic`` calls. Pure NumPy, deterministic for a seed.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recipes.runtime.datasets import progress, replace_dir
+
+__all__ = ["LifelongData", "generate_lifelong", "LIFELONG_DEFAULTS", "fetch_lifelong"]
+
+
+@dataclass
+class LifelongData:
+    """Output of :func:`generate_lifelong`. Raw ids start at 1 (items, categories, users = row + 1).
+
+    ``hist_item``         (U, H) int32 item ids, chronological (position 0 is the oldest)
+    ``hist_timestamp``    (U, H) int64 seconds, increasing along each row
+    ``target_item``       (U, T) int64 the T candidate items shown after the history
+    ``target_timestamp``  (U,) int64 when they were shown (after the last behaviour)
+    ``label``             (U, T) int8 1 when the history holds the target's theme
+    ``planted_positions`` (U, T, k) int64 history positions planted for each target: for a positive the k
+                          relevant behaviours (same category and theme as the target), for a negative k decoys
+                          (same category, other themes)
+    ``item_cate``         (num_items + 1,) category id of each item id (index 0 unused)
+    ``item_theme``        (num_items + 1,) hidden theme (0..num_themes-1) of each item id, within its category
+    ``user_interests``    (U, I) the categories each user's background behaviours come from
+    ``params``            the generator's arguments
+    """
+
+    hist_item: np.ndarray
+    hist_timestamp: np.ndarray
+    target_item: np.ndarray
+    target_timestamp: np.ndarray
+    label: np.ndarray
+    planted_positions: np.ndarray
+    item_cate: np.ndarray
+    item_theme: np.ndarray
+    user_interests: np.ndarray
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_users(self) -> int:
+        return int(self.hist_item.shape[0])
+
+    @property
+    def history_length(self) -> int:
+        return int(self.hist_item.shape[1])
+
+    def relevant_mask(self, user_row: int, target: int) -> np.ndarray:
+        """``(H,)`` bool: the behaviours the search stage should find for target ``target`` of user row
+        ``user_row`` (the planted ones when the target is positive, none when negative)."""
+        mask = np.zeros(self.history_length, dtype=bool)
+        if self.label[user_row, target]:
+            mask[self.planted_positions[user_row, target]] = True
+        return mask
+
+    def head(self, num_users: int) -> "LifelongData":
+        """The first ``num_users`` users (the item tables are kept whole)."""
+        per_user = {name: getattr(self, name)[:num_users] for name in self._ARRAYS if name not in ("item_cate", "item_theme")}
+        return LifelongData(**per_user, item_cate=self.item_cate, item_theme=self.item_theme, params=dict(self.params))
+
+    _ARRAYS = ("hist_item", "hist_timestamp", "target_item", "target_timestamp", "label", "planted_positions",
+               "item_cate", "item_theme", "user_interests")
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(folder / "lifelong.npz", **{name: getattr(self, name) for name in self._ARRAYS})
+        (folder / "params.json").write_text(json.dumps(self.params, indent=2, sort_keys=True))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "LifelongData":
+        folder = Path(folder)
+        if not (folder / "lifelong.npz").is_file():
+            raise FileNotFoundError(f"{folder}: no lifelong.npz (write one with fusion data fetch lifelong-synthetic)")
+        with np.load(folder / "lifelong.npz") as arrays:
+            values = {name: arrays[name] for name in cls._ARRAYS}
+        params = json.loads((folder / "params.json").read_text()) if (folder / "params.json").is_file() else {}
+        return cls(**values, params=params)
+
+
+_LIFELONG_CHUNK = 256  # users generated per step; fixed so a seed gives the same data on every machine
+
+
+def _avoid_pairs(cate: np.ndarray, theme: np.ndarray, forbidden_cate: np.ndarray, forbidden_theme: np.ndarray,
+                 num_themes: int, rng: np.random.Generator) -> None:
+    """Redraw, in place, the theme of every entry whose (category, theme) is one of its row's forbidden pairs.
+
+    ``cate``/``theme``: (c, n); ``forbidden_*``: (c, T). Terminates because every category keeps a theme that
+    is not forbidden (see the targets' "free" theme)."""
+    def clashes(key: np.ndarray, forbidden: np.ndarray) -> np.ndarray:
+        hit = np.zeros(key.shape, dtype=bool)
+        for j in range(forbidden.shape[-1]):
+            hit |= key == forbidden[..., j : j + 1]
+        return hit
+
+    forbidden = forbidden_cate * num_themes + forbidden_theme  # (c, T)
+    rows, cols = np.nonzero(clashes(cate * num_themes + theme, forbidden))
+    while rows.size:
+        theme[rows, cols] = rng.integers(0, num_themes, size=rows.size)
+        still = clashes((cate[rows, cols] * num_themes + theme[rows, cols])[:, None], forbidden[rows])[:, 0]
+        rows, cols = rows[still], cols[still]
+
+
+def generate_lifelong(
+    num_users: int = 2_000,
+    history_length: int = 10_000,
+    num_items: int = 2_000,
+    num_cates: int = 20,
+    num_interests: int = 4,
+    relevant_per_target: int = 3,
+    seed: int = 0,
+    *,
+    num_themes: int = 10,
+    targets_per_user: int = 8,
+    recent_window: int = 200,
+    distance_bias: float = 2.0,
+    mean_gap_hours: float = 2.0,
+    start_timestamp: int = 1_500_000_000,
+    verbose: bool | None = None,
+) -> LifelongData:
+    """Lifelong behaviour histories whose targets depend on a few behaviours planted far back.
+
+    The generative story (see data_cards/lifelong-synthetic.md):
+
+    1. Items form a grid: ``num_cates`` categories × ``num_themes`` hidden themes × ``num_items / (num_cates ×
+       num_themes)`` variants, then get shuffled ids. Only the category is visible; the theme is hidden.
+    2. A user has ``num_interests`` categories with Dirichlet(1) weights. Each of the ``history_length``
+       background behaviours picks an interest by weight and a uniform theme and variant in it; gaps between
+       behaviours are exponential with mean ``mean_gap_hours``.
+    3. After the history the user is shown ``targets_per_user`` items with distinct (category, theme) pairs,
+       categories from the user's interests (one theme per interest is never a target's, so background and
+       decoys always have a theme left); each is positive with probability 1/2. Background behaviours never
+       fall in a target's pair.
+    4. For each target, ``relevant_per_target`` history positions are planted: for a positive, items of the
+       target's category *and* theme (a different variant where there is one) — the relevant behaviours; for a
+       negative, decoys of the same category and other themes. Positions avoid the last ``recent_window``
+       behaviours (at most half the history) and have density ∝ (1 − p/H₀)^``distance_bias`` over the older
+       positions p < H₀, so they sit mostly in the distant past.
+
+    So the label is exactly "does the history hold the target's theme", category counts carry no signal, and a
+    model must find the planted behaviours to beat chance. Deterministic for a given seed.
+    """
+    total = num_cates * num_themes
+    if num_items < total or num_items % total:
+        suggestion = max(1, round(num_items / total)) * total
+        raise ValueError(
+            f"num_items ({num_items}) must be a multiple of num_cates × num_themes ({num_cates} × {num_themes} = "
+            f"{total}); use e.g. num_items={suggestion}"
+        )
+    if not 1 <= num_interests <= num_cates:
+        raise ValueError(f"num_interests must be in [1, num_cates={num_cates}], got {num_interests}")
+    if num_themes < 2:
+        raise ValueError(f"num_themes must be >= 2 (negatives need decoys of another theme), got {num_themes}")
+    if not 1 <= targets_per_user <= num_interests * (num_themes - 1):
+        raise ValueError(
+            f"targets_per_user must be in [1, num_interests × (num_themes − 1) = {num_interests * (num_themes - 1)}] "
+            f"(each interest keeps one theme no target uses), got {targets_per_user}"
+        )
+    if relevant_per_target < 1:
+        raise ValueError(f"relevant_per_target must be >= 1, got {relevant_per_target}")
+    planted = targets_per_user * relevant_per_target
+    if history_length < 2 * planted:
+        raise ValueError(
+            f"history_length ({history_length}) must be at least 2 × targets_per_user × relevant_per_target = {2 * planted}"
+        )
+    if num_users < 1 or recent_window < 0 or mean_gap_hours <= 0:
+        raise ValueError("num_users must be >= 1, recent_window >= 0 and mean_gap_hours > 0")
+
+    params = dict(
+        num_users=num_users, history_length=history_length, num_items=num_items, num_cates=num_cates,
+        num_interests=num_interests, relevant_per_target=relevant_per_target, seed=seed, num_themes=num_themes,
+        targets_per_user=targets_per_user, recent_window=recent_window, distance_bias=distance_bias,
+        mean_gap_hours=mean_gap_hours, start_timestamp=start_timestamp,
+    )
+    variants = num_items // total
+    users, length, themes, k = num_users, history_length, num_themes, relevant_per_target
+    targets = targets_per_user
+    global_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
+    item_of_grid = global_rng.permutation(num_items)  # grid cell → item id − 1
+    grid = np.arange(num_items)
+    item_cate = np.zeros(num_items + 1, dtype=np.int64)
+    item_theme = np.zeros(num_items + 1, dtype=np.int64)
+    item_cate[item_of_grid + 1] = grid // (themes * variants) + 1
+    item_theme[item_of_grid + 1] = (grid // variants) % themes
+
+    hist_item = np.empty((users, length), dtype=np.int32)
+    hist_timestamp = np.empty((users, length), dtype=np.int64)
+    target_item = np.empty((users, targets), dtype=np.int64)
+    target_timestamp = np.empty(users, dtype=np.int64)
+    label = np.empty((users, targets), dtype=np.int8)
+    planted_positions = np.empty((users, targets, k), dtype=np.int64)
+    user_interests = np.empty((users, num_interests), dtype=np.int64)
+
+    old_region = length - min(recent_window, length // 2)
+    position = np.arange(old_region)
+    log_weight = distance_bias * np.log1p(-position / old_region)
+    gap_mean = mean_gap_hours * 3600.0
+    verbose = users * length >= 5_000_000 if verbose is None else verbose
+    started = time.perf_counter()
+    for chunk, first in enumerate(range(0, users, _LIFELONG_CHUNK)):
+        last = min(first + _LIFELONG_CHUNK, users)
+        c = last - first
+        rows = np.arange(c)[:, None]
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, chunk)))
+        interests = np.argsort(rng.random((c, num_cates)), axis=1)[:, :num_interests]  # (c, I) category − 1
+        weights = rng.dirichlet(np.ones(num_interests), size=c)
+        edges = np.cumsum(weights, axis=1)[:, :-1]
+        pick = rng.random((c, length))
+        which = np.zeros((c, length), dtype=np.int64)
+        for i in range(num_interests - 1):
+            which += pick > edges[:, i : i + 1]
+        cate = interests[rows, which]  # (c, H)
+        theme = rng.integers(0, themes, size=(c, length))
+        variant = rng.integers(0, variants, size=(c, length))
+
+        # Targets: distinct (interest, theme) pairs per user, never the interest's "free" theme, so every
+        # category keeps a theme that background behaviours and decoys can fall back on.
+        free = rng.integers(0, themes, size=(c, num_interests))
+        pairs = np.argsort(rng.random((c, num_interests * (themes - 1))), axis=1)[:, :targets]
+        t_interest, slot = pairs // (themes - 1), pairs % (themes - 1)
+        t_cate = interests[rows, t_interest]  # (c, T)
+        t_theme = slot + (slot >= free[rows, t_interest])
+        t_variant = rng.integers(0, variants, size=(c, targets))
+        t_label = (rng.random((c, targets)) < 0.5).astype(np.int8)
+        _avoid_pairs(cate, theme, t_cate, t_theme, themes, rng)
+
+        # Planted positions: weighted sampling without replacement (Gumbel top-m) over the older region.
+        keys = log_weight[None, :] - np.log(-np.log(rng.random((c, old_region))))
+        chosen = np.argpartition(-keys, planted - 1, axis=1)[:, :planted]
+        chosen = rng.permuted(chosen, axis=1).reshape(c, targets, k)
+        p_cate = np.repeat(t_cate[:, :, None], k, axis=2)
+        positive = t_label[:, :, None].astype(bool)
+        p_theme = np.where(positive, t_theme[:, :, None], rng.integers(0, themes, size=(c, targets, k)))
+        decoy = ~np.broadcast_to(positive, p_theme.shape)
+        if variants > 1:
+            other_variant = (t_variant[:, :, None] + rng.integers(1, variants, size=(c, targets, k))) % variants
+        else:
+            other_variant = np.repeat(t_variant[:, :, None], k, axis=2)
+        p_variant = np.where(positive, other_variant, rng.integers(0, variants, size=(c, targets, k)))
+        # Decoys must not land in any target's pair (their own included).
+        d_mask = decoy.reshape(c, -1)
+        d_cate = np.where(d_mask, p_cate.reshape(c, -1), -1)  # category −1: relevant entries never clash
+        d_theme = p_theme.reshape(c, -1).copy()
+        _avoid_pairs(d_cate, d_theme, t_cate, t_theme, themes, rng)
+        p_theme = np.where(d_mask, d_theme, p_theme.reshape(c, -1)).reshape(c, targets, k)
+        flat_pos = chosen.reshape(c, -1)
+        cate[rows, flat_pos] = p_cate.reshape(c, -1)
+        theme[rows, flat_pos] = p_theme.reshape(c, -1)
+        variant[rows, flat_pos] = p_variant.reshape(c, -1)
+
+        hist_item[first:last] = item_of_grid[(cate * themes + theme) * variants + variant] + 1
+        target_item[first:last] = item_of_grid[(t_cate * themes + t_theme) * variants + t_variant] + 1
+        start = start_timestamp + rng.integers(0, 30 * 86_400, size=c)
+        times = start[:, None] + np.cumsum(rng.exponential(gap_mean, size=(c, length)), axis=1).astype(np.int64)
+        hist_timestamp[first:last] = times
+        target_timestamp[first:last] = times[:, -1] + 1 + rng.exponential(gap_mean, size=c).astype(np.int64)
+        label[first:last] = t_label
+        planted_positions[first:last] = chosen
+        user_interests[first:last] = interests + 1
+        if verbose:
+            progress(f"lifelong-synthetic: {last:,}/{users:,} users × {length:,} behaviours "
+                     f"({time.perf_counter() - started:.1f} s)")
+    return LifelongData(
+        hist_item=hist_item, hist_timestamp=hist_timestamp, target_item=target_item,
+        target_timestamp=target_timestamp, label=label, planted_positions=planted_positions,
+        item_cate=item_cate, item_theme=item_theme, user_interests=user_interests, params=params,
+    )
+
+
+# The configuration `fusion data fetch lifelong-synthetic` writes to the cache.
+LIFELONG_DEFAULTS: dict[str, Any] = {
+    name: parameter.default for name, parameter in inspect.signature(generate_lifelong).parameters.items()
+    if name != "verbose"
+}
+
+
+def fetch_lifelong(path: Path | None, dest: Path) -> Path:
+    """A saved lifelong data set: the local folder ``path``, the cache, or a fresh one generated with the
+    default parameters into the cache."""
+    if path is not None:
+        data = LifelongData.load(path)
+        progress(f"lifelong-synthetic: {path} holds {data.num_users:,} users × {data.history_length:,} behaviours")
+        return Path(path)
+    params_file = dest / "params.json"
+    if (dest / "lifelong.npz").is_file() and params_file.is_file() and json.loads(params_file.read_text()) == LIFELONG_DEFAULTS:
+        progress(f"lifelong-synthetic: using the cache {dest}")
+        return dest
+    data = generate_lifelong(verbose=True)
+    staging = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
+    data.save(staging)
+    return replace_dir(staging, dest)

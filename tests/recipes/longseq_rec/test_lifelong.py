@@ -1,0 +1,96 @@
+"""recipes.longseq_rec.lifelong: the generator (determinism, shapes, where the relevant behaviours are planted,
+argument checks), saving and loading, and the registered fetch that writes the default configuration once."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recipes.longseq_rec import lifelong as lifelong_module
+from recipes.longseq_rec.lifelong import LIFELONG_DEFAULTS, LifelongData, generate_lifelong
+from recipes.runtime.datasets import fetch_dataset
+
+
+def test_generator_is_deterministic(lifelong):
+    again = generate_lifelong(num_users=12, history_length=60, num_items=48, num_cates=4, num_interests=2,
+                              relevant_per_target=2, seed=5, num_themes=3, targets_per_user=3, recent_window=10)
+    for name in LifelongData._ARRAYS:
+        np.testing.assert_array_equal(getattr(again, name), getattr(lifelong, name), err_msg=name)
+    other = generate_lifelong(num_users=12, history_length=60, num_items=48, num_cates=4, num_interests=2,
+                              relevant_per_target=2, seed=6, num_themes=3, targets_per_user=3, recent_window=10)
+    assert not np.array_equal(other.hist_item, lifelong.hist_item)
+
+
+def test_generator_shapes_and_time(lifelong):
+    assert lifelong.hist_item.shape == (12, 60) and lifelong.hist_timestamp.shape == (12, 60)
+    assert lifelong.target_item.shape == lifelong.label.shape == (12, 3)
+    assert lifelong.planted_positions.shape == (12, 3, 2)
+    assert lifelong.hist_item.min() >= 1 and lifelong.hist_item.max() <= 48
+    assert np.all(np.diff(lifelong.hist_timestamp, axis=1) >= 0)
+    assert np.all(lifelong.target_timestamp > lifelong.hist_timestamp[:, -1])
+    assert set(np.unique(lifelong.label)) == {0, 1}
+
+
+def test_relevant_behaviours_are_exactly_where_planted(lifelong):
+    cate, theme = lifelong.item_cate, lifelong.item_theme
+    for user in range(lifelong.num_users):
+        hist_cate, hist_theme = cate[lifelong.hist_item[user]], theme[lifelong.hist_item[user]]
+        # history categories come from the user's interests only
+        assert set(hist_cate) <= set(lifelong.user_interests[user])
+        planted_all = lifelong.planted_positions[user].reshape(-1)
+        assert len(set(planted_all)) == planted_all.size and planted_all.max() < 60 - 10  # outside the recent window
+        for target in range(3):
+            item = lifelong.target_item[user, target]
+            same_theme = np.flatnonzero((hist_cate == cate[item]) & (hist_theme == theme[item]))
+            planted = lifelong.planted_positions[user, target]
+            assert np.all(hist_cate[planted] == cate[item])  # relevant and decoys share the category
+            if lifelong.label[user, target]:
+                assert sorted(same_theme) == sorted(planted)
+                np.testing.assert_array_equal(np.flatnonzero(lifelong.relevant_mask(user, target)), np.sort(planted))
+            else:
+                assert same_theme.size == 0 and not lifelong.relevant_mask(user, target).any()
+
+
+def test_generator_plants_far_back_and_checks_arguments():
+    data = generate_lifelong(num_users=64, history_length=1_000, num_items=200, num_cates=10, num_interests=3,
+                             relevant_per_target=3, seed=0, num_themes=4, targets_per_user=2)
+    assert np.median(data.planted_positions) < 400  # density ∝ (1 − p/H₀)²: mostly the distant past
+    with pytest.raises(ValueError, match="multiple of num_cates × num_themes.*num_items=200"):
+        generate_lifelong(num_items=190, num_cates=10, num_themes=4)
+    with pytest.raises(ValueError, match="targets_per_user must be in \\[1, num_interests × \\(num_themes − 1\\) = 4\\]"):
+        generate_lifelong(num_items=40, num_cates=4, num_themes=2, targets_per_user=5)
+    with pytest.raises(ValueError, match="history_length \\(10\\) must be at least"):
+        generate_lifelong(num_users=2, history_length=10, num_items=40, num_cates=4, num_themes=2, targets_per_user=2)
+
+
+def test_lifelong_save_load_round_trips(lifelong, tmp_path):
+    folder = lifelong.save(tmp_path / "lifelong")
+    loaded = LifelongData.load(folder)
+    for name in LifelongData._ARRAYS:
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(lifelong, name), err_msg=name)
+    assert loaded.params == lifelong.params
+    head = loaded.head(5)
+    assert head.num_users == 5 and head.hist_item.shape == (5, 60) and head.item_cate.size == lifelong.item_cate.size
+    with pytest.raises(FileNotFoundError, match="fusion data fetch lifelong-synthetic"):
+        LifelongData.load(tmp_path / "elsewhere")
+
+
+def test_lifelong_fetch_generates_once_into_the_cache(lifelong, tmp_path, monkeypatch):
+    """The registered fetch writes the default configuration to the cache and reuses it while it matches."""
+    monkeypatch.setenv("FUSION_DATA_DIR", str(tmp_path))
+    defaults = LIFELONG_DEFAULTS
+    assert defaults["history_length"] == 10_000 and "verbose" not in defaults
+    calls = []
+
+    def small_generator(**kwargs):
+        calls.append(kwargs)
+        return LifelongData(**{name: getattr(lifelong, name) for name in LifelongData._ARRAYS}, params=dict(defaults))
+
+    monkeypatch.setattr(lifelong_module, "generate_lifelong", small_generator)
+    folder = fetch_dataset("lifelong-synthetic")
+    assert folder == tmp_path / "lifelong-synthetic" and len(calls) == 1
+    assert fetch_dataset("lifelong-synthetic") == folder and len(calls) == 1  # cache hit
+    np.testing.assert_array_equal(LifelongData.load(folder).hist_item, lifelong.hist_item)
+    (folder / "params.json").write_text('{"seed": 99}')  # another configuration: generate the defaults again
+    fetch_dataset("lifelong-synthetic")
+    assert len(calls) == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["lifelong-synthetic"]
+    assert fetch_dataset("lifelong-synthetic", path=folder) == folder
