@@ -177,12 +177,18 @@ def _app(args: argparse.Namespace) -> int:
         return 0
 
 
+def _recipes_epilog() -> str:
+    from recipes.runtime.registry import recipe_names
+
+    return f"recipes: {', '.join(recipe_names()) or '(none installed)'}\n\n"
+
+
 # --- parser --------------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fusion",
         description="Train, score and explain the fusion-suite recipes; fetch their data; open the dashboards.",
-        epilog=_EPILOG,
+        epilog=_recipes_epilog() + _EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

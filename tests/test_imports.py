@@ -25,3 +25,41 @@ def test_public_api_lists_every_operator():
         "information_bottleneck",
         "sequential",
     }
+
+
+def test_no_import_circle_between_files():
+    """Counting imports inside functions and under TYPE_CHECKING too: a file never reaches itself."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    modules: dict[str, Path] = {}
+    for file in [*root.glob("recipes/**/*.py"), *root.glob("fusion_core/**/*.py")]:
+        name = ".".join(file.relative_to(root).with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = file
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, file in modules.items():
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            graph[name].update(t for t in targets if t in modules and t != name and not name.startswith(t + "."))
+    cycles = []
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles)

@@ -38,16 +38,6 @@ __all__ = [
     "progress",
 ]
 
-_DATASETS: dict[str, str] = {
-    "movielens-100k": "recipes.longseq_rec.data",
-    "lifelong-synthetic": "recipes.longseq_rec.data",
-    "taobao": "recipes.longseq_rec.data",
-    "iu-reports": "recipes.medical_more.data",
-    "more-cohort": "recipes.medical_more.data",
-    "dementia-cohort": "recipes.dementia_speech.data",
-    "driving-scenes": "recipes.driving_interaction.data",
-}
-
 _DATASETS: dict[str, "DatasetSpec"] = {}
 
 

@@ -69,6 +69,17 @@ class Recipe(abc.ABC):
         shipped = sorted(p.stem for p in self.configs_dir.glob("*.yaml"))
         raise FileNotFoundError(f"no config {str(name_or_path)!r} for recipe {self.name}; shipped configs: {shipped}, or pass a YAML path")
 
+    def config_chain(self, name_or_path: str | Path) -> list[Path]:
+        """The YAML files a config stands for, base first: a config whose header says ``# extends: quick`` holds
+        only what differs from ``quick`` (itself possibly extending another), and is applied on top of it."""
+        chain = [self.config_path(name_or_path)]
+        while (base := _extends(chain[0])) is not None:
+            path = self.config_path(base)
+            if path in chain:
+                raise ValueError(f"config {chain[0]} extends {base!r}, which extends it back: {[str(p) for p in chain]}")
+            chain.insert(0, path)
+        return chain
+
     def on_train_end(self, run: "Run", datamodule: "pl_.LightningDataModule") -> None:
         """Write recipe artefacts the scorer needs (vocabularies, normalisers) into ``run.path``.
         Called on rank 0 after training. Default: nothing."""
@@ -107,3 +118,16 @@ class Recipe(abc.ABC):
     def explain(self, run: "Run", input_path: Path | None, out_path: Path, *, max_examples: int = 4) -> Path:
         """Write a self-contained HTML report with plots for ``run`` on ``input_path`` (or the run's own
         held-out data when None) to ``out_path``; return the path."""
+
+
+_EXTENDS = "# extends:"
+
+
+def _extends(path: Path) -> str | None:
+    """The config a YAML file layers on, from a ``# extends: NAME`` line in its leading comment block."""
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if line.startswith(_EXTENDS):
+            return line[len(_EXTENDS):].strip() or None
+    return None

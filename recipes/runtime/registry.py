@@ -3,10 +3,10 @@
 A vertical announces itself in its package's ``pyproject.toml``; nothing in ``recipes.runtime`` names it::
 
     [project.entry-points."fusion_suite.recipes"]
-    longseq_rec = "recipes.longseq_rec.recipe:RECIPE"        # a Recipe instance
+    my_vertical = "my_package.recipe:RECIPE"          # a Recipe instance
 
     [project.entry-points."fusion_suite.datasets"]
-    movielens-100k = "recipes.longseq_rec.readers"           # a module whose import registers the data set
+    my-data-set = "my_package.readers"                # a module whose import registers the data set
 
 A recipe can also be registered by calling :func:`register_recipe` (tests, notebooks); both paths end in the same
 table. An entry point whose module is not importable because an optional part of the installation is missing
@@ -29,6 +29,7 @@ __all__ = [
     "register_recipe",
     "get_recipe",
     "list_recipes",
+    "recipe_names",
     "discovered",
     "load_entry_point",
 ]
@@ -97,5 +98,11 @@ def get_recipe(name: str) -> "Recipe":
 
 
 def list_recipes() -> list[str]:
+    """Names of every recipe (loads the entry points)."""
     _load()
     return sorted(_RECIPES)
+
+
+def recipe_names() -> list[str]:
+    """Names of the installed and registered recipes without importing any of them (for ``fusion --help``)."""
+    return sorted(set(discovered(RECIPE_GROUP)) | set(_RECIPES))

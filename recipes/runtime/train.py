@@ -164,7 +164,7 @@ def parse_config(recipe_name: str, configs: list[str | Path], overrides: list[st
     from recipes.runtime.registry import get_recipe
 
     recipe = get_recipe(recipe_name)
-    args = [arg for config in configs for arg in ("--config", str(recipe.config_path(config)))]
+    args = [arg for config in configs for path in recipe.config_chain(config) for arg in ("--config", str(path))]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
         try:
@@ -260,7 +260,7 @@ def train(recipe_name: str, argv: list[str]) -> Run:
     if args.help:
         print(TRAIN_USAGE.replace("RECIPE", recipe.name) + "\n\nLightningCLI options:\n")
     try:
-        configs = [str(recipe.config_path(c)) for c in args.configs]
+        configs = [str(path) for c in args.configs for path in recipe.config_chain(c)]
     except FileNotFoundError as error:
         raise TrainConfigError(str(error)) from None
     root = runs_root(args.runs_dir).resolve()

@@ -23,7 +23,8 @@ from fusion_core import create_fusion
 from recipes.runtime import registry as recipe_registry
 from recipes.runtime.datamodule import SPLITS, RecipeDataModule, TensorRows
 from recipes.runtime.metrics import BinaryNLL
-from recipes.runtime.module import RecipeConfig, RecipeModule
+from recipes.runtime.config import RecipeConfig
+from recipes.runtime.module import RecipeModule
 from recipes.runtime.recipe import Recipe
 from recipes.runtime.registry import register_recipe
 from recipes.runtime.report import HtmlReport

@@ -1,0 +1,124 @@
+"""Every registered recipe has the same shape, trains with the fusion_core missing-modality machinery switched on from
+its config, and reports the same test metrics from 2 DDP processes as from 1.
+
+Each vertical's test package provides ``tests/recipes/<recipe>/tiny.py`` with:
+
+``TINY_OVERRIDES``       ``fusion train`` arguments (``--config quick`` plus overrides) that train for seconds on a
+                         tiny data set built under ``$FUSION_DATA_DIR``; its test split has an even number of rows,
+                         so DDP's sampler pads nothing and 2 processes see exactly the 1-process test set
+``SEQUENTIAL_OVERRIDES`` arguments that switch the fusion of pooled modalities to ``sequential`` (MultiModN) with its
+                         per-step loss on, or None where the recipe does not fuse pooled modalities
+``DDP_TOLERANCE``        how far the test metrics of a 1-process and a 2-process training of the tiny run may differ
+                         (the two see different batch compositions; the evaluation itself is exact, checked below)
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recipes.runtime.datamodule import RecipeDataModule
+from recipes.runtime.module import SUBSET_MARK, RecipeModule
+from recipes.runtime.registry import get_recipe, list_recipes
+from recipes.runtime.runs import list_runs
+
+RECIPES = list_recipes()
+REPO = Path(__file__).resolve().parents[2]
+SHARED_FILES = ("data.py", "model.py", "module.py", "recipe.py", "explain.py", "metrics.py", "configs/quick.yaml",
+                "configs/full.yaml")
+
+
+def tiny(name: str):
+    return importlib.import_module(f"tests.recipes.{name}.tiny")
+
+
+def package_dir(name: str) -> Path:
+    return Path(importlib.import_module(type(get_recipe(name)).__module__).__file__).parent
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_has_the_same_shape(name):
+    recipe = get_recipe(name)
+    assert issubclass(recipe.module_class, RecipeModule)
+    assert issubclass(recipe.datamodule_class, RecipeDataModule)
+    folder = package_dir(name)
+    missing = [f for f in SHARED_FILES if not (folder / f).exists()]
+    assert not missing, f"{folder} lacks {missing}"
+    assert (folder / "readers.py").is_file() or (folder / "readers").is_dir(), f"{folder} has no readers"
+    for method in ("load_predictor", "score_frame", "demo_input", "explain", "card_notes"):
+        assert callable(getattr(recipe, method))
+    config_class = recipe.module_class.config_class
+    assert config_class is not RecipeModule.config_class, f"{name} declares no config of its own"
+    assert recipe.config_chain("quick")[-1].name == "quick.yaml"
+
+
+def _train(name: str, tmp_path: Path, extra: list[str], *, processes: int = 1) -> "object":
+    runs = tmp_path / "runs"
+    env = {k: v for k, v in os.environ.items() if k not in ("FUSION_RUN_ID", "WORLD_SIZE", "LOCAL_RANK", "RANK")}
+    env.update(FUSION_DATA_DIR=str(tmp_path / "data"), FUSION_RUNS_DIR=str(runs), PYTHONPATH=str(REPO))
+    args = [*tiny(name).TINY_OVERRIDES, *extra, "--runs-dir", str(runs)]
+    if processes > 1:
+        args += ["--trainer.strategy", "ddp", "--trainer.devices", str(processes), "--trainer.accelerator", "cpu"]
+    before = {run.run_id for run in list_runs(runs, name)}
+    result = subprocess.run([sys.executable, "-m", "recipes.cli", "train", name, *args], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    (run,) = [run for run in list_runs(runs, name) if run.run_id not in before]
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RECIPES)
+def test_quick_config_trains_with_missingness_machinery_on(name, tmp_path):
+    spec = tiny(name)
+    run = _train(name, tmp_path, ["--model.config.balance_missingness", "true", "--model.config.modality_dropout", "0.3"])
+    assert run.status == "finished"
+    assert run.hparams["config"]["balance_missingness"] is True
+    test = {k: v for k, v in run.metrics.items() if k.startswith("test/")}
+    assert test and all(math.isfinite(v) for v in test.values())
+    modalities = run.load_module().modalities
+    if len(modalities) > 1:  # the robustness table: one column per dropped modality at least
+        assert {m for m in modalities if any(k.endswith(f"{SUBSET_MARK}{m}") for k in test)} == set(modalities)
+    if spec.SEQUENTIAL_OVERRIDES is not None:
+        sequential = _train(name, tmp_path, list(spec.SEQUENTIAL_OVERRIDES))
+        assert sequential.status == "finished"
+        assert "sequential" in str(sequential.hparams)
+        assert sequential.hparams["config"]["step_loss_weight"] > 0
+
+
+def _evaluate_in_one_process(run) -> dict[str, float]:
+    """The run's saved weights evaluated on its test split by one process."""
+    import lightning.pytorch as pl
+
+    recipe = get_recipe(run.recipe)
+    module = run.load_module()
+    data = recipe.datamodule_class(**run.config["data"])
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (results,) = trainer.test(module, datamodule=data, verbose=False)
+    return {k: float(v) for k, v in results.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RECIPES)
+def test_two_processes_report_the_metrics_of_the_whole_test_set(name, tmp_path, monkeypatch):
+    spec = tiny(name)
+    one = _train(name, tmp_path, [])
+    two = _train(name, tmp_path, [], processes=2)
+    assert two.info["training"]["world_size"] == 2
+    one_test = {k: v for k, v in one.metrics.items() if k.startswith("test/")}
+    two_test = {k: v for k, v in two.metrics.items() if k.startswith("test/")}
+    assert set(one_test) == set(two_test)
+    # the metrics logged by the 2-process run are those of the whole test set: one process evaluating the same
+    # weights gets the same numbers (a per-rank mean would not)
+    monkeypatch.setenv("FUSION_DATA_DIR", str(tmp_path / "data"))
+    again = _evaluate_in_one_process(two)
+    for key, value in two_test.items():
+        assert again[key] == pytest.approx(value, abs=1e-4), key
+    # and 1-process training lands within the stated tolerance of 2-process training
+    for key, value in one_test.items():
+        assert abs(value - two_test[key]) <= spec.DDP_TOLERANCE, (key, value, two_test[key])
