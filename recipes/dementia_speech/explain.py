@@ -9,6 +9,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from fusion_core.encoders.text import HashTokenizer
+from fusion_core.encoders.text_minilm import minilm_tokenize, minilm_tokenizer
 from recipes.dementia_speech.chat import PAUSE_TOKENS, is_filler
 
 if TYPE_CHECKING:
@@ -62,15 +64,16 @@ class _Constant(torch.nn.Module):
 
 
 def text_tokens(predictor: "DementiaPredictor", transcript: str) -> list[str]:
-    """The tokens the text branch saw for ``transcript`` (MiniLM word pieces with [CLS]/[SEP], or words)."""
-    from recipes.dementia_speech.data import minilm, text_for_encoder
+    """The tokens the text branch saw for ``transcript``: MiniLM word pieces with [CLS]/[SEP], or [CLS] and the
+    hashed words."""
+    from recipes.dementia_speech.data import text_for_encoder
 
-    limit = predictor.settings["max_text_tokens"]
-    if predictor.settings["text_encoder"] == "scratch":
-        return transcript.split()[:limit]
-    tokenizer = minilm().tokenizer
-    ids = tokenizer(text_for_encoder(transcript), truncation=True, max_length=limit)["input_ids"]
-    return tokenizer.convert_ids_to_tokens(ids)
+    settings = predictor.settings
+    readable = text_for_encoder(transcript)
+    if settings["text_encoder"] == "scratch":
+        return HashTokenizer(settings["text_vocab_size"], settings["max_text_tokens"]).tokens(readable)
+    ids, mask = minilm_tokenize([readable], settings["max_text_tokens"])
+    return minilm_tokenizer().convert_ids_to_tokens(ids[0][mask[0]].tolist())
 
 
 def marked_transcript(transcript: str) -> str:

@@ -3,10 +3,10 @@
 audio image ``(B, 3, H, W)`` → a small DeiT-like :class:`ViTEncoder` → audio tokens ``(B, 1 + P, D)``
 transcript → MiniLM token embeddings ``(B, T, 384)`` (frozen and cached by the data module, or computed here by
 MiniLM with LoRA adapters from word-piece ids: :class:`MiniLMLoRATokens`) → LayerNorm + Linear, or hashed word ids
-→ Embedding → ``(B, T, D)`` text tokens; both token sets → a fusion operator from the registry
-(``gated_self_attention`` or ``cross_attention``, the two fusion variants the paper compares) → per modality a
-:class:`ContextAttentionPooling` (context-based attention) → concatenated with the operator's pooled output →
-MLP → one logit.
+(:class:`fusion_core.encoders.text.HashTokenizer`) → Embedding → ``(B, T, D)`` text tokens; both token sets → a
+fusion operator from the registry (``gated_self_attention`` or ``cross_attention``, the two fusion variants the paper
+compares) → per modality a :class:`ContextAttentionPooling` (context-based attention) → concatenated with the
+operator's pooled output → MLP → one logit.
 
 A modality can be left out of the model (``modalities=("audio",)``) for the unimodal baselines, or marked
 absent per sample through ``present`` (what modality Shapley values switch).
@@ -21,16 +21,16 @@ from torch import Tensor, nn
 
 from fusion_core import create_fusion
 from fusion_core.encoders.image import ViTEncoder
-from fusion_core.encoders.text import SentenceEncoder
+from fusion_core.encoders.text import HashTokenizer
+from fusion_core.encoders.text_minilm import MINILM_DIM, SentenceEncoder
 from fusion_core.layers.context_attention import ContextAttentionPooling
 from fusion_core.layers.mlp import MLP
+from recipes.dementia_speech.data import TEXT_ENCODERS, pretrained_text_advice
 
-__all__ = ["DementiaModelConfig", "DementiaModel", "DementiaOutput", "MiniLMLoRATokens", "MODALITIES", "FUSIONS",
-           "TEXT_ENCODERS"]
+__all__ = ["DementiaModelConfig", "DementiaModel", "DementiaOutput", "MiniLMLoRATokens", "MODALITIES", "FUSIONS"]
 
 MODALITIES = ("audio", "text")
 FUSIONS = ("gated_self_attention", "cross_attention")
-TEXT_ENCODERS = ("minilm", "minilm_lora", "scratch")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class DementiaModelConfig:
     fusion_layers: int = 1
     context_heads: int = 1
     text_encoder: str = "minilm"
-    text_dim: int = 384
+    text_dim: int = MINILM_DIM
     text_vocab_size: int = 4096
     dropout: float = 0.1
     lora_rank: int = 8
@@ -59,7 +59,8 @@ class DementiaModelConfig:
         if self.text_encoder not in TEXT_ENCODERS:
             raise ValueError(f"text_encoder={self.text_encoder!r}; choose one of {list(TEXT_ENCODERS)}")
         if self.text_encoder != "scratch" and self.text_dim <= 0:
-            raise ValueError(f"text_dim must be the MiniLM width (384) with text_encoder={self.text_encoder!r}")
+            raise ValueError(f"text_dim must be the MiniLM width ({MINILM_DIM}) with "
+                             f"text_encoder={self.text_encoder!r}")
         if self.lora_rank <= 0 or self.lora_alpha <= 0:
             raise ValueError(f"lora_rank and lora_alpha must be positive; got {self.lora_rank}, {self.lora_alpha}")
 
@@ -74,18 +75,8 @@ class MiniLMLoRATokens(nn.Module):
 
     def __init__(self, rank: int = 8, alpha: int = 16) -> None:
         super().__init__()
-        from recipes.dementia_speech.data import minilm
-
-        minilm()  # the package check, with the advice to use --data.text_encoder scratch
-        try:
-            import peft  # noqa: F401
-        except ImportError as error:
-            raise ImportError(
-                f"text_encoder='minilm_lora' needs peft ({error}); install the speech extra "
-                "(pip install -c constraints.txt -e '.[speech]'), or train with the frozen encoder "
-                "(--data.text_encoder minilm) or the from-scratch text branch (--data.text_encoder scratch)"
-            ) from error
-        self.encoder = SentenceEncoder(mode="lora", lora_rank=rank, lora_alpha=alpha).load()
+        with pretrained_text_advice():
+            self.encoder = SentenceEncoder(mode="lora", lora_rank=rank, lora_alpha=alpha).load()
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
         return self.encoder.token_states(ids, mask)
@@ -119,7 +110,8 @@ class DementiaModel(nn.Module):
             if config.text_encoder == "minilm_lora":
                 self.minilm = MiniLMLoRATokens(config.lora_rank, config.lora_alpha)
             self.text_encoder = (nn.Sequential(nn.LayerNorm(config.text_dim), nn.Linear(config.text_dim, d))
-                                 if config.text_encoder != "scratch" else nn.Embedding(config.text_vocab_size, d, padding_idx=0))
+                                 if config.text_encoder != "scratch"
+                                 else nn.Embedding(config.text_vocab_size, d, padding_idx=HashTokenizer.PAD))
         self.fusion = create_fusion(config.fusion, modality_dims={m: d for m in self.modalities}, dim=d,
                                     num_layers=config.fusion_layers, num_heads=config.num_heads, dropout=config.dropout)
         self.pooling = nn.ModuleList([ContextAttentionPooling(d, config.context_heads) for _ in self.modalities])

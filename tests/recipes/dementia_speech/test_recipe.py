@@ -32,7 +32,8 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["quick", "full", "lora"])
 def test_shipped_configs_fit_the_module_and_data_signatures(name):
-    from recipes.dementia_speech.data import MINILM_DIM, DementiaDataModule
+    from fusion_core.encoders.text_minilm import MINILM_DIM
+    from recipes.dementia_speech.data import DementiaDataModule
     from recipes.dementia_speech.module import DementiaModule
     from recipes.runtime.registry import get_recipe
 
