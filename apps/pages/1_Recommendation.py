@@ -20,8 +20,8 @@ import torch  # noqa: E402
 
 from apps.common import load_predictor_cached, run_label, run_picker, runs_root, upload_scorer  # noqa: E402
 from fusion_core.explain import modality_shapley  # noqa: E402
+from recipes.longseq_rec.explain import GROUP_LABELS  # noqa: E402
 from recipes.longseq_rec.model import FEATURE_GROUPS  # noqa: E402
-from recipes.longseq_rec.recipe import GROUP_LABELS  # noqa: E402
 from recipes.runtime.registry import get_recipe  # noqa: E402
 from recipes.runtime.runs import Run, list_runs  # noqa: E402
 

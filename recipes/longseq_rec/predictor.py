@@ -1,0 +1,62 @@
+"""What the recommendation recipe scores and explains with: a run's trained module and its vocabulary.
+
+Its own module so that ``recipe.py`` (scoring) and ``explain.py`` (the report) can both use it without
+importing each other.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import polars as pl
+import torch
+
+if TYPE_CHECKING:
+    from recipes.longseq_rec.encoding import EncodedRows, RecVocab
+    from recipes.longseq_rec.model import RecOutput
+    from recipes.longseq_rec.module import RecModule
+
+__all__ = ["RecPredictor", "BEHAVIOURS_PER_STEP"]
+
+# Behaviours held in memory at once while scoring or explaining (rows × max_history): bounds the
+# (rows, L, D) embedding tensors of the search stage to a few hundred MB whatever the history length.
+BEHAVIOURS_PER_STEP = 2**20
+
+
+class RecPredictor(NamedTuple):
+    """What ``LongSeqRecipe.score_frame`` scores with: the trained module and the run's vocabulary."""
+
+    module: "RecModule"
+    vocab: "RecVocab"
+
+    @property
+    def max_history(self) -> int:
+        return int(self.vocab.settings.get("max_history", 200))
+
+    @property
+    def num_time_buckets(self) -> int:
+        return int(self.module.hparams.num_time_buckets)
+
+    @property
+    def rows_per_step(self) -> int:
+        return max(1, min(512, BEHAVIOURS_PER_STEP // self.max_history))
+
+    def encode(self, frame: pl.DataFrame) -> "EncodedRows":
+        from recipes.longseq_rec.encoding import encode_scoring_frame
+
+        return encode_scoring_frame(self.vocab, frame, self.max_history, self.num_time_buckets)
+
+    @torch.no_grad()
+    def forward(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None) -> "RecOutput":
+        """The module's :class:`RecOutput` on ``batch``, computed ``rows_per_step`` rows at a time."""
+        from recipes.longseq_rec.model import RecOutput
+
+        size = batch["target_item"].shape[0]
+        outs = []
+        for start in range(0, size, self.rows_per_step):
+            rows = slice(start, start + self.rows_per_step)
+            part = {k: v[rows] for k, v in batch.items()}
+            outs.append(self.module(part, None if present is None else {g: m[rows] for g, m in present.items()}))
+        return RecOutput(*(torch.cat(parts) for parts in zip(*outs)))
+
+    def probability(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        return torch.sigmoid(self.forward(batch, present).logit)
