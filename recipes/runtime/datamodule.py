@@ -64,6 +64,9 @@ class RecipeDataModule(pl.LightningDataModule):
     than PyTorch's default) or a loader (a training loader that combines two sources, say).
     """
 
+    #: drop a last partial training batch (when the split is larger than a batch); False keeps every sample
+    drop_last_train: bool = True
+
     def __init__(self, *, batch_size: int, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
         if batch_size < 1:
@@ -106,13 +109,13 @@ class RecipeDataModule(pl.LightningDataModule):
 
     def loader(self, split: str, *, shuffle: bool | None = None, batch_size: int | None = None) -> DataLoader:
         """A DataLoader over ``split``: shuffled with a generator seeded by ``seed`` (training by default), the last
-        partial batch dropped only when shuffling a split larger than a batch."""
+        partial batch dropped only when shuffling a split larger than a batch and :attr:`drop_last_train` is set."""
         dataset = self.dataset(split)
         shuffle = split == "train" if shuffle is None else shuffle
         size = self.batch_size if batch_size is None else int(batch_size)
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(dataset, batch_size=size, shuffle=shuffle, generator=generator, num_workers=self.num_workers,
-                          collate_fn=self.collate_fn(), drop_last=shuffle and len(dataset) > size,
+                          collate_fn=self.collate_fn(), drop_last=shuffle and self.drop_last_train and len(dataset) > size,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
