@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import types
 from datetime import timedelta
 
 import pytest
@@ -122,7 +124,10 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
-def test_two_gloo_processes_give_the_one_process_loss_and_gradients_on_the_global_batch():
+def test_two_gloo_processes_give_the_one_process_loss_and_gradients_on_the_global_batch(monkeypatch):
+    # spawned workers re-run the parent's __main__ file; under pytest that may be a script another test left there
+    # (Streamlit's AppTest runs pages as __main__), so spawn from a __main__ with no file to re-run
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     mp.spawn(_worker, args=(_free_port(),), nprocs=WORLD, join=True)
 
 
