@@ -1,8 +1,9 @@
 """Fixtures shared across the test tree: temporary runs roots and tiny trained recommendation runs.
 
 ``tiny_rec_run`` (DARE) and ``tiny_twin_run`` (TWIN) are trained once per session, each into its own runs root,
-on the lifelong synthetic generator at toy sizes (no network, a few seconds each). A test that needs them side by
-side under one root copies them there with ``copy_run``, so no test sees runs another test added.
+on the lifelong synthetic generator at toy sizes (``tests/recipes/longseq_rec/tiny.py``; no network, a few seconds
+each). A test that needs them side by side under one root copies them there with ``copy_run``, so no test sees runs
+another test added.
 """
 from __future__ import annotations
 
@@ -12,33 +13,7 @@ from pathlib import Path
 
 import pytest
 
-# The smallest sensible longseq_rec run: 40 synthetic users with 60-behaviour histories, 2 targets each
-# (the held-out split has 4 users and 8 rows), top-4 search, 8/16-d tables, 4 training batches of 8.
-TINY_REC_OVERRIDES: tuple[str, ...] = (
-    "--config", "quick",
-    "--data.dataset", "lifelong-synthetic",
-    "--data.lifelong_users", "40",
-    "--data.lifelong_history", "60",
-    "--data.lifelong_items", "32",
-    "--data.lifelong_cates", "4",
-    "--data.lifelong_themes", "4",
-    "--data.lifelong_interests", "2",
-    "--data.lifelong_relevant", "2",
-    "--data.lifelong_targets_per_user", "2",
-    "--data.user_hash_buckets", "8",
-    "--data.max_history", "60",
-    "--data.batch_size", "8",
-    "--model.top_k", "4",
-    "--model.attention_dim", "8",
-    "--model.representation_dim", "16",
-    "--model.profile_dim", "4",
-    "--model.din_window", "8",
-    "--model.mlp_hidden", "[16]",
-    "--trainer.max_epochs", "1",
-    "--trainer.limit_train_batches", "4",
-    "--trainer.logger", "false",
-    "--trainer.enable_progress_bar", "false",
-)
+from tests.recipes.longseq_rec.tiny import TINY_OVERRIDES as TINY_REC_OVERRIDES
 
 
 @pytest.fixture
@@ -57,7 +32,7 @@ def train_tiny_rec(tmp_path_factory: pytest.TempPathFactory, model: str):
     root = tmp_path_factory.mktemp(f"tiny-{model}-runs")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FUSION_DATA_DIR", str(tmp_path_factory.mktemp("fusion-data")))
-        run = train("longseq_rec", [*TINY_REC_OVERRIDES, "--model.model", model, "--runs-dir", str(root)])
+        run = train("longseq_rec", [*TINY_REC_OVERRIDES, "--model.config.model", model, "--runs-dir", str(root)])
     assert run.has_model, f"the tiny {model} run did not save a model: {run.path}"
     return run
 

@@ -26,7 +26,7 @@ from recipes.runtime.registry import get_recipe  # noqa: E402
 from recipes.runtime.runs import Run, list_runs  # noqa: E402
 
 RECIPE = "longseq_rec"
-TWIN_COMMAND = "fusion train rec --config quick --model.model twin"
+TWIN_COMMAND = "fusion train rec --config quick --model.config.model twin"
 COUNTERPART = {"dare": "twin", "twin": "dare", "din": "dare"}  # the model a run's retrieval is compared with
 PRIMARY_COLOR, COMPARE_COLOR = "#d62728", "#1f77b4"
 
@@ -52,8 +52,13 @@ def item_catalogue(predictor: Any) -> pl.DataFrame:
     )
 
 
+def model_config(run: Run) -> dict[str, Any]:
+    """The run's saved ``RecConfig`` as a mapping (``hparams.yaml``'s ``config``)."""
+    return dict(run.hparams.get("config") or {})
+
+
 def model_name(run: Run) -> str:
-    return str(run.hparams.get("model", "model"))
+    return str(model_config(run).get("model", "model"))
 
 
 def seen_behaviours(predictor: Any, row: dict[str, Any], batch: dict[str, torch.Tensor]) -> pl.DataFrame:
@@ -332,7 +337,7 @@ st.caption(
 )
 
 st.header("Retrieved behaviours")
-top_k = int(run.hparams.get("top_k", 0))
+top_k = int(model_config(run).get("top_k", 0))
 
 
 def show_retrieved(title: str, found: pl.DataFrame | None, error: str | None, key: str) -> None:
@@ -369,7 +374,7 @@ with left:
     show_retrieved(f"{run_model.upper()} · {what} · {run.run_id}", found, found_error, "rec-retrieved")
 with right:
     if compare is not None:
-        compare_k = int(compare.hparams.get("top_k", 0))
+        compare_k = int(model_config(compare).get("top_k", 0))
         what = f"top-{compare_k} search" if compare_name in ("dare", "twin") else "recent window"
         show_retrieved(f"{compare_name.upper()} · {what} · {compare.run_id}", compare_found, compare_error,
                        "rec-compare-retrieved")

@@ -9,33 +9,34 @@ registers the three data sets (:mod:`recipes.longseq_rec.datasets`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import lightning.pytorch as lp
 import numpy as np
 import polars as pl
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from recipes.longseq_rec.datasets import DATASET_NAMES
-from recipes.longseq_rec.encoding import BatchBuilder, RecVocab, Samples, Sequences, raw_scoring_frame
+from recipes.longseq_rec.encoding import BatchBuilder, RecVocab, Samples, Sequences, built_batch, raw_scoring_frame
 from recipes.longseq_rec.lifelong import LifelongData, generate_lifelong
 from recipes.longseq_rec.readers import fetch_movielens_100k, movielens_folder
 from recipes.longseq_rec.tasks import RecTask, lifelong_task, movielens_task, taobao_task
+from recipes.runtime.datamodule import SPLITS, RecipeDataModule
 from recipes.runtime.datasets import data_home, fetch_dataset, progress
 
 __all__ = ["RecDataModule"]
 
 
-class RecDataModule(lp.LightningDataModule):
+class RecDataModule(RecipeDataModule):
     """The DIN/DARE click task for ``movielens-100k``, ``lifelong-synthetic`` or ``taobao``.
 
     ``prepare_data`` fetches MovieLens-100K (or checks the copy at ``data_path``); ``setup`` reads the data and
     builds the task. The table sizes ``num_users``, ``num_items``, ``num_cates`` and ``profile_cardinalities``
     (padding index 0 included) come from the data, and LightningCLI links them into the model as soon as this
     module is built, before the Trainer calls ``prepare_data``/``setup``: so the first read of a size (or of
-    ``vocab``, ``sequences``, ``splits``) prepares and sets up on the spot, and the Trainer's own calls then find
-    the work done. ``vocab`` is the :class:`RecVocab` to save with a run.
+    ``vocab``, ``sequences``, ``samples``) prepares and sets up on the spot, and the Trainer's own calls then find
+    the work done. ``vocab`` is the :class:`RecVocab` to save with a run; ``samples`` the :class:`Samples` of each
+    split. The dataset of a split is its :class:`BatchBuilder`, which builds each batch at once (vectorised), and
+    every training sample is kept (no partial last batch dropped).
 
     ``data_path``: MovieLens folder (either layout; default: fetched into the cache), the lifelong folder
     written by ``fusion data fetch lifelong-synthetic`` (default: generated from the ``lifelong_*`` arguments),
@@ -43,6 +44,8 @@ class RecDataModule(lp.LightningDataModule):
     catalogue items stay in the vocabulary for MovieLens). ``user_hash_buckets``: size of the hashed user field
     that is the profile of lifelong and Taobao users. ``taobao_behaviors``: behaviour types kept (None = all).
     """
+
+    drop_last_train = False  # train on every sample, as this recipe always has
 
     def __init__(
         self,
@@ -65,17 +68,16 @@ class RecDataModule(lp.LightningDataModule):
         taobao_behaviors: list[str] | None = None,
         user_hash_buckets: int = 1_000,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if dataset not in DATASET_NAMES:
             raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(DATASET_NAMES)}")
-        for name, value in (("max_history", max_history), ("batch_size", batch_size),
-                            ("user_hash_buckets", user_hash_buckets)):
+        for name, value in (("max_history", max_history), ("user_hash_buckets", user_hash_buckets)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if num_time_buckets < 2:
             raise ValueError(f"num_time_buckets must be >= 2 (bucket 0 is padding), got {num_time_buckets}")
-        if num_workers < 0 or (max_users is not None and max_users < 1):
-            raise ValueError("num_workers must be >= 0 and max_users None or >= 1")
+        if max_users is not None and max_users < 1:
+            raise ValueError(f"max_users must be None (all users) or >= 1, got {max_users}")
         if dataset == "taobao" and data_path is None:
             raise ValueError(
                 "dataset 'taobao' needs data_path: the UserBehavior.csv file "
@@ -104,10 +106,8 @@ class RecDataModule(lp.LightningDataModule):
                 fetch_dataset("movielens-100k")
         self._prepared = True
 
-    def setup(self, stage: str | None = None) -> None:
-        """Read the data and build the task: vocabulary, behaviour sequences, train/val/test samples."""
-        if self._task is not None:
-            return
+    def build_splits(self) -> dict[str, BatchBuilder]:
+        """Read the data and build the task (vocabulary, behaviour sequences, samples); a batch builder per split."""
         hp = self.hparams
         # the arguments only: LightningCLI adds private entries (``_instantiator``) that are not arguments
         settings = {k: v for k, v in hp.items() if not str(k).startswith("_")}
@@ -124,6 +124,8 @@ class RecDataModule(lp.LightningDataModule):
         sizes = ", ".join(f"{name} {len(samples):,}" for name, samples in task.splits.items())
         progress(f"{hp.dataset}: {vocab.num_users - 1:,} users, {vocab.num_items - 1:,} items, "
                  f"{vocab.num_cates - 1:,} categories; samples {sizes} ({time.perf_counter() - started:.1f} s)")
+        return {split: BatchBuilder(task.sequences, vocab, task.splits[split], hp.max_history, hp.num_time_buckets)
+                for split in SPLITS}
 
     def _movielens_folder(self) -> Path:
         """The copy at ``data_path``, else the cache (fetched here when ``prepare_data`` has not filled it)."""
@@ -161,7 +163,8 @@ class RecDataModule(lp.LightningDataModule):
         return self.task.sequences
 
     @property
-    def splits(self) -> dict[str, Samples]:
+    def samples(self) -> dict[str, Samples]:
+        """The samples of each split (``train``, ``val``, ``test``)."""
         return self.task.splits
 
     # --- sizes linked into the model (Recipe.links) -----------------------------------------------------------
@@ -187,36 +190,17 @@ class RecDataModule(lp.LightningDataModule):
 
     # --- batches ------------------------------------------------------------------------------------------
     def batch_builder(self, split: str) -> BatchBuilder:
-        """The collate function of ``split``: ``builder(list_of_sample_indices) -> batch dict``."""
-        return BatchBuilder(self.sequences, self.vocab, self.splits[split], self.hparams.max_history,
-                            self.num_time_buckets)
+        """The dataset of ``split``: ``builder(sample_indices) -> batch dict``."""
+        return self.dataset(split)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.hparams.seed) if shuffle else None
-        workers = self.hparams.num_workers
-        return DataLoader(
-            _IndexDataset(len(self.splits[split])), batch_size=self.hparams.batch_size, shuffle=shuffle,
-            generator=generator, collate_fn=self.batch_builder(split), num_workers=workers,
-            persistent_workers=workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def collate_fn(self) -> Callable[[dict], dict]:
+        return built_batch
 
     # --- raw views ----------------------------------------------------------------------------------------
     def scoring_frame(self, split: str = "test") -> pl.DataFrame:
         """``split`` in the raw scoring schema, plus ``label`` (see :func:`~recipes.longseq_rec.encoding.raw_scoring_frame`)."""
-        if split not in self.splits:
-            raise ValueError(f"unknown split {split!r}; choose one of {list(self.splits)}")
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
         return raw_scoring_frame(self.batch_builder(split))
 
     def user_timeline(self, user_id: int) -> pl.DataFrame:
@@ -230,15 +214,3 @@ class RecDataModule(lp.LightningDataModule):
         return timeline.join(self.vocab.items.select("item_id", "title", "category"), on="item_id",
                              how="left", maintain_order="left").select("item_id", "title", "category", "timestamp")
 
-
-class _IndexDataset(Dataset):
-    """Sample i is just i; the collate function (a :class:`BatchBuilder`) builds the whole batch at once."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, index: int) -> int:
-        return index

@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import torch
+from torch.utils.data import Dataset
 
 __all__ = [
     "SCORING_SCHEMA",
@@ -34,6 +35,7 @@ __all__ = [
     "Sequences",
     "Samples",
     "BatchBuilder",
+    "built_batch",
     "EncodedRows",
     "encode_scoring_frame",
     "raw_scoring_frame",
@@ -193,13 +195,25 @@ class Samples:
                        self.label[index], self.relevant[index])
 
 
-class BatchBuilder:
-    """Turns sample indices into the batch dict (vectorised gathers; runs in DataLoader workers)."""
+class BatchBuilder(Dataset):
+    """The samples of one split as a dataset that builds whole batches: ``builder(indices)`` (or the DataLoader's
+    ``builder.__getitems__(indices)``) gathers the batch dict of those samples at once, vectorised; runs in
+    DataLoader workers. ``builder[i]`` is one sample (the batch of ``[i]`` without its batch dimension). Its loaders
+    take :func:`built_batch` as ``collate_fn``, since the batch is already built."""
 
     def __init__(self, sequences: Sequences, vocab: RecVocab, samples: Samples, max_history: int,
                  num_time_buckets: int) -> None:
         self.sequences, self.vocab, self.samples = sequences, vocab, samples
         self.max_history, self.num_time_buckets = max_history, num_time_buckets
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {key: value[0] for key, value in self([index]).items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        return self(indices)
 
     def window(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(flat (B, L), mask (B, L), start (B,))``: positions in the flat sequence arrays of the last L
@@ -233,6 +247,11 @@ class BatchBuilder:
             hist_cate=self.vocab.item_cate(hist_item), hist_time=hist_time, hist_mask=mask,
             label=s.label[index], relevant=relevant,
         )
+
+
+def built_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``collate_fn`` of :class:`BatchBuilder` loaders: the batch :meth:`BatchBuilder.__getitems__` built."""
+    return batch
 
 
 def _to_batch(**arrays: np.ndarray) -> dict[str, torch.Tensor]:

@@ -35,17 +35,17 @@ def write_report(run: "Run", predictor: "RecPredictor", input_path: Path | None,
     from recipes.runtime.report import HtmlReport
 
     frame, reference, source = _explain_input(predictor, input_path)
-    hp = predictor.module.hparams
+    config = predictor.module.config
     report = HtmlReport(
-        f"{run.recipe} — {hp.model.upper()} explained",
+        f"{run.recipe} — {config.model.upper()} explained",
         f"run `{run.run_id}`; input: {source}",
     )
     report.heading("Model")
-    widths = (f"attention table {hp.attention_dim}-d, representation table {hp.representation_dim}-d"
-              if hp.model == "dare" else f"one {hp.representation_dim}-d embedding table")
-    attends = f"the top {hp.top_k} behaviours of the whole history found by the search stage" if hp.model != "din" \
-        else f"the most recent {hp.din_window} behaviours"
-    report.text(f"`{hp.model}` with {widths}; it attends to {attends}.")
+    widths = (f"attention table {config.attention_dim}-d, representation table {config.representation_dim}-d"
+              if config.model == "dare" else f"one {config.representation_dim}-d embedding table")
+    attends = f"the top {config.top_k} behaviours of the whole history found by the search stage" if config.model != "din" \
+        else f"the most recent {config.din_window} behaviours"
+    report.text(f"`{config.model}` with {widths}; it attends to {attends}.")
     if run.metrics:
         report.table(dict(run.metrics), caption="held-out metrics of the run")
 
@@ -157,7 +157,7 @@ def _field_masks(predictor: "RecPredictor") -> list[tuple[str, str, int | None]]
         ("history time gaps", "hist_time", None),
     ]
     fields += [(f"profile: {name}", "profile", i) for i, name in enumerate(predictor.vocab.profile_fields)]
-    if predictor.module.hparams.user_dim > 0:
+    if predictor.module.config.user_dim > 0:
         fields.append(("user id", "user", None))
     return fields
 
@@ -218,7 +218,7 @@ def _retrieval_section(report: "HtmlReport", predictor: "RecPredictor", batch: d
                        rows: pl.DataFrame, max_examples: int) -> None:
     import matplotlib.pyplot as plt
 
-    hp = predictor.module.hparams
+    config = predictor.module.config
     shown = min(max_examples, batch["target_item"].shape[0])
     head = {k: v[:shown] for k, v in batch.items()}
     out = predictor.forward(head)
@@ -226,7 +226,7 @@ def _retrieval_section(report: "HtmlReport", predictor: "RecPredictor", batch: d
     relevant = head.get("relevant")
     report.heading("Retrieved behaviours")
     what = ("the stage-1 search kept the top-k behaviours of the whole history by attention-embedding dot product; "
-            "stage 2 weighted them by softmax") if hp.model != "din" else \
+            "stage 2 weighted them by softmax") if config.model != "din" else \
         "DIN attends to the most recent window of behaviours"
     report.text(
         f"For the first {shown} examples: {what}. The plot shows where in the history the attended behaviours sit "

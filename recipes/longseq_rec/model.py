@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -48,10 +47,11 @@ from fusion_core.layers.retrieval import (
     top_k_search,
 )
 
+from recipes.longseq_rec.config import MODEL_NAMES, RecConfig
+
 __all__ = [
     "FEATURE_GROUPS",
     "MODEL_NAMES",
-    "RecModelConfig",
     "RecOutput",
     "DIN",
     "TwoStageModel",
@@ -65,7 +65,6 @@ __all__ = [
 ]
 
 FEATURE_GROUPS: tuple[str, ...] = ("target", "history", "profile", "time")
-MODEL_NAMES: tuple[str, ...] = ("din", "twin", "dare")
 Batch = Mapping[str, Tensor]
 
 
@@ -73,47 +72,6 @@ class RecOutput(NamedTuple):
     logit: Tensor  # (B,) click logit
     retrieved: Tensor  # (B, k) long, history positions attended to (best first for twin/dare); -1 = empty slot
     weights: Tensor  # (B, k) stage-2 attention weight of each retrieved behaviour; 0 on empty slots
-
-
-@dataclass(frozen=True)
-class RecModelConfig:
-    """Sizes of a long-sequence model. ``num_*`` are vocabulary sizes including id 0 (padding/unknown)."""
-
-    num_items: int
-    num_cates: int
-    num_time_buckets: int
-    profile_cardinalities: tuple[int, ...] = ()
-    num_users: int = 0
-    user_dim: int = 0  # 0: no user-id embedding in the profile (ids of unseen users carry no signal)
-    attention_dim: int = 16  # dare's attention table width
-    representation_dim: int = 64  # dare's representation table width; din's and twin's single table width
-    profile_dim: int = 8  # width of each profile field's embedding
-    top_k: int = 32
-    din_window: int = 50
-    mlp_hidden: tuple[int, ...] = (200, 80)
-    dropout: float = 0.0
-    temperature: float | None = None  # stage-2 softmax temperature; None = √(attention width)
-
-    def __post_init__(self) -> None:
-        for name in ("num_items", "num_cates", "num_time_buckets"):
-            if getattr(self, name) < 2:
-                raise ValueError(f"{name} = {getattr(self, name)}; a vocabulary needs at least 2 ids (0 is padding)")
-        if any(c < 2 for c in self.profile_cardinalities):
-            raise ValueError(f"profile_cardinalities {list(self.profile_cardinalities)}: every field needs >= 2 ids")
-        for name in ("attention_dim", "representation_dim"):
-            if getattr(self, name) < 4:
-                raise ValueError(f"{name} = {getattr(self, name)}; it must be >= 4 (split into item, category and time parts)")
-        for name in ("profile_dim", "top_k", "din_window"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} = {getattr(self, name)}; it must be positive")
-        if self.user_dim < 0 or (self.user_dim > 0 and self.num_users < 2):
-            raise ValueError(f"user_dim = {self.user_dim} needs num_users >= 2 (got {self.num_users}); set user_dim: 0 to drop the user id")
-        if any(h <= 0 for h in self.mlp_hidden):
-            raise ValueError(f"mlp_hidden {list(self.mlp_hidden)}: widths must be positive")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
-        if self.temperature is not None and self.temperature <= 0:
-            raise ValueError(f"temperature must be positive or null; got {self.temperature}")
 
 
 # --- parts ----------------------------------------------------------------------------------------------------
@@ -316,28 +274,28 @@ class TwoStageModel(_RecModel):
 # --- builders -------------------------------------------------------------------------------------------------
 
 
-def _profile_width(config: RecModelConfig) -> int:
+def _profile_width(config: RecConfig) -> int:
     return len(config.profile_cardinalities) * config.profile_dim + config.user_dim
 
 
-def _profile(config: RecModelConfig) -> FieldEmbedding | None:
+def _profile(config: RecConfig) -> FieldEmbedding | None:
     return profile_table(config.profile_cardinalities, config.profile_dim, config.num_users, config.user_dim)
 
 
-def build_din(config: RecModelConfig) -> DIN:
+def build_din(config: RecConfig) -> DIN:
     table = behaviour_table(config.num_items, config.num_cates, config.num_time_buckets, config.representation_dim)
     head = prediction_head(table.dim, _profile_width(config), config.mlp_hidden, config.dropout)
     return DIN(table, ActivationUnit(table.dim), head, _profile(config), window=config.din_window)
 
 
-def build_twin(config: RecModelConfig) -> TwoStageModel:
+def build_twin(config: RecConfig) -> TwoStageModel:
     """One ``representation_dim``-wide table for search, attention and representation."""
     table = behaviour_table(config.num_items, config.num_cates, config.num_time_buckets, config.representation_dim)
     head = prediction_head(table.dim, _profile_width(config), config.mlp_hidden, config.dropout)
     return TwoStageModel(table, head, None, _profile(config), top_k=config.top_k, temperature=config.temperature)
 
 
-def build_dare(config: RecModelConfig) -> TwoStageModel:
+def build_dare(config: RecConfig) -> TwoStageModel:
     """An ``attention_dim``-wide attention table and a ``representation_dim``-wide representation table."""
     attention = behaviour_table(config.num_items, config.num_cates, config.num_time_buckets, config.attention_dim)
     representation = behaviour_table(config.num_items, config.num_cates, config.num_time_buckets, config.representation_dim)
@@ -345,11 +303,11 @@ def build_dare(config: RecModelConfig) -> TwoStageModel:
     return TwoStageModel(attention, head, representation, _profile(config), top_k=config.top_k, temperature=config.temperature)
 
 
-_BUILDERS: dict[str, Callable[[RecModelConfig], nn.Module]] = {"din": build_din, "twin": build_twin, "dare": build_dare}
+_BUILDERS: dict[str, Callable[[RecConfig], nn.Module]] = {"din": build_din, "twin": build_twin, "dare": build_dare}
 
 
-def build_model(name: str, config: RecModelConfig) -> DIN | TwoStageModel:
-    """``din`` | ``twin`` | ``dare`` built at the sizes in ``config``."""
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose one of {list(MODEL_NAMES)}")
-    return _BUILDERS[name](config)
+def build_model(config: RecConfig) -> DIN | TwoStageModel:
+    """``config.model`` (``din`` | ``twin`` | ``dare``) built at the sizes in ``config``."""
+    if config.model not in _BUILDERS:
+        raise ValueError(f"unknown model {config.model!r}; choose one of {list(MODEL_NAMES)}")
+    return _BUILDERS[config.model](config)

@@ -1,120 +1,71 @@
 """The LightningModule that trains DIN / TWIN / DARE on click logs with binary cross-entropy."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import BinaryAUROC
 
-from recipes.longseq_rec.metrics import GroupAUROC, search_recall
-from recipes.longseq_rec.model import MODEL_NAMES, RecModelConfig, RecOutput, build_model
+from recipes.longseq_rec.config import RecConfig
+from recipes.longseq_rec.metrics import SearchRecall
+from recipes.longseq_rec.model import RecOutput, build_model
+from recipes.runtime.metrics import GroupAUROC
+from recipes.runtime.module import RecipeModule
 
-__all__ = ["RecModule"]
+__all__ = ["MODALITIES", "RecModule"]
+
+#: what a click prediction fuses about the user: the behaviour history and the profile. The target item is what is
+#: scored, not a modality; the time gaps belong to the history (the explainer's four feature groups split them).
+MODALITIES: tuple[str, ...] = ("history", "profile")
 
 
-class RecModule(pl.LightningModule):
-    """Click-through prediction over long behaviour histories.
+class RecModule(RecipeModule):
+    """Click-through prediction over long behaviour histories; the model is built from :class:`RecConfig`.
 
-    The ``num_*`` sizes and ``profile_cardinalities`` come from the data module (linked by the recipe);
-    they are vocabulary sizes including id 0. ``model`` picks ``din`` | ``twin`` | ``dare``; ``attention_dim``
-    is DARE's attention-table width, ``representation_dim`` the representation-table width (and the single
-    table's width for DIN and TWIN). Logs ``train/loss``, ``val/{auc,gauc,logloss}``,
-    ``test/{auc,gauc,logloss}`` and, when batches carry planted ``relevant`` behaviours (lifelong synthetic data),
-    ``val/search_recall`` and ``test/search_recall``: the share of the relevant behaviours of a positive that the
-    model attended to (the stage-1 top-k for TWIN and DARE, the recent window for DIN), averaged over positives.
+    Logs ``train/loss``, ``{val,test}/{auc,gauc,logloss}`` and, when batches carry planted ``relevant`` behaviours
+    (lifelong synthetic data), ``{val,test}/search_recall``: the share of the relevant behaviours of a positive that
+    the model attended to (the stage-1 top-k for TWIN and DARE, the recent window for DIN), averaged over positives.
+    The test loop adds the same metrics with the history or the profile switched off (``@without_history``,
+    ``@without_profile``). Label strata for ``balance_missingness`` are the clicks.
     """
 
-    def __init__(
-        self,
-        *,
-        num_users: int,
-        num_items: int,
-        num_cates: int,
-        num_time_buckets: int,
-        profile_cardinalities: Sequence[int] = (),
-        model: str = "dare",
-        attention_dim: int = 16,
-        representation_dim: int = 64,
-        profile_dim: int = 8,
-        user_dim: int = 0,
-        top_k: int = 32,
-        din_window: int = 50,
-        mlp_hidden: Sequence[int] = (200, 80),
-        dropout: float = 0.0,
-        temperature: float | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-    ) -> None:
-        super().__init__()
-        if model not in MODEL_NAMES:
-            raise ValueError(f"model = {model!r}; choose one of {list(MODEL_NAMES)}")
-        if lr <= 0 or weight_decay < 0:
-            raise ValueError(f"need lr > 0 and weight_decay >= 0; got lr={lr}, weight_decay={weight_decay}")
-        # plain lists keep hparams.yaml readable by yaml.safe_load
-        profile_cardinalities = [int(c) for c in profile_cardinalities]
-        mlp_hidden = [int(h) for h in mlp_hidden]
-        self.save_hyperparameters()
-        self.config = RecModelConfig(
-            num_items=num_items,
-            num_cates=num_cates,
-            num_time_buckets=num_time_buckets,
-            profile_cardinalities=tuple(profile_cardinalities),
-            num_users=num_users,
-            user_dim=user_dim,
-            attention_dim=attention_dim,
-            representation_dim=representation_dim,
-            profile_dim=profile_dim,
-            top_k=top_k,
-            din_window=din_window,
-            mlp_hidden=tuple(mlp_hidden),
-            dropout=dropout,
-            temperature=temperature,
-        )
-        self.recommender = build_model(model, self.config)
-        self.val_auc, self.test_auc = BinaryAUROC(), BinaryAUROC()
-        self.val_gauc, self.test_gauc = GroupAUROC(), GroupAUROC()
-        self.val_logloss, self.test_logloss = MeanMetric(), MeanMetric()
-        self.val_search_recall, self.test_search_recall = MeanMetric(), MeanMetric()
+    config_class = RecConfig
+    progress_metrics = ("auc",)
+
+    def __init__(self, config: RecConfig = RecConfig()) -> None:
+        super().__init__(config, modalities=MODALITIES)
+        self.recommender = build_model(self.config)
 
     def forward(self, batch: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None) -> RecOutput:
         return self.recommender(batch, present)
 
+    def present_of(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The history is present when the row has a behaviour; the profile when the user is known (an unknown
+        user's profile ids are all 0, the padding id)."""
+        return {"history": batch["hist_mask"].any(dim=1), "profile": batch["user"] > 0}
+
+    def strata_of(self, batch: Mapping[str, Tensor]) -> Tensor:
+        return batch["label"].long()
+
+    def build_metrics(self) -> MetricCollection:
+        # each metric takes its own arguments, so no compute groups (they assume one shared update call)
+        return MetricCollection({"auc": BinaryAUROC(), "gauc": GroupAUROC(), "logloss": MeanMetric(),
+                                 "search_recall": SearchRecall()}, compute_groups=False)
+
+    def update_metrics(self, metrics: MetricCollection, batch: Mapping[str, Tensor], present: dict[str, Tensor]) -> None:
+        out = self(batch, present)
+        label = batch["label"].float()
+        prob = torch.sigmoid(out.logit)
+        metrics["auc"].update(prob, label.long())
+        metrics["gauc"].update(prob, label.long(), batch["user"])
+        metrics["logloss"].update(F.binary_cross_entropy_with_logits(out.logit, label, reduction="none"))
+        metrics["search_recall"].update(out.retrieved, batch["relevant"], label)
+
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
-        out = self(batch)
+        out = self(batch, self.training_present(batch))
         loss = F.binary_cross_entropy_with_logits(out.logit, batch["label"].float())
         self.log("train/loss", loss, prog_bar=True, batch_size=out.logit.shape[0])
         return loss
-
-    def _evaluate(self, batch: Mapping[str, Tensor], stage: str) -> None:
-        out = self(batch)
-        label = batch["label"].float()
-        size = label.shape[0]
-        prob = torch.sigmoid(out.logit)
-        auc, gauc, logloss = (getattr(self, f"{stage}_{name}") for name in ("auc", "gauc", "logloss"))
-        auc.update(prob, label.long())
-        gauc.update(prob, label.long(), batch["user"])
-        logloss.update(F.binary_cross_entropy_with_logits(out.logit, label, reduction="none"))
-        self.log(f"{stage}/auc", auc, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=size)
-        self.log(f"{stage}/gauc", gauc, on_step=False, on_epoch=True, batch_size=size)
-        self.log(f"{stage}/logloss", logloss, on_step=False, on_epoch=True, batch_size=size)
-        recall, count = search_recall(out.retrieved, batch["relevant"], label) if "relevant" in batch else (None, 0)
-        if int(count):  # only synthetic data with planted behaviours has any
-            recall_metric = getattr(self, f"{stage}_search_recall")
-            recall_metric.update(recall)
-            self.log(f"{stage}/search_recall", recall_metric, on_step=False, on_epoch=True, batch_size=int(count))
-
-    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        return torch.sigmoid(self(batch).logit)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -34,7 +34,7 @@ class RecPredictor(NamedTuple):
 
     @property
     def num_time_buckets(self) -> int:
-        return int(self.module.hparams.num_time_buckets)
+        return int(self.module.config.num_time_buckets)
 
     @property
     def rows_per_step(self) -> int:

@@ -26,7 +26,7 @@ VOCAB_DIR = "vocab"
 
 @dataclass
 class LongSeqRecipe(Recipe):
-    """Long-sequence click-through prediction: ``din``, ``twin`` and ``dare`` (``--model.model``)."""
+    """Long-sequence click-through prediction: ``din``, ``twin`` and ``dare`` (``--model.config.model``)."""
 
     @property
     def module_class(self) -> type["RecModule"]:
@@ -105,11 +105,11 @@ RECIPE = LongSeqRecipe(
     configs_dir=Path(__file__).parent / "configs",
     aliases=("rec", "recommendation"),
     links=(
-        ("data.num_users", "model.num_users"),
-        ("data.num_items", "model.num_items"),
-        ("data.num_cates", "model.num_cates"),
-        ("data.num_time_buckets", "model.num_time_buckets"),
-        ("data.profile_cardinalities", "model.profile_cardinalities"),
+        ("data.num_users", "model.config.num_users"),
+        ("data.num_items", "model.config.num_items"),
+        ("data.num_cates", "model.config.num_cates"),
+        ("data.num_time_buckets", "model.config.num_time_buckets"),
+        ("data.profile_cardinalities", "model.config.profile_cardinalities"),
     ),
     score_columns=("user_id", "target_item", "history_items"),
     passthrough=("user_id", "target_item", "label"),

@@ -77,14 +77,14 @@ def test_page_scores_retrieves_and_explains_a_chosen_candidate(
 
     retrieved = frames_with(at, "behaviours ago")
     assert len(retrieved) == 1  # one run: DARE's retrieval only
-    top_k = run.hparams["top_k"]
+    top_k = run.hparams["config"]["top_k"]
     assert len(retrieved[0]) == top_k
     assert list(retrieved[0]["rank"]) == list(range(1, top_k + 1))
     assert retrieved[0]["weight"].is_monotonic_decreasing
     assert retrieved[0]["weight"].sum() == pytest.approx(1.0, abs=1e-5)
     history = set(expected_row["history_items"][0])
     assert set(retrieved[0]["item_id"]) <= history
-    assert any("fusion train rec --config quick --model.model twin" in i.value for i in at.info)
+    assert any("fusion train rec --config quick --model.config.model twin" in i.value for i in at.info)
 
     shapley = frames_with(at, "shapley")[0]
     assert list(shapley["group"]) == ["target item", "long history", "user profile", "time gaps"]
@@ -104,7 +104,7 @@ def test_page_compares_dare_with_a_twin_run_and_scores_any_item(
     assert at.selectbox(key="rec-compare").value == twin
     assert_no_exception(at)
     retrieved = frames_with(at, "behaviours ago")
-    assert [len(frame) for frame in retrieved] == [dare.hparams["top_k"], twin.hparams["top_k"]]
+    assert [len(frame) for frame in retrieved] == [dare.hparams["config"]["top_k"], twin.hparams["config"]["top_k"]]
 
     # any catalogue item can be the candidate; its score is what score_frame gives for that row
     at.radio(key="rec-candidate-source").set_value("any item").run()

@@ -24,7 +24,7 @@ def test_taobao_data_module(tmp_path):
     module = RecDataModule(dataset="taobao", data_path=str(path), max_history=5, batch_size=4, user_hash_buckets=7)
     assert module.num_users == 5 and module.num_items == 11 and module.profile_cardinalities == [8]
     # users 1-3 have three behaviours (a val and a test target), user 4 four (one train target too)
-    assert {name: len(s) for name, s in module.splits.items()} == {"train": 2, "val": 8, "test": 8}
+    assert {name: len(s) for name, s in module.samples.items()} == {"train": 2, "val": 8, "test": 8}
     batch = next(iter(module.test_dataloader()))
     assert batch["profile"].shape == (4, 1) and 1 <= int(batch["profile"].min()) and int(batch["profile"].max()) <= 7
     only_views = RecDataModule(dataset="taobao", data_path=str(path), taobao_behaviors=["pv"])
@@ -37,7 +37,7 @@ def test_taobao_data_module(tmp_path):
 
 def test_lifelong_data_module_generates_from_its_arguments():
     module = RecDataModule(**LIFELONG_TINY, max_users=5)
-    assert module.num_users == 6 and len(module.splits["train"]) + len(module.splits["val"]) + len(module.splits["test"]) == 10
+    assert module.num_users == 6 and len(module.samples["train"]) + len(module.samples["val"]) + len(module.samples["test"]) == 10
     batch = next(iter(module.train_dataloader()))
     assert batch["hist_item"].shape == (6, 40) and bool(batch["hist_mask"].all())
     positives = batch["label"] == 1
@@ -48,10 +48,10 @@ def test_lifelong_data_module_on_a_saved_folder(lifelong, tmp_path):
     folder = lifelong.save(tmp_path / "lifelong")
     module = RecDataModule(dataset="lifelong-synthetic", data_path=str(folder), max_history=60, batch_size=8, seed=1)
     assert module.num_items == 49 and module.num_cates == 5 and module.profile_cardinalities == [1001]
-    assert {name: len(s) for name, s in module.splits.items()} == {"train": 30, "val": 3, "test": 3}
-    users = {name: set(s.user_row.tolist()) for name, s in module.splits.items()}
+    assert {name: len(s) for name, s in module.samples.items()} == {"train": 30, "val": 3, "test": 3}
+    users = {name: set(s.user_row.tolist()) for name, s in module.samples.items()}
     assert not (users["train"] & users["test"]) and not (users["val"] & users["test"])  # split by user
-    samples = module.splits["train"]
+    samples = module.samples["train"]
     batch = module.batch_builder("train")(np.arange(len(samples)))
     for row in range(len(samples)):
         user, target = int(samples.user_row[row]), row % 3
@@ -119,7 +119,7 @@ def test_prepare_data_checks_a_movielens_copy_and_setup_reads_it(ml_folder, tmp_
 def test_scoring_frame_and_a_data_module_rebuilt_from_the_vocabulary(ml_module):
     frame = ml_module.scoring_frame("test")
     assert frame.columns == ["user_id", "target_item", "history_items", "history_timestamps", "target_timestamp", "label"]
-    assert frame.height == len(ml_module.splits["test"])
+    assert frame.height == len(ml_module.samples["test"])
     rebuilt = RecDataModule.from_vocab(ml_module.vocab)  # from the settings saved in the vocabulary
     assert rebuilt.scoring_frame("test").equals(frame)
     with pytest.raises(ValueError, match=r"unknown split 'holdout'; choose one of \['train', 'val', 'test'\]"):
@@ -140,3 +140,30 @@ def test_user_timeline_lists_a_users_history_in_raw_ids(ml_module):
     assert timeline.height == int(ml_module.sequences.offsets[1]) and timeline["timestamp"].is_sorted()
     with pytest.raises(ValueError, match="user_id 99999 is not in this data set"):
         ml_module.user_timeline(99_999)
+
+
+def test_loaders_build_batches_of_the_seeded_order_and_keep_every_training_sample(ml_module, monkeypatch):
+    """The base loaders over the split's BatchBuilder: each training batch is built at once from the sampled indices,
+    the order is the same on every pass (seeded) and the last partial batch is kept; evaluation batches are the split
+    in order; ``builder[i]`` is row i of a batch."""
+    builder, size = ml_module.batch_builder("train"), len(ml_module.samples["train"])
+    assert size % ml_module.batch_size != 0  # so a partial last batch exists
+    asked: list[list[int]] = []
+    monkeypatch.setattr(builder, "__getitems__", lambda indices: asked.append(list(indices)) or builder(indices),
+                        raising=False)
+    batches = list(ml_module.train_dataloader())
+    assert [len(b["label"]) for b in batches] == [4] * (size // 4) + [size % 4]
+    assert sorted(i for indices in asked for i in indices) == list(range(size))
+    assert asked[0] != sorted(asked[0]) or asked[1] != sorted(asked[1])  # shuffled
+    for indices, batch in zip(asked, batches):
+        expected = builder(indices)
+        assert all(torch.equal(batch[k], expected[k]) for k in BATCH_DTYPES)
+    first = list(asked)
+    asked.clear()
+    list(ml_module.train_dataloader())
+    assert asked == first
+    test = list(ml_module.test_dataloader())
+    whole = ml_module.batch_builder("test")(np.arange(len(ml_module.samples["test"])))
+    assert all(torch.equal(torch.cat([b[k] for b in test]), whole[k]) for k in BATCH_DTYPES)
+    one = ml_module.batch_builder("test")[5]
+    assert all(torch.equal(one[k], whole[k][5]) for k in BATCH_DTYPES)

@@ -37,7 +37,7 @@ def test_batch_shapes_dtypes_and_padding(ml_module):
     assert bool((mask.int().diff(dim=1) >= 0).all())
 
     short = ml_module.batch_builder("train")(np.array([0]))  # the first train sample has a one-item history
-    assert ml_module.splits["train"].end[0] == 1
+    assert ml_module.samples["train"].end[0] == 1
     assert short["hist_mask"][0].tolist() == [False] * 7 + [True]
 
 
@@ -57,7 +57,7 @@ def test_vocab_round_trip(ml_module, tmp_path):
 def test_exported_test_split_encodes_to_the_test_batches(ml_module):
     frame = raw_scoring_frame(ml_module.batch_builder("test"))
     assert frame.columns == ["user_id", "target_item", "history_items", "history_timestamps", "target_timestamp", "label"]
-    assert frame.height == len(ml_module.splits["test"]) and frame["label"].to_list()[:2] == [1, 0]
+    assert frame.height == len(ml_module.samples["test"]) and frame["label"].to_list()[:2] == [1, 0]
     encoded = encode_scoring_frame(ml_module.vocab, frame, 8, ml_module.num_time_buckets)
     assert encoded.errors == [None] * frame.height and encoded.valid_rows == list(range(frame.height))
     expected = ml_module.batch_builder("test")(np.arange(frame.height))

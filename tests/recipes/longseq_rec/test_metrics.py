@@ -1,3 +1,5 @@
+"""The recommendation metrics and what RecModule logs: AUC, GAUC, logloss and search recall, by hand, per modality
+subset, and the module's one config (saved as a plain mapping, rebuilt from it)."""
 import math
 
 import lightning.pytorch as pl
@@ -6,23 +8,10 @@ import torch
 from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import binary_auroc
 
-from recipes.longseq_rec.metrics import GroupAUROC, binary_auc, group_auc, search_recall
-from recipes.longseq_rec.module import RecModule
-
-
-def test_binary_auc_counts_ties_half():
-    scores = torch.tensor([0.9, 0.5, 0.5, 0.1])
-    labels = torch.tensor([1, 1, 0, 0])
-    # pairs (pos, neg): (0.9, 0.5) 1, (0.9, 0.1) 1, (0.5, 0.5) ½, (0.5, 0.1) 1  → 3.5 / 4
-    assert float(binary_auc(scores, labels)) == pytest.approx(3.5 / 4)
-    assert math.isnan(float(binary_auc(scores, torch.ones(4))))
-
-
-def test_binary_auc_matches_torchmetrics():
-    g = torch.Generator().manual_seed(0)
-    scores, labels = torch.rand(200, generator=g), torch.randint(0, 2, (200,), generator=g)
-    assert float(binary_auc(scores, labels)) == pytest.approx(float(binary_auroc(scores, labels)), abs=1e-6)
-
+from recipes.longseq_rec.config import RecConfig
+from recipes.longseq_rec.metrics import SearchRecall, search_recall
+from recipes.longseq_rec.module import MODALITIES, RecModule
+from recipes.runtime.metrics import GroupAUROC
 
 # user 1: 3 impressions, AUC 1; user 2: 4 impressions, pairs 0.3>0.1, 0.3<0.6, 0.4>0.1, 0.4<0.6 → AUC ½;
 # user 3: only positives → skipped; user 4: one tie → AUC ½ over 2 impressions.
@@ -32,24 +21,12 @@ LABELS = torch.tensor([1, 0, 0, 1, 0, 1, 0, 1, 1, 1, 0])
 HAND_GAUC = (3 * 1.0 + 4 * 0.5 + 2 * 0.5) / (3 + 4 + 2)
 
 
-def test_group_auc_by_hand():
-    assert float(group_auc(SCORES, LABELS, USERS)) == pytest.approx(HAND_GAUC)
-
-
-def test_streaming_metric_matches_hand_computation_across_batches():
+def test_gauc_is_dins_impression_weighted_user_auc_across_batches():
     metric = GroupAUROC()
     order = torch.tensor([10, 3, 0, 7, 5, 1, 8, 2, 4, 9, 6])  # users split across updates, shuffled
     for chunk in order.split(4):
         metric.update(SCORES[chunk], LABELS[chunk], USERS[chunk])
     assert float(metric.compute()) == pytest.approx(HAND_GAUC, abs=1e-6)
-    metric.reset()
-    metric.update(torch.tensor([0.1, 0.2]), torch.tensor([1, 1]), torch.tensor([5, 6]))
-    assert math.isnan(float(metric.compute()))  # every user has a single class
-
-
-def test_group_auc_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match="1-D of one length"):
-        GroupAUROC().update(torch.rand(3), torch.ones(3), torch.ones(2))
 
 
 def test_search_recall_over_positives():
@@ -60,6 +37,19 @@ def test_search_recall_over_positives():
     relevant[2, 0] = True  # negative: not counted
     recall, count = search_recall(retrieved, relevant, torch.tensor([1.0, 1.0, 0.0]))
     assert recall.tolist() == [0.5, 1.0] and int(count) == 2
+
+
+def test_search_recall_metric_averages_over_positives_of_every_update_and_is_nan_without_any():
+    metric = SearchRecall()
+    relevant = torch.zeros(2, 4, dtype=torch.bool)
+    relevant[0, [0, 1]] = True
+    relevant[1, 2] = True
+    metric.update(torch.tensor([[0, -1], [2, 3]]), relevant, torch.tensor([1.0, 1.0]))  # recalls ½ and 1
+    metric.update(torch.tensor([[3, 2]]), relevant[:1], torch.tensor([1.0]))  # recall 0
+    assert float(metric.compute()) == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    metric.reset()
+    metric.update(torch.tensor([[0, 1]]), torch.zeros(1, 4, dtype=torch.bool), torch.tensor([1.0]))  # real logs
+    assert math.isnan(float(metric.compute()))
 
 
 def tiny_batches(n_batches: int = 2, batch: int = 6, length: int = 8):
@@ -82,12 +72,33 @@ def tiny_batches(n_batches: int = 2, batch: int = 6, length: int = 8):
     return out
 
 
-def test_module_logs_metrics_that_match_a_hand_computation(tmp_path):
+def tiny_config(**overrides) -> RecConfig:
+    sizes = dict(num_users=8, num_items=20, num_cates=4, num_time_buckets=5, profile_cardinalities=(3,), model="dare",
+                 attention_dim=8, representation_dim=16, profile_dim=4, top_k=3, mlp_hidden=(8,))
+    return RecConfig(**{**sizes, **overrides})
+
+
+def expected_metrics(module: RecModule, batches, present=None) -> dict[str, float]:
+    with torch.no_grad():
+        outs = [module(b, None if present is None else present(b)) for b in batches]
+    logits = torch.cat([o.logit for o in outs])
+    labels = torch.cat([b["label"] for b in batches])
+    users = torch.cat([b["user"] for b in batches])
+    probs = torch.sigmoid(logits)
+    recalls = torch.cat([search_recall(o.retrieved, b["relevant"], b["label"])[0] for o, b in zip(outs, batches)])
+    gauc = GroupAUROC()
+    gauc.update(probs, labels.long(), users)
+    return {
+        "logloss": float(-(labels * probs.log() + (1 - labels) * (1 - probs).log()).mean()),
+        "auc": float(binary_auroc(probs, labels.long())),
+        "gauc": float(gauc.compute()),
+        "search_recall": float(recalls.mean()),
+    }
+
+
+def test_module_logs_metrics_and_the_subset_table_that_match_a_hand_computation(tmp_path):
     torch.manual_seed(0)
-    module = RecModule(
-        num_users=8, num_items=20, num_cates=4, num_time_buckets=5, profile_cardinalities=[3], model="dare",
-        attention_dim=8, representation_dim=16, profile_dim=4, top_k=3, mlp_hidden=[8],
-    )
+    module = RecModule(tiny_config())
     batches = tiny_batches()
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -95,21 +106,51 @@ def test_module_logs_metrics_that_match_a_hand_computation(tmp_path):
     )
     (metrics,) = trainer.test(module, dataloaders=DataLoader(batches, batch_size=None), verbose=False)
     module.eval()
-    with torch.no_grad():
-        outs = [module(b) for b in batches]
-    logits = torch.cat([o.logit for o in outs])
-    labels = torch.cat([b["label"] for b in batches])
-    users = torch.cat([b["user"] for b in batches])
-    probs = torch.sigmoid(logits)
-    logloss = -(labels * probs.log() + (1 - labels) * (1 - probs).log()).mean()
-    assert metrics["test/logloss"] == pytest.approx(float(logloss), abs=1e-5)
-    assert metrics["test/auc"] == pytest.approx(float(binary_auroc(probs, labels.long())), abs=1e-5)
-    assert metrics["test/gauc"] == pytest.approx(float(group_auc(probs, labels, users)), abs=1e-5)
-    recalls = torch.cat([search_recall(o.retrieved, b["relevant"], b["label"])[0] for o, b in zip(outs, batches)])
-    assert metrics["test/search_recall"] == pytest.approx(float(recalls.mean()), abs=1e-5)
-    assert module.hparams.profile_cardinalities == [3] and module.hparams.model == "dare"
+    assert module.modalities == MODALITIES == ("history", "profile")
+    for suffix, present in (("", None),
+                            ("@without_history", lambda b: {"history": torch.zeros(len(b["user"]), dtype=torch.bool)}),
+                            ("@without_profile", lambda b: {"profile": torch.zeros(len(b["user"]), dtype=torch.bool)})):
+        for name, value in expected_metrics(module, batches, present).items():
+            assert metrics[f"test/{name}{suffix}"] == pytest.approx(value, abs=1e-5), f"{name}{suffix}"
+    # without the history nothing is retrieved: the search finds none of the planted behaviours
+    assert metrics["test/search_recall@without_history"] == 0.0 < metrics["test/search_recall"]
 
 
-def test_module_rejects_unknown_model():
+def test_present_of_marks_an_empty_history_and_an_unknown_user():
+    module = RecModule(tiny_config())
+    batch = tiny_batches(1)[0]
+    batch["hist_mask"][1] = False
+    batch["user"][2] = 0
+    present = module.present_of(batch)
+    assert present["history"].tolist() == [True, False, True, True, True, True]
+    assert present["profile"].tolist() == [True, True, False, True, True, True]
+    assert torch.equal(module.strata_of(batch), batch["label"].long())
+
+
+def test_training_drops_modalities_from_the_config_and_leaves_evaluation_alone():
+    torch.manual_seed(0)
+    module = RecModule(tiny_config(modality_dropout={"history": 0.9}, balance_missingness=True))
+    batch = tiny_batches(1, batch=6)[0]
+    batch = {k: v.repeat(20, *([1] * (v.dim() - 1))) for k, v in batch.items()}  # 120 rows
+    module.train()
+    present = module.training_present(batch)
+    assert int((~present["history"]).sum()) > 60 and bool(present["profile"].all())
+    module.eval()
+    assert bool(module.training_present(batch)["history"].all())
+
+
+def test_config_is_saved_as_a_plain_mapping_and_rebuilds_the_module():
+    module = RecModule(tiny_config(model="twin"))
+    saved = module.hparams["config"]
+    assert saved["profile_cardinalities"] == [3] and saved["model"] == "twin" and saved["mlp_hidden"] == [8]
+    again = RecModule(config=saved)
+    assert again.config == module.config and again.recommender.representation_table is None  # twin: one table
+    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in module.state_dict().items()}
+
+
+def test_module_rejects_unknown_model_and_unknown_modality():
     with pytest.raises(ValueError, match="choose one of"):
-        RecModule(num_users=2, num_items=5, num_cates=3, num_time_buckets=3, model="sim")
+        RecModule(tiny_config(model="sim"))
+    with pytest.raises(ValueError, match="its modalities are"):
+        RecModule(tiny_config(modality_dropout={"target": 0.5}))
+

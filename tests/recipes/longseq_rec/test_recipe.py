@@ -16,8 +16,8 @@ SHRINK = [
     "--data.max_users", "20", "--data.batch_size", "16",
     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
     "--trainer.limit_test_batches", "2", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
-    "--model.representation_dim", "16", "--model.attention_dim", "8", "--model.mlp_hidden", "[16]",
-    "--model.top_k", "4", "--model.din_window", "4",
+    "--model.config.representation_dim", "16", "--model.config.attention_dim", "8", "--model.config.mlp_hidden", "[16]",
+    "--model.config.top_k", "4", "--model.config.din_window", "4",
 ]
 
 
@@ -53,7 +53,7 @@ def test_quick_config_trains_and_saves_the_vocabulary(movielens_run):
     run, _ = movielens_run
     assert {"test/auc", "test/gauc", "test/logloss"} <= set(run.metrics)
     assert (run.path / "vocab" / "vocab.json").is_file()
-    assert run.hparams["model"] == "dare" and run.hparams["num_items"] == 1683
+    assert run.hparams["config"]["model"] == "dare" and run.hparams["config"]["num_items"] == 1683
     module = run.load_module()
     assert module.recommender.attention_table.dim == 8 and module.recommender.representation_table.dim == 16
 
