@@ -33,10 +33,9 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from recipes.driving_interaction.config import DATA_GEOMETRY, DrivingConfig  # noqa: E402
 from recipes.driving_interaction.data import DrivingDataModule, collate_examples  # noqa: E402
-from recipes.driving_interaction.metrics import DetectionEvaluator, FrameResult  # noqa: E402
 from recipes.driving_interaction.module import DrivingModule  # noqa: E402
-from recipes.driving_interaction.scenes import CLASSES  # noqa: E402
 
 VARIANTS = ("lidar", "camera", "concat", "interaction")
 FAULTS = ("camera_blackout", "lidar_beam_loss", "night")
@@ -55,12 +54,14 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 def train_variant(variant: str, model_options: dict, datamodule: DrivingDataModule, epochs: int, device: torch.device,
                   workers: int, seed: int) -> tuple[DrivingModule, float]:
     torch.manual_seed(seed)
-    module = DrivingModule(**{**model_options, "variant": variant}).to(device)
+    # the quick config's model, with the data's camera input size and BEV extent (linked in `fusion train`)
+    geometry = {name: getattr(datamodule, name) for name in DATA_GEOMETRY}
+    module = DrivingModule(DrivingConfig(**{**model_options, **geometry, "variant": variant})).to(device)
     dataset = datamodule.dataset("train")
-    loader = DataLoader(dataset, batch_size=datamodule.hparams.batch_size, shuffle=True, collate_fn=collate_examples,
+    loader = DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=True, collate_fn=collate_examples,
                         num_workers=workers, generator=torch.Generator().manual_seed(seed), persistent_workers=False)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=module.hparams.lr, weight_decay=module.hparams.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=module.hparams.lr, total_steps=epochs * len(loader),
+    optimizer = torch.optim.AdamW(module.parameters(), lr=module.config.lr, weight_decay=module.config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=module.config.lr, total_steps=epochs * len(loader),
                                                     pct_start=0.15)
     started = time.perf_counter()
     module.train()
@@ -68,7 +69,7 @@ def train_variant(variant: str, model_options: dict, datamodule: DrivingDataModu
         dataset.epoch = epoch
         total = 0.0
         for batch in loader:
-            loss = module.losses(to_device(batch, device))["loss"]
+            loss = module.losses(to_device(batch, device)).total
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
@@ -82,16 +83,13 @@ def train_variant(variant: str, model_options: dict, datamodule: DrivingDataModu
 
 @torch.no_grad()
 def evaluate(module: DrivingModule, datamodule: DrivingDataModule, fault: str, device: torch.device) -> dict[str, float]:
-    evaluator = DetectionEvaluator(list(CLASSES))
+    metrics = module.build_metrics().to(device)
     dataset = datamodule.dataset("test", fault)
     for start in range(0, len(dataset), 16):
-        batch = collate_examples([dataset[i] for i in range(start, min(start + 16, len(dataset)))])
-        for b, det in enumerate(module.detect(to_device(batch, device))):
-            mask = batch["gt_mask"][b]
-            evaluator.add(FrameResult(det.boxes, det.labels, det.scores, batch["gt_boxes"][b][mask].double().numpy(),
-                                      batch["gt_labels"][b][mask].numpy()))
-    metrics = evaluator.compute()
-    return {"map": round(metrics["map"], 4), "nds": round(metrics["nds"], 4)}
+        batch = to_device(collate_examples([dataset[i] for i in range(start, min(start + 16, len(dataset)))]), device)
+        module.update_metrics(metrics, batch, module.present_of(batch))
+    computed = {name: float(value) for name, value in metrics["detection"].compute().items()}
+    return {"map": round(computed["map"], 4), "nds": round(computed["nds"], 4)}
 
 
 def main() -> None:
@@ -115,7 +113,7 @@ def main() -> None:
     clean, faults = {}, {fault: {} for fault in FAULTS}
     train_seconds = 0.0
     for variant in VARIANTS:
-        module, seconds = train_variant(variant, quick["model"], datamodule, epochs, device, args.workers,
+        module, seconds = train_variant(variant, quick["model"]["config"], datamodule, epochs, device, args.workers,
                                         int(quick.get("seed_everything", 0)))
         train_seconds += seconds
         clean[variant] = evaluate(module, datamodule, "clean", device)

@@ -18,18 +18,11 @@ import polars as pl  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from apps.common import load_predictor_cached, run_picker, runs_root  # noqa: E402
-from recipes.driving_interaction.data import load_frame, scoring_frame  # noqa: E402
-from recipes.driving_interaction.kitti import KittiFormatError  # noqa: E402
-from recipes.driving_interaction.recipe import (  # noqa: E402
-    datamodule_of,
-    detect_frames,
-    detection_shapley,
-    detections_table,
-    frames_from_table,
-    plot_bev,
-    plot_camera,
-)
-from recipes.driving_interaction.scenes import CLASSES, apply_fault  # noqa: E402
+from recipes.driving_interaction.config import CLASSES  # noqa: E402
+from recipes.driving_interaction.data import datamodule_of, frames_from_table, scoring_frame  # noqa: E402
+from recipes.driving_interaction.explain import detection_shapley, detections_table, plot_bev, plot_camera  # noqa: E402
+from recipes.driving_interaction.readers import KittiFormatError, load_frame  # noqa: E402
+from recipes.driving_interaction.scenes import apply_fault  # noqa: E402
 from recipes.runtime.runs import Run, list_runs  # noqa: E402
 
 RECIPE = "driving_interaction"
@@ -67,9 +60,9 @@ def with_faults(frame, faults: list[str]):
     return frame._replace(points=points, image=image)
 
 
-def scene_figure(frame, detections, hp, title: str):
+def scene_figure(frame, detections, config, title: str):
     fig = plt.figure(figsize=(12, 4.2))
-    plot_bev(frame, detections, hp.x_range, hp.y_range, ax=fig.add_axes([0.01, 0.08, 0.3, 0.84]), title=f"{title}: bird's-eye view")
+    plot_bev(frame, detections, config.x_range, config.y_range, ax=fig.add_axes([0.01, 0.08, 0.3, 0.84]), title=f"{title}: bird's-eye view")
     plot_camera(frame, detections, ax=fig.add_axes([0.34, 0.25, 0.65, 0.65]), title=f"{title}: camera")
     return fig
 
@@ -91,12 +84,12 @@ if not runs:
 left, right = st.columns([2, 3])
 run = run_picker("Run", runs, key="driving-run", metric="test/map", container=left)
 module = load_predictor_cached(RECIPE, run.path)
-hp = module.hparams
+config = module.config
 metrics = run.metrics
 right.caption(
-    f"variant **{hp.variant}** · test mAP {metrics.get('test/map', float('nan')):.3f} · "
-    f"NDS-like {metrics.get('test/nds', float('nan')):.3f} · BEV {hp.grid_size[0]}×{hp.grid_size[1]} cells · "
-    f"image {hp.image_size[0]}×{hp.image_size[1]}"
+    f"variant **{config.variant}** · test mAP {metrics.get('test/map', float('nan')):.3f} · "
+    f"NDS-like {metrics.get('test/nds', float('nan')):.3f} · BEV {config.grid_size[0]}×{config.grid_size[1]} cells · "
+    f"image {config.image_size[0]}×{config.image_size[1]}"
 )
 
 source = st.radio("Scene", ["Generated scene", "Upload a KITTI frame"], horizontal=True, key="driving-source")
@@ -136,8 +129,8 @@ if faulted.points is None and faulted.image is None:
     st.warning("Both sensors are off: there is nothing to detect from.")
     st.stop()
 
-clean_detections = detect_frames(module, [frame])[0]
-detections = detect_frames(module, [faulted])[0] if faults else clean_detections
+clean_detections = module.detect_frames([frame])[0]
+detections = module.detect_frames([faulted])[0] if faults else clean_detections
 counts = st.columns(4)
 counts[0].metric("Labelled objects", len(frame.gt_labels))
 counts[1].metric("Detections (clean)", len(clean_detections.scores))
@@ -146,12 +139,12 @@ counts[2].metric("Detections (with faults)" if faults else "Detections", len(det
 counts[3].metric("Top confidence", f"{detections.scores.max():.2f}" if len(detections.scores) else "—")
 
 st.subheader("Scene")
-fig = scene_figure(faulted, detections, hp, "with " + ", ".join(faults) if faults else "clean")
+fig = scene_figure(faulted, detections, config, "with " + ", ".join(faults) if faults else "clean")
 st.pyplot(fig)
 plt.close(fig)
 if faults:
     with st.expander("The same scene without faults", expanded=False):
-        fig = scene_figure(frame, clean_detections, hp, "clean")
+        fig = scene_figure(frame, clean_detections, config, "clean")
         st.pyplot(fig)
         plt.close(fig)
 st.caption("Dashed: ground truth. Solid: detections (colour = class: car blue, truck orange, pedestrian red, cyclist green).")

@@ -1,89 +1,53 @@
-"""Data of the driving recipe: the ``driving-scenes`` data set (generated KITTI-format scenes), frames read from any
-KITTI ``training/`` folder, batches for the detector, and the raw scoring schema.
+"""Data of the driving recipe: the ``driving-scenes`` data set (generated KITTI-format scenes, or any KITTI object
+folder), frames as detector examples with sensor faults, the DataModule, and the raw scoring schema.
 
 Scoring input: one row per frame with ``frame_id`` and any of ``velodyne_path``, ``image_path``, ``calib_path``
 (``label_path`` optional, for reference). A missing or null sensor path means that sensor is absent for the frame;
 a missing calibration cannot be replaced and the row gets an error.
+
+A sensor that is absent for a frame (a ``camera_failure`` or ``lidar_failure`` fault, a null path in the scoring
+input) is ``<sensor>_present = False`` in the example; its data is then zeros and the model never reads it. A
+degraded sensor (``camera_blackout``, ``night``, ``lidar_beam_loss``, ``rain``) stays present.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-import lightning.pytorch as lp
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from recipes.driving_interaction.kitti import (
-    Calibration,
-    KittiFormatError,
-    frame_paths,
-    list_frames,
-    read_calib,
-    read_image,
-    read_labels,
-    read_velodyne,
-)
-from recipes.driving_interaction.scenes import CLASSES, FAULTS, SceneConfig, apply_fault, generate_dataset
+from recipes.driving_interaction.readers import Frame, KittiFormatError, frame_paths, list_frames, load_frame, load_split, split_ids
+from recipes.driving_interaction.scenes import FAULTS, SceneConfig, apply_fault, generate_dataset
+from recipes.runtime.datamodule import SPLITS, RecipeDataModule
+from recipes.runtime.datasets import DatasetSpec, data_home, fetch_dataset, progress, register_dataset, replace_dir
+
 if TYPE_CHECKING:
     import polars as pl
 
-from recipes.runtime.datasets import DatasetSpec, data_home, fetch_dataset, progress, register_dataset, replace_dir
+    from recipes.runtime.runs import Run
 
 __all__ = [
     "DATASET_NAME",
     "DEFAULT_FRAMES",
-    "SCORE_COLUMNS",
-    "Frame",
-    "load_frame",
     "frame_to_example",
     "collate_examples",
     "fetch_driving_scenes",
     "DrivingDataset",
     "DrivingDataModule",
     "scoring_frame",
+    "frames_from_table",
+    "datamodule_of",
 ]
 
 DATASET_NAME = "driving-scenes"
 DEFAULT_FRAMES = 600
 DEFAULT_SEED = 0
-SCORE_COLUMNS = ("frame_id",)
-SENSOR_COLUMNS = ("velodyne_path", "image_path", "calib_path")
 MAX_POINTS = 6000
 TRAIN_FAULTS = ("camera_blackout", "night", "lidar_beam_loss", "rain", "camera_failure", "lidar_failure")
-
-
-class Frame(NamedTuple):
-    """One frame as read from disk; ``points`` / ``image`` are None when that sensor is absent."""
-
-    frame_id: str
-    points: np.ndarray | None  # (P, 4) float32
-    image: np.ndarray | None  # (H, W, 3) uint8
-    calib: Calibration
-    gt_boxes: np.ndarray  # (G, 7) velodyne boxes of the known classes
-    gt_labels: np.ndarray  # (G,) class index into CLASSES
-
-
-def load_frame(frame_id: str, velodyne: str | Path | None, image: str | Path | None, calib: str | Path,
-               label: str | Path | None = None) -> Frame:
-    """Read one frame; raises :class:`KittiFormatError` naming the bad file."""
-    for what, path in (("calibration", calib), ("velodyne", velodyne), ("image", image)):
-        if path is not None and not Path(path).is_file():
-            optional = "" if what == "calibration" else ", or leave the path empty to go on without that sensor"
-            raise KittiFormatError(f"{path}: no such {what} file; fix the path{optional}")
-    calibration = read_calib(calib)
-    points = read_velodyne(velodyne) if velodyne is not None else None
-    picture = read_image(image) if image is not None else None
-    boxes, labels = np.zeros((0, 7)), np.zeros(0, dtype=np.int64)
-    if label is not None and Path(label).is_file():
-        objects = [o for o in read_labels(label) if o.type in CLASSES]
-        if objects:
-            boxes = np.stack([o.velo_box(calibration) for o in objects])
-            labels = np.array([CLASSES.index(o.type) for o in objects], dtype=np.int64)
-    return Frame(str(frame_id), points, picture, calibration, boxes, labels)
 
 
 def frame_to_example(frame: Frame, image_size: tuple[int, int], x_range: tuple[float, float],
@@ -185,76 +149,73 @@ register_dataset(DatasetSpec(
 ))
 
 
-def _split_ids(root: Path, split: str) -> list[str]:
-    listed = root / "ImageSets" / f"{split}.txt"
-    if listed.is_file():
-        return [line.strip() for line in listed.read_text().splitlines() if line.strip()]
-    frames = list_frames(root / "training")
-    a, b = int(len(frames) * 0.75), int(len(frames) * 0.875)
-    return {"train": frames[:a], "val": frames[a:b], "test": frames[b:]}[split]
-
-
-def load_split(root: Path, split: str, limit: int | None = None) -> list[Frame]:
-    ids = _split_ids(root, split)[: limit or None]
-    out = []
-    for frame_id in ids:
-        paths = frame_paths(root / "training", frame_id)
-        out.append(load_frame(frame_id, paths["velodyne"], paths["image_2"], paths["calib"], paths["label_2"]))
-    return out
-
 
 class DrivingDataset(Dataset):
     """Frames as detector examples; ``fault`` degrades every frame, ``fault_prob`` a random share of them with a
-    random training fault (seeded per epoch and frame)."""
+    random training fault, drawn afresh each epoch from ``(seed, epoch, frame)``. The module sets :attr:`epoch` at
+    the start of every training epoch; it lives in shared memory, so persistent loader workers see it too."""
 
-    def __init__(self, frames: list[Frame], image_size, x_range, y_range, fault: str = "clean", fault_prob: float = 0.0,
-                 seed: int = 0) -> None:
+    def __init__(self, frames: list[Frame], image_size: tuple[int, int], x_range: tuple[float, float],
+                 y_range: tuple[float, float], fault: str = "clean", fault_prob: float = 0.0, seed: int = 0) -> None:
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; choose one of {list(FAULTS)}")
         self.frames, self.image_size, self.x_range, self.y_range = frames, tuple(image_size), tuple(x_range), tuple(y_range)
-        self.fault, self.fault_prob, self.seed, self.epoch = fault, fault_prob, seed, 0
+        self.fault, self.fault_prob, self.seed = fault, fault_prob, seed
+        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.fill_(int(value))
 
     def __len__(self) -> int:
         return len(self.frames)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        frame = self.frames[index]
-        fault = self.fault
-        if fault == "clean" and self.fault_prob > 0:
+    def fault_of(self, index: int) -> str:
+        """The fault frame ``index`` gets in the current epoch."""
+        if self.fault == "clean" and self.fault_prob > 0:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             if rng.random() < self.fault_prob:
-                fault = TRAIN_FAULTS[rng.integers(len(TRAIN_FAULTS))]
+                return TRAIN_FAULTS[rng.integers(len(TRAIN_FAULTS))]
+        return self.fault
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        frame = self.frames[index]
+        fault = self.fault_of(index)
         if fault != "clean":
             points, image = apply_fault(frame.points, frame.image, fault, seed=self.seed * 100_003 + index)
             frame = frame._replace(points=points, image=image)
         return frame_to_example(frame, self.image_size, self.x_range, self.y_range, seed=index)
 
 
-class DrivingDataModule(lp.LightningDataModule):
+class DrivingDataModule(RecipeDataModule):
     """Train / val / test splits of a KITTI-format folder (``dataset: driving-scenes`` generates one).
 
-    ``num_frames`` sizes the generated data set; ``limit_frames`` caps every split (quick runs);
-    ``fault_prob`` trains with random sensor faults on that share of frames; ``eval_fault`` degrades the
-    validation and test frames (benchmarks).
+    ``path`` reads a KITTI object folder instead (the one holding ``training/``); ``num_frames`` sizes the generated
+    data set; ``limit_frames`` caps every split (quick runs); ``image_size``, ``x_range`` and ``y_range`` are the
+    camera input and the BEV extent, linked into the model's config; ``fault_prob`` trains with random sensor faults
+    on that share of frames; ``eval_fault`` degrades the validation and test frames (benchmarks).
     """
 
     def __init__(self, dataset: str = DATASET_NAME, path: str | None = None, num_frames: int = DEFAULT_FRAMES,
                  limit_frames: int | None = None, batch_size: int = 8, image_size: tuple[int, int] = (96, 320),
                  x_range: tuple[float, float] = (0.0, 48.0), y_range: tuple[float, float] = (-24.0, 24.0),
-                 fault_prob: float = 0.2, eval_fault: str = "clean", num_workers: int = 0, seed: int = 0) -> None:
-        super().__init__()
+                 fault_prob: float = 0.2, eval_fault: str = "clean", num_workers: int = 0, seed: int = DEFAULT_SEED) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if dataset != DATASET_NAME:
             raise ValueError(f"dataset = {dataset!r}; this recipe reads {DATASET_NAME!r} (pass a KITTI folder with path=...)")
         if eval_fault not in FAULTS:
             raise ValueError(f"eval_fault = {eval_fault!r}; choose one of {list(FAULTS)}")
-        if batch_size < 1 or not 0 <= fault_prob <= 1:
-            raise ValueError(f"need batch_size >= 1 and 0 <= fault_prob <= 1; got {batch_size}, {fault_prob}")
+        if not 0 <= fault_prob <= 1:
+            raise ValueError(f"fault_prob must be in [0, 1]; got {fault_prob}")
         self.save_hyperparameters()
-        self.splits: dict[str, list[Frame]] = {}
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(CLASSES)
+        # the link sources of config.DATA_GEOMETRY (LightningCLI reads them from the instantiated data module)
+        self.image_size = tuple(int(v) for v in image_size)
+        self.x_range = tuple(float(v) for v in x_range)
+        self.y_range = tuple(float(v) for v in y_range)
 
     def root(self) -> Path:
         hp = self.hparams
@@ -267,41 +228,31 @@ class DrivingDataModule(lp.LightningDataModule):
     def prepare_data(self) -> None:
         self.root()
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        root = self.root()
-        for split in ("train", "val", "test"):
-            self.splits[split] = load_split(root, split, self.hparams.limit_frames)
+    def build_splits(self) -> dict[str, DrivingDataset]:
+        hp, root = self.hparams, self.root()
+        return {split: self._dataset(load_split(root, split, hp.limit_frames),
+                                     "clean" if split == "train" else hp.eval_fault,
+                                     hp.fault_prob if split == "train" else 0.0) for split in SPLITS}
+
+    def _dataset(self, frames: list[Frame], fault: str, fault_prob: float) -> DrivingDataset:
+        return DrivingDataset(frames, self.image_size, self.x_range, self.y_range, fault, fault_prob, self.seed)
 
     def dataset(self, split: str, fault: str | None = None) -> DrivingDataset:
-        self.setup()
-        hp = self.hparams
-        fault = fault or (hp.eval_fault if split != "train" else "clean")
-        return DrivingDataset(self.splits[split], hp.image_size, hp.x_range, hp.y_range, fault,
-                              hp.fault_prob if split == "train" else 0.0, hp.seed)
+        """The dataset of ``split``; with ``fault``, its frames all degraded by that fault (no random faults)."""
+        dataset = super().dataset(split)
+        assert isinstance(dataset, DrivingDataset)
+        return dataset if fault is None else self._dataset(dataset.frames, fault, 0.0)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.dataset(split), batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          collate_fn=collate_examples, num_workers=self.hparams.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+    def collate_fn(self):
+        return collate_examples
 
 
 def scoring_frame(root: Path, split: str = "test", limit: int | None = None) -> "pl.DataFrame":
     """The raw scoring schema for frames of a KITTI-format folder."""
     import polars as pl
 
-    ids = _split_ids(root, split)[: limit or None]
-    rows = {"frame_id": [], "velodyne_path": [], "image_path": [], "calib_path": [], "label_path": []}
-    for frame_id in ids:
+    rows: dict[str, list[str]] = {"frame_id": [], "velodyne_path": [], "image_path": [], "calib_path": [], "label_path": []}
+    for frame_id in split_ids(root, split)[: limit or None]:
         paths = frame_paths(root / "training", frame_id)
         rows["frame_id"].append(frame_id)
         rows["velodyne_path"].append(str(paths["velodyne"]))
@@ -309,3 +260,33 @@ def scoring_frame(root: Path, split: str = "test", limit: int | None = None) -> 
         rows["calib_path"].append(str(paths["calib"]))
         rows["label_path"].append(str(paths["label_2"]))
     return pl.DataFrame(rows, schema={k: pl.Utf8 for k in rows})
+
+
+def _path_or_none(row: dict[str, Any], column: str) -> str | None:
+    value = row.get(column)
+    return None if value is None or (isinstance(value, str) and not value.strip()) else str(value)
+
+
+def frames_from_table(frame: "pl.DataFrame") -> list[Frame | str]:
+    """Each row of the scoring schema read from disk, or an error text naming the file and the fix."""
+    out: list[Frame | str] = []
+    for row in frame.iter_rows(named=True):
+        calib = _path_or_none(row, "calib_path")
+        if calib is None:
+            out.append("no calib_path: every frame needs its KITTI calibration file (P2, R0_rect, Tr_velo_to_cam)")
+            continue
+        velodyne, image = _path_or_none(row, "velodyne_path"), _path_or_none(row, "image_path")
+        if velodyne is None and image is None:
+            out.append("neither velodyne_path nor image_path is set: give at least one sensor file")
+            continue
+        try:
+            out.append(load_frame(str(row.get("frame_id")), velodyne, image, calib, _path_or_none(row, "label_path")))
+        except KittiFormatError as error:
+            out.append(str(error))
+    return out
+
+
+def datamodule_of(run: "Run") -> DrivingDataModule:
+    """The data module a run was trained with (its ``data:`` config)."""
+    data = {k: v for k, v in (run.config.get("data") or {}).items() if not str(k).startswith("_")}
+    return DrivingDataModule(**data)

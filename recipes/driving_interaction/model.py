@@ -28,7 +28,6 @@ Letters: B batch, D width, X/Y BEV cells, N = X·Y, h/w image feature cells, K s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -40,10 +39,9 @@ from fusion_core.fusion import create_fusion
 from fusion_core.layers.grid_sampling import GridNeighbourhood, sample_feature_map
 from fusion_core.layers.interaction_decoder import InteractionDecoder
 from fusion_core.layers.mlp import MLP
+from recipes.driving_interaction.config import DrivingConfig
 
 __all__ = [
-    "VARIANTS",
-    "DrivingModelConfig",
     "DetectorOutput",
     "ImageEncoder",
     "BevGeometry",
@@ -51,49 +49,8 @@ __all__ = [
     "build_detector",
 ]
 
-VARIANTS = ("interaction", "lidar", "camera", "concat")
 # class-agnostic size prior (l, w, h); the size head predicts log ratios to it
 SIZE_PRIOR = (3.0, 1.4, 1.7)
-
-
-@dataclass(frozen=True)
-class DrivingModelConfig:
-    variant: str = "interaction"
-    num_classes: int = 4
-    x_range: tuple[float, float] = (0.0, 48.0)
-    y_range: tuple[float, float] = (-24.0, 24.0)
-    grid_size: tuple[int, int] = (32, 32)
-    image_size: tuple[int, int] = (96, 320)
-    dim: int = 32
-    num_heads: int = 4
-    encoder_layers: int = 1
-    decoder_layers: int = 4
-    num_queries: int = 24
-    pillar_heights: tuple[float, ...] = (-1.5, -0.9, -0.3, 0.3)  # velodyne z of the samples up each pillar
-    ray_depths: tuple[float, ...] = (4.0, 8.0, 12.0, 16.0, 22.0, 28.0, 36.0, 46.0)  # camera depths along each ray
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant = {self.variant!r}; choose one of {list(VARIANTS)}")
-        if self.dim % self.num_heads:
-            raise ValueError(f"dim={self.dim} must be divisible by num_heads={self.num_heads}")
-        if self.num_queries < 1 or self.decoder_layers < 1 or self.encoder_layers < 0:
-            raise ValueError("need num_queries >= 1, decoder_layers >= 1 and encoder_layers >= 0")
-        if self.image_size[0] % 8 or self.image_size[1] % 8:
-            raise ValueError(f"image_size {self.image_size} must be divisible by 8 (the image CNN's stride)")
-
-    @property
-    def uses_lidar(self) -> bool:
-        return self.variant != "camera"
-
-    @property
-    def uses_camera(self) -> bool:
-        return self.variant != "lidar"
-
-    @property
-    def cell(self) -> tuple[float, float]:
-        return ((self.x_range[1] - self.x_range[0]) / self.grid_size[0], (self.y_range[1] - self.y_range[0]) / self.grid_size[1])
 
 
 class DetectorOutput(NamedTuple):
@@ -129,7 +86,7 @@ class BevGeometry(nn.Module):
     the ray of every image feature cell. Coordinates follow ``F.grid_sample`` (x = width axis, in [-1, 1]).
     """
 
-    def __init__(self, config: DrivingModelConfig) -> None:
+    def __init__(self, config: DrivingConfig) -> None:
         super().__init__()
         self.config = config
         X, Y = config.grid_size
@@ -178,11 +135,11 @@ class BevGeometry(nn.Module):
 
 
 class DrivingDetector(nn.Module):
-    """The whole detector; built by :func:`build_detector`. ``forward(batch, query_cells=None)`` →
-    :class:`DetectorOutput`. ``query_cells (B, Q)`` overrides the heatmap-peak queries (training feeds the
-    ground-truth cells too)."""
+    """The whole detector; built by :func:`build_detector`. ``forward(batch, query_cells=None, *,
+    teacher_cells=None)`` → :class:`DetectorOutput`. ``query_cells (B, Q)`` replaces the heatmap-peak queries;
+    ``teacher_cells (B, G)`` are decoded before the peaks (training feeds every object's centre cell)."""
 
-    def __init__(self, config: DrivingModelConfig, pillars: PillarEncoder | None, image_encoder: ImageEncoder | None) -> None:
+    def __init__(self, config: DrivingConfig, pillars: PillarEncoder | None, image_encoder: ImageEncoder | None) -> None:
         super().__init__()
         self.config = config
         D = config.dim
@@ -288,11 +245,14 @@ class DrivingDetector(nn.Module):
         peaks = torch.where(heatmap >= pooled, heatmap, torch.full_like(heatmap, -1e4))
         return peaks.flatten(1).topk(k, dim=1).indices
 
-    def forward(self, batch: dict[str, Tensor], query_cells: Tensor | None = None) -> DetectorOutput:
+    def forward(self, batch: dict[str, Tensor], query_cells: Tensor | None = None, *,
+                teacher_cells: Tensor | None = None) -> DetectorOutput:
         bev, image_features = self.streams(batch)
         heatmap = self.heatmap_head(bev)[:, 0]  # (B, X, Y)
         if query_cells is None:
             query_cells = self.peak_cells(heatmap.detach(), min(self.config.num_queries, heatmap[0].numel()))
+            if teacher_cells is not None:  # (B, G) then (B, Q) queries
+                query_cells = torch.cat([teacher_cells, query_cells], 1)
         return self.decode_queries(batch, bev, image_features, heatmap, query_cells)
 
     def decode_queries(self, batch: dict[str, Tensor], bev: Tensor, image_features: Tensor | None, heatmap: Tensor,
@@ -331,7 +291,7 @@ class DrivingDetector(nn.Module):
                           torch.sin(gt_boxes[..., 6:7]), torch.cos(gt_boxes[..., 6:7])], -1)
 
 
-def build_detector(config: DrivingModelConfig) -> DrivingDetector:
+def build_detector(config: DrivingConfig) -> DrivingDetector:
     """The detector of ``config.variant`` with its sensor encoders."""
     pillars = (PillarEncoder(x_range=config.x_range, y_range=config.y_range, grid_size=config.grid_size,
                              in_features=4, out_channels=config.dim) if config.uses_lidar else None)

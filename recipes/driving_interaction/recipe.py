@@ -6,209 +6,32 @@ Scoring input: one row per frame, ``frame_id`` plus any of ``velodyne_path`` (KI
 column or a null path means the sensor is absent for that frame and the model runs without it.
 The ``score`` column is the **highest detection confidence in the frame** (0.0 when nothing is detected): it
 ranks frames by how sure the model is that something is there. The detections themselves (one row per box)
-come from :func:`detections_table`; the dashboard and ``fusion explain`` show them.
+come from :func:`recipes.driving_interaction.explain.detections_table`; the dashboard and ``fusion explain`` show them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 import polars as pl
-import torch
 
+from recipes.driving_interaction.config import DATA_GEOMETRY
 from recipes.runtime.recipe import Recipe
 
 if TYPE_CHECKING:
-    from recipes.driving_interaction.data import DrivingDataModule, Frame
-    from recipes.driving_interaction.module import Detections, DrivingModule
+    from recipes.driving_interaction.data import DrivingDataModule
+    from recipes.driving_interaction.module import DrivingModule
     from recipes.runtime.runs import Run
 
-__all__ = ["DrivingRecipe", "RECIPE", "frames_from_table", "detect_frames", "detections_table", "detection_shapley",
-           "plot_bev", "plot_camera", "datamodule_of", "MODALITIES"]
-
-MODALITIES = ("camera", "lidar")
-SHAPLEY_RADIUS = 2.0
-
-
-def _path_or_none(row: dict[str, Any], column: str) -> str | None:
-    value = row.get(column)
-    return None if value is None or (isinstance(value, str) and not value.strip()) else str(value)
-
-
-def frames_from_table(frame: pl.DataFrame) -> list["Frame | str"]:
-    """Each row of the scoring schema read from disk, or an error text naming the file and the fix."""
-    from recipes.driving_interaction.data import load_frame
-    from recipes.driving_interaction.kitti import KittiFormatError
-
-    out: list[Frame | str] = []
-    for row in frame.iter_rows(named=True):
-        calib = _path_or_none(row, "calib_path")
-        if calib is None:
-            out.append("no calib_path: every frame needs its KITTI calibration file (P2, R0_rect, Tr_velo_to_cam)")
-            continue
-        velodyne, image = _path_or_none(row, "velodyne_path"), _path_or_none(row, "image_path")
-        if velodyne is None and image is None:
-            out.append("neither velodyne_path nor image_path is set: give at least one sensor file")
-            continue
-        try:
-            out.append(load_frame(str(row.get("frame_id")), velodyne, image, calib, _path_or_none(row, "label_path")))
-        except KittiFormatError as error:
-            out.append(str(error))
-    return out
-
-
-@torch.no_grad()
-def detect_frames(module: "DrivingModule", frames: list["Frame"], batch_size: int = 8,
-                  present: dict[str, torch.Tensor] | None = None) -> list["Detections"]:
-    """Detections of each frame (see :meth:`DrivingModule.detect`); ``present`` overrides sensor presence."""
-    from recipes.driving_interaction.data import collate_examples, frame_to_example
-
-    hp = module.hparams
-    out = []
-    for start in range(0, len(frames), batch_size):
-        chunk = frames[start : start + batch_size]
-        batch = collate_examples([frame_to_example(f, hp.image_size, hp.x_range, hp.y_range, seed=i)
-                                  for i, f in enumerate(chunk)])
-        if present is not None:
-            for name in MODALITIES:
-                if name in present:
-                    batch[f"{name}_present"] = batch[f"{name}_present"] & present[name][start : start + len(chunk)]
-        out.extend(module.detect(batch))
-    return out
-
-
-def detections_table(frame_ids: list[str], detections: list["Detections"]) -> pl.DataFrame:
-    """One row per detection: frame, class, score and the velodyne box."""
-    from recipes.driving_interaction.scenes import CLASSES
-
-    rows: dict[str, list] = {k: [] for k in ("frame_id", "class", "score", "x", "y", "z", "length", "width", "height", "yaw")}
-    for frame_id, det in zip(frame_ids, detections):
-        for box, label, score in zip(det.boxes, det.labels, det.scores):
-            rows["frame_id"].append(frame_id)
-            rows["class"].append(CLASSES[int(label)])
-            rows["score"].append(float(score))
-            for key, value in zip(("x", "y", "z", "length", "width", "height", "yaw"), box):
-                rows[key].append(float(value))
-    return pl.DataFrame(rows, schema={"frame_id": pl.Utf8, "class": pl.Utf8, **{k: pl.Float64 for k in list(rows)[2:]}})
-
-
-def detection_shapley(module: "DrivingModule", frame: "Frame", detections: "Detections") -> dict[str, np.ndarray]:
-    """Exact camera/LiDAR Shapley values of each detection's confidence.
-
-    The value of a sensor coalition for a detection is the highest score of a same-class detection within
-    :data:`SHAPLEY_RADIUS` m of it when the model runs with only those sensors present (0 when there is none);
-    :func:`fusion_core.explain.modality_shapley` enumerates the four coalitions. Returns ``{camera, lidar,
-    base, full}`` arrays of shape ``(D,)``.
-    """
-    from fusion_core.explain import modality_shapley
-
-    if len(detections.scores) == 0:
-        return {k: np.zeros(0) for k in ("camera", "lidar", "base", "full")}
-
-    def value(present: dict[str, torch.Tensor]) -> torch.Tensor:
-        result = detect_frames(module, [frame], present=present)[0]
-        values = torch.zeros(1, len(detections.scores), dtype=torch.float64)
-        for i, (box, label) in enumerate(zip(detections.boxes, detections.labels)):
-            same = result.labels == label
-            if same.any():
-                near = np.hypot(*(result.boxes[same, :2] - box[:2]).T) <= SHAPLEY_RADIUS
-                if near.any():
-                    values[0, i] = float(result.scores[same][near].max())
-        return values
-
-    result = modality_shapley(value, list(MODALITIES), batch_size=1)
-    return {"camera": result.values["camera"][0].numpy(), "lidar": result.values["lidar"][0].numpy(),
-            "base": result.base[0].numpy(), "full": result.full[0].numpy()}
-
-
-# --- plots ------------------------------------------------------------------------------------------------
-
-_COLOURS = {"Car": "#1f77b4", "Truck": "#ff7f0e", "Pedestrian": "#d62728", "Cyclist": "#2ca02c"}
-
-
-def plot_bev(frame: "Frame", detections: "Detections | None", x_range=(0.0, 48.0), y_range=(-24.0, 24.0), ax=None,
-             title: str | None = None):
-    """Bird's-eye view: LiDAR points (grey), ground truth (dashed) and detections (solid, with scores).
-    Forward (x) points up, left (y) points left, as seen from above."""
-    import matplotlib.pyplot as plt
-
-    from recipes.driving_interaction.boxes import box_corners_bev
-    from recipes.driving_interaction.scenes import CLASSES
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 5))
-    if frame.points is not None and len(frame.points):
-        p = frame.points
-        inside = (p[:, 0] >= x_range[0]) & (p[:, 0] < x_range[1]) & (p[:, 1] >= y_range[0]) & (p[:, 1] < y_range[1])
-        ax.scatter(-p[inside, 1], p[inside, 0], s=0.3, c="#999999", linewidths=0)
-    for box, label in zip(frame.gt_boxes, frame.gt_labels):
-        corners = box_corners_bev(box[None])[0]
-        ax.fill(-corners[:, 1], corners[:, 0], fill=False, ls="--", lw=1.0, ec=_COLOURS[CLASSES[int(label)]])
-    if detections is not None:
-        for box, label, score in zip(detections.boxes, detections.labels, detections.scores):
-            corners = box_corners_bev(box[None])[0]
-            colour = _COLOURS[CLASSES[int(label)]]
-            ax.fill(-corners[:, 1], corners[:, 0], fill=False, lw=1.6, ec=colour)
-            ax.text(-box[1], box[0] + 1.2, f"{CLASSES[int(label)][:3]} {score:.2f}", fontsize=6, color=colour, ha="center")
-    ax.set_xlim(-y_range[1], -y_range[0])
-    ax.set_ylim(*x_range)
-    ax.set_aspect("equal")
-    ax.set_xlabel("← left   lateral (m)   right →")
-    ax.set_ylabel("forward (m)")
-    if title:
-        ax.set_title(title, fontsize=9)
-    return ax
-
-
-def plot_camera(frame: "Frame", detections: "Detections | None", ax=None, title: str | None = None):
-    """The camera image with ground truth (dashed) and detections (solid) projected through the calibration."""
-    import matplotlib.pyplot as plt
-
-    from recipes.driving_interaction.boxes import box_corners_3d
-    from recipes.driving_interaction.scenes import CLASSES
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 2.6))
-    if frame.image is not None:
-        ax.imshow(frame.image)
-        height, width = frame.image.shape[:2]
-    else:
-        width, height = int(frame.calib.P2[0, 2] * 2), int(frame.calib.P2[1, 2] / 0.3)
-        ax.imshow(np.zeros((height, width, 3), dtype=np.uint8))
-        ax.text(width / 2, height / 2, "camera absent", color="white", ha="center")
-    edges = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
-    sets = [(frame.gt_boxes, frame.gt_labels, "--", 0.8)]
-    if detections is not None:
-        sets.append((detections.boxes, detections.labels, "-", 1.4))
-    for boxes, labels, style, width_line in sets:
-        for box, label in zip(boxes, labels):
-            corners = box_corners_3d(np.asarray(box)[None])[0]
-            pixels, depth = frame.calib.project_velo(corners)
-            if (depth <= 0.1).any():
-                continue
-            for a, b in edges:
-                ax.plot(pixels[[a, b], 0], pixels[[a, b], 1], style, lw=width_line, color=_COLOURS[CLASSES[int(label)]])
-    ax.set_xlim(0, width)
-    ax.set_ylim(height, 0)
-    ax.axis("off")
-    if title:
-        ax.set_title(title, fontsize=9)
-    return ax
-
-
-def datamodule_of(run: "Run") -> "DrivingDataModule":
-    from recipes.driving_interaction.data import DrivingDataModule
-
-    data = {k: v for k, v in (run.config.get("data") or {}).items() if not str(k).startswith("_")}
-    return DrivingDataModule(**data)
+__all__ = ["DrivingRecipe", "RECIPE"]
 
 
 @dataclass
 class DrivingRecipe(Recipe):
     """Camera-LiDAR 3D detection: ``interaction`` (DeepInteraction++-style) and the baselines ``lidar``,
-    ``camera`` and ``concat`` (``--model.variant``)."""
+    ``camera`` and ``concat`` (``--model.config.variant``). The data's camera input size and BEV extent are linked
+    into the model's config (:data:`recipes.driving_interaction.config.DATA_GEOMETRY`)."""
 
     @property
     def module_class(self) -> type["DrivingModule"]:
@@ -237,6 +60,8 @@ class DrivingRecipe(Recipe):
 
     # --- scoring --------------------------------------------------------------------------------------------
     def score_frame(self, predictor: "DrivingModule", frame: pl.DataFrame) -> pl.DataFrame:
+        from recipes.driving_interaction.data import frames_from_table
+
         loaded = frames_from_table(frame)
         scores: list[float | None] = [None] * frame.height
         errors: list[str | None] = [None] * frame.height
@@ -245,13 +70,13 @@ class DrivingRecipe(Recipe):
             if isinstance(f, str):
                 errors[i] = f
         if good:
-            detections = detect_frames(predictor, [loaded[i] for i in good])
+            detections = predictor.detect_frames([loaded[i] for i in good])
             for i, det in zip(good, detections):
                 scores[i] = float(det.scores.max()) if len(det.scores) else 0.0
         return pl.DataFrame({"score": pl.Series(scores, dtype=pl.Float64), "error": pl.Series(errors, dtype=pl.Utf8)})
 
     def demo_input(self, run: "Run", path: Path) -> Path:
-        from recipes.driving_interaction.data import scoring_frame
+        from recipes.driving_interaction.data import datamodule_of, scoring_frame
 
         path.parent.mkdir(parents=True, exist_ok=True)
         scoring_frame(datamodule_of(run).root(), "test").write_parquet(path)
@@ -259,128 +84,22 @@ class DrivingRecipe(Recipe):
 
     # --- explaining -----------------------------------------------------------------------------------------
     def explain(self, run: "Run", input_path: Path | None, out_path: Path, *, max_examples: int = 4) -> Path:
-        import matplotlib
+        from recipes.driving_interaction.data import datamodule_of, scoring_frame
+        from recipes.driving_interaction.explain import write_report
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from recipes.runtime.report import HtmlReport
-
-        module = self.load_predictor(run)
-        hp = module.hparams
         if input_path is not None:
             table, source = pl.read_parquet(input_path), f"`{Path(input_path).name}`"
         else:
-            from recipes.driving_interaction.data import scoring_frame
-
             table, source = scoring_frame(datamodule_of(run).root(), "test", limit=max_examples), "the run's test split"
-        loaded = frames_from_table(table.head(max_examples))
-        report = HtmlReport(f"{self.name} — {hp.variant} detector explained", f"run `{run.run_id}`; input: {source}")
-        report.heading("Model")
-        report.text(
-            f"Variant `{hp.variant}`: BEV grid {hp.grid_size[0]}×{hp.grid_size[1]} over x {hp.x_range} m, y {hp.y_range} m; "
-            f"image {hp.image_size[0]}×{hp.image_size[1]}; width {hp.dim}; {hp.encoder_layers} interaction encoder layer(s); "
-            f"decoder layers attend to {', '.join(module.detector.decoder.sources)} in turn."
-        )
-        if run.metrics:
-            report.table(dict(run.metrics), caption="held-out metrics of the run")
-        bad = [(row, f) for row, f in zip(table.head(max_examples)["frame_id"].to_list(), loaded) if isinstance(f, str)]
-        if bad:
-            report.text(f"{len(bad)} frame(s) could not be read and are left out; first: {bad[0][0]}: {bad[0][1]}")
-        frames = [f for f in loaded if not isinstance(f, str)]
-        if not frames:
-            report.heading("Nothing to explain")
-            report.text("None of the input frames could be read.")
-            return report.save(out_path)
-        module.detector.decoder.record_attention = True
-        try:
-            for frame in frames:
-                detections = detect_frames(module, [frame])[0]
-                attention = list(module.detector.decoder.last_attention)
-                self._frame_section(report, module, frame, detections, attention, plt)
-        finally:
-            module.detector.decoder.record_attention = False
-        return report.save(out_path)
-
-    @staticmethod
-    def _frame_section(report, module, frame, detections, attention, plt) -> None:
-        from recipes.driving_interaction.scenes import CLASSES
-
-        hp = module.hparams
-        report.heading(f"Frame {frame.frame_id}")
-        fig = plt.figure(figsize=(11, 4))
-        bev_ax = fig.add_axes([0.02, 0.08, 0.3, 0.85])
-        cam_ax = fig.add_axes([0.35, 0.3, 0.63, 0.6])
-        plot_bev(frame, detections, hp.x_range, hp.y_range, ax=bev_ax, title="BEV: points, ground truth (dashed), detections")
-        plot_camera(frame, detections, ax=cam_ax, title="camera with projected boxes")
-        report.figure(fig, caption=f"frame {frame.frame_id}: {len(detections.scores)} detections, {len(frame.gt_labels)} labelled objects")
-        plt.close(fig)
-        if not len(detections.scores):
-            report.text("No detection above the score threshold in this frame.")
-            return
-        shapley = detection_shapley(module, frame, detections)
-        with torch.no_grad():
-            out = module.detector(_example_batch(module, frame))
-        updates = out.stream_updates[0, torch.as_tensor(detections.query)].numpy()  # (D, 2)
-        share = updates[:, 1] / np.maximum(updates.sum(1), 1e-9)
-        names = [f"{i + 1}. {CLASSES[int(l)]} @ {b[0]:.0f} m" for i, (b, l) in enumerate(zip(detections.boxes, detections.labels))]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 0.35 * len(names) + 1.4), sharey=True)
-        y = np.arange(len(names))
-        axes[0].barh(y - 0.2, shapley["lidar"], 0.4, label="LiDAR", color="#4c72b0")
-        axes[0].barh(y + 0.2, shapley["camera"], 0.4, label="camera", color="#dd8452")
-        axes[0].axvline(0, color="black", lw=0.8)
-        axes[0].set_yticks(y, names, fontsize=7)
-        axes[0].invert_yaxis()
-        axes[0].legend(fontsize=7)
-        axes[0].set_xlabel("Shapley value (confidence)")
-        axes[1].barh(y, share, color="#dd8452")
-        axes[1].set_xlim(0, 1)
-        axes[1].set_xlabel("camera share of the decoder's cross-attention update")
-        fig.tight_layout()
-        report.figure(fig, caption="per detection: camera vs LiDAR Shapley values and the decoder's reliance on each stream")
-        plt.close(fig)
-        report.table({"detection": names, "score": detections.scores.tolist(), "φ LiDAR": shapley["lidar"].tolist(),
-                      "φ camera": shapley["camera"].tolist(), "no-sensor value": shapley["base"].tolist(),
-                      "camera share of decoder update": share.tolist()},
-                     caption="Shapley values add up to the score with both sensors minus the value with none")
-        if attention:
-            _attention_figure(report, module, attention, int(detections.query[0]), names[0], plt)
-
-
-def _example_batch(module: "DrivingModule", frame: "Frame") -> dict[str, torch.Tensor]:
-    from recipes.driving_interaction.data import collate_examples, frame_to_example
-
-    hp = module.hparams
-    return collate_examples([frame_to_example(frame, hp.image_size, hp.x_range, hp.y_range)])
-
-
-def _attention_figure(report, module, attention, query: int, name: str, plt) -> None:
-    """Where the top detection's query looked in the last BEV layer and the last image layer."""
-    hp = module.hparams
-    last = {source: weights for source, weights in attention}
-    fig, axes = plt.subplots(1, len(last), figsize=(5 * len(last), 3.2), squeeze=False)
-    for ax, (source, weights) in zip(axes[0], last.items()):
-        mean = weights[0, :, query].mean(0)  # (T,) averaged over heads
-        if source == "bev":
-            grid = mean.reshape(hp.grid_size[0], hp.grid_size[1]).numpy()
-            ax.imshow(grid, origin="lower", extent=(hp.y_range[0], hp.y_range[1], hp.x_range[0], hp.x_range[1]), cmap="magma")
-            ax.invert_xaxis()  # left (+y) on the left, as in the BEV plots
-            ax.set_xlabel("lateral (m, left positive)")
-            ax.set_ylabel("forward (m)")
-        else:
-            h, w = hp.image_size[0] // 8, hp.image_size[1] // 8
-            ax.imshow(mean.reshape(h, w).numpy(), cmap="magma", aspect="auto")
-            ax.set_xlabel("image feature column")
-        ax.set_title(f"last {source} layer", fontsize=9)
-    fig.tight_layout()
-    report.figure(fig, caption=f"decoder attention of the query behind detection {name} (mean over heads)")
-    plt.close(fig)
+        return write_report(self.load_predictor(run), run, table, source, out_path, title=self.name,
+                            max_examples=max_examples)
 
 
 RECIPE = DrivingRecipe(
     name="driving_interaction",
     configs_dir=Path(__file__).parent / "configs",
     aliases=("driving",),
+    links=tuple((f"data.{name}", f"model.config.{name}") for name in DATA_GEOMETRY),
     score_columns=("frame_id",),
     passthrough=("frame_id", "label_path"),
     datasets=("driving-scenes",),

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from recipes.driving_interaction.boxes import box_corners_3d, ray_box_hits
-from recipes.driving_interaction.kitti import (
+from recipes.driving_interaction.readers import (
     Calibration,
     ObjectLabel,
     frame_paths,
@@ -40,7 +40,6 @@ from recipes.driving_interaction.kitti import (
 )
 
 __all__ = [
-    "CLASSES",
     "CLUTTER",
     "FAULTS",
     "LIDAR_HEIGHT",
@@ -57,7 +56,6 @@ __all__ = [
     "beam_index",
 ]
 
-CLASSES = ("Car", "Truck", "Pedestrian", "Cyclist")
 CLUTTER = "Clutter"
 FAULTS = ("clean", "camera_blackout", "night", "lidar_beam_loss", "rain", "camera_failure", "lidar_failure")
 LIDAR_HEIGHT = 1.73  # the velodyne origin above the road, as in KITTI

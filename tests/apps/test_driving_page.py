@@ -5,7 +5,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.apps.browser import REPO, assert_no_exception, screenshot, serve_app, wait_for_text
-from tests.recipes.driving_interaction.tiny_driving import tiny_driving_env
+from tests.recipes.driving_interaction.tiny import tiny_driving_env
 
 PAGE = REPO / "apps" / "pages" / "4_Driving.py"
 
@@ -15,7 +15,7 @@ def driving_env(tmp_path_factory):
     """A tiny driving run on tiny generated scenes; yields ``(run, runs root, data root)`` with the env vars set.
     ``min_score 0`` so the barely trained model still draws boxes."""
     root = tmp_path_factory.mktemp("driving-page")
-    with tiny_driving_env(root, ("--model.min_score", "0.0")) as run:
+    with tiny_driving_env(root, ("--model.config.min_score", "0.0")) as run:
         yield run, root / "runs", root / "data"
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.recipes.driving_interaction.tiny_driving import tiny_driving_env
+from tests.recipes.driving_interaction.tiny import tiny_driving_env
 
 
 @pytest.fixture(scope="module")

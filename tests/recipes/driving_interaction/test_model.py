@@ -10,12 +10,18 @@ import torch
 from fusion_core.fusion.interaction import InteractionFusion
 from fusion_core.layers.interaction_decoder import InteractionDecoder
 from recipes.driving_interaction import model as driving_model
-from recipes.driving_interaction.model import VARIANTS, DrivingModelConfig, build_detector
-from recipes.driving_interaction.module import DrivingModule, assign_queries, heatmap_targets
+from recipes.driving_interaction.config import VARIANTS, DrivingConfig
+from recipes.driving_interaction.head import assign_queries, heatmap_targets
+from recipes.driving_interaction.model import build_detector
+from recipes.driving_interaction.module import DrivingModule
 from recipes.driving_interaction.scenes import SceneConfig, default_calibration
 
 TINY = dict(dim=8, num_heads=2, grid_size=(8, 8), image_size=(16, 48), num_queries=4, decoder_layers=2,
             x_range=(0.0, 16.0), y_range=(-8.0, 8.0))
+
+
+def tiny_module(**overrides) -> DrivingModule:
+    return DrivingModule(DrivingConfig(**{**TINY, **overrides}))
 
 
 def make_batch(batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -37,7 +43,7 @@ def make_batch(batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("batch", [1, 2])
 def test_shapes(variant, batch):
     torch.manual_seed(0)
-    module = DrivingModule(variant=variant, **TINY).eval()
+    module = tiny_module(variant=variant).eval()
     out = module(make_batch(batch))
     assert out.heatmap.shape == (batch, 8, 8)
     assert out.class_logits.shape == (batch, 4, 5) and out.boxes.shape == (batch, 4, 7)
@@ -52,10 +58,10 @@ def test_shapes(variant, batch):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_parameter_gets_a_gradient(variant):
     torch.manual_seed(0)
-    module = DrivingModule(variant=variant, **TINY)
+    module = tiny_module(variant=variant)
     losses = module.losses(make_batch())
-    assert torch.isfinite(losses["loss"])
-    losses["loss"].backward()
+    assert torch.isfinite(losses.total)
+    losses.total.backward()
     missing = [n for n, p in module.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
                or p.grad.abs().sum() == 0]
     assert not missing, missing
@@ -64,7 +70,7 @@ def test_every_parameter_gets_a_gradient(variant):
 @pytest.mark.parametrize("sensor", ["camera", "lidar"])
 def test_a_missing_sensor_is_ignored_whatever_its_data(sensor):
     torch.manual_seed(0)
-    module = DrivingModule(variant="interaction", **TINY).eval()
+    module = tiny_module(variant="interaction").eval()
     batch = make_batch()
     batch[f"{sensor}_present"] = torch.tensor([True, False])
     reference = module(batch)
@@ -85,7 +91,7 @@ def test_a_missing_sensor_is_ignored_whatever_its_data(sensor):
 
 def test_interaction_encoder_updates_both_streams_from_each_other():
     torch.manual_seed(0)
-    detector = build_detector(DrivingModelConfig(variant="interaction", **TINY)).eval()
+    detector = build_detector(DrivingConfig(variant="interaction", **TINY)).eval()
     batch = make_batch(1)
     bev, image = detector.streams(batch)
     changed = dict(batch, image=torch.rand(1, 3, 16, 48))
@@ -94,12 +100,12 @@ def test_interaction_encoder_updates_both_streams_from_each_other():
     changed = dict(batch, points=batch["points"] + torch.tensor([0.0, 0.0, 0.5, 0.0]))
     _, image_changed = detector.streams(changed)
     assert not torch.allclose(image, image_changed)  # and the image stream reads the LiDAR
-    lidar_only = build_detector(DrivingModelConfig(variant="lidar", **TINY)).eval()
+    lidar_only = build_detector(DrivingConfig(variant="lidar", **TINY)).eval()
     assert lidar_only.streams(batch)[1] is None
 
 
 def test_projection_geometry_agrees_with_the_calibration():
-    detector = build_detector(DrivingModelConfig(variant="interaction", **TINY))
+    detector = build_detector(DrivingConfig(variant="interaction", **TINY))
     batch = make_batch(1)
     grid, valid = detector.geometry.cell_to_image(batch["projection"])
     assert grid.shape == (1, 64, 4, 2) and valid.any()
@@ -113,7 +119,7 @@ def test_projection_geometry_agrees_with_the_calibration():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_attention_comes_from_fusion_core(variant):
-    detector = build_detector(DrivingModelConfig(variant=variant, **{**TINY, "decoder_layers": 3}))
+    detector = build_detector(DrivingConfig(variant=variant, **{**TINY, "decoder_layers": 3}))
     assert isinstance(detector.decoder, InteractionDecoder)
     uses_image = variant in ("interaction", "camera")
     assert detector.decoder.sources == (("bev", "image", "bev") if uses_image else ("bev", "bev", "bev"))
@@ -123,7 +129,7 @@ def test_attention_comes_from_fusion_core(variant):
         assert len(detector.interaction.layers) == 1
     else:
         assert detector.interaction is None
-    assert build_detector(DrivingModelConfig(variant="interaction", **{**TINY, "encoder_layers": 0})).interaction is None
+    assert build_detector(DrivingConfig(variant="interaction", **{**TINY, "encoder_layers": 0})).interaction is None
 
 
 def test_the_recipe_folder_holds_no_attention_code():
@@ -135,7 +141,7 @@ def test_the_recipe_folder_holds_no_attention_code():
 
 def test_an_absent_camera_skips_the_decoders_image_layers():
     torch.manual_seed(0)
-    detector = build_detector(DrivingModelConfig(variant="interaction", **{**TINY, "decoder_layers": 3})).eval()
+    detector = build_detector(DrivingConfig(variant="interaction", **{**TINY, "decoder_layers": 3})).eval()
     detector.decoder.record_attention = True
     batch = make_batch()
     batch["camera_present"] = torch.tensor([True, False])
@@ -149,7 +155,7 @@ def test_an_absent_camera_skips_the_decoders_image_layers():
 
 def test_targets_and_assignment():
     cell = (2.0, 2.0)
-    detector = build_detector(DrivingModelConfig(variant="lidar", **TINY))
+    detector = build_detector(DrivingConfig(variant="lidar", **TINY))
     batch = make_batch(1)
     heat = heatmap_targets(batch["gt_boxes"], batch["gt_mask"], detector.geometry.cell_xy, (8, 8), cell)
     assert heat.shape == (1, 8, 8) and heat.max() == 1 and (heat == 1).sum() == 2
@@ -162,22 +168,23 @@ def test_targets_and_assignment():
 def test_box_encoding_round_trips():
     boxes = torch.tensor([[6.0, 1.0, -0.9, 4.0, 1.8, 1.5, 0.3]])
     anchor = torch.tensor([[5.0, 1.5]])
-    detector = build_detector(DrivingModelConfig(variant="lidar", **TINY))
+    detector = build_detector(DrivingConfig(variant="lidar", **TINY))
     decoded = detector.decode(detector.encode(boxes, anchor), anchor)
     torch.testing.assert_close(decoded, boxes)
 
 
-@pytest.mark.parametrize("kw, message", [(dict(variant="radar"), "variant"), (dict(lr=0.0), "lr > 0"),
-                                         (dict(dim=10, num_heads=4), "divisible")])
+@pytest.mark.parametrize("kw, message", [(dict(variant="radar"), "variant"), (dict(lr=0.0), "lr must be > 0"),
+                                         (dict(dim=10, num_heads=4), "divisible"), (dict(image_size=(20, 48)), "by 8"),
+                                         (dict(min_score=1.0), "min_score"), (dict(x_range=(5.0, 1.0)), "low, high")])
 def test_bad_arguments(kw, message):
     with pytest.raises(ValueError, match=message):
-        DrivingModule(**{**TINY, **kw})
+        tiny_module(**kw)
 
 
 def test_seeded_regression():
     torch.manual_seed(0)
-    first = DrivingModule(variant="interaction", **TINY).eval()(make_batch(1)).class_logits
+    first = tiny_module(variant="interaction").eval()(make_batch(1)).class_logits
     torch.manual_seed(0)
-    second = DrivingModule(variant="interaction", **TINY).eval()(make_batch(1)).class_logits
+    second = tiny_module(variant="interaction").eval()(make_batch(1)).class_logits
     torch.testing.assert_close(first, second)
     assert torch.isfinite(first).all()

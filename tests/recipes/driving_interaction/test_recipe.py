@@ -1,20 +1,17 @@
 """The recipe end to end: training into a run, scoring with malformed frames, the explain report, the configs."""
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import polars as pl
 import pytest
-import yaml
 
-from recipes.driving_interaction.data import DrivingDataModule
-from recipes.driving_interaction.kitti import frame_paths
-from recipes.driving_interaction.module import DrivingModule
-from recipes.driving_interaction.recipe import RECIPE as DRIVING, datamodule_of, detection_shapley, detect_frames, frames_from_table
+from recipes.driving_interaction.config import DrivingConfig
+from recipes.driving_interaction.data import datamodule_of, frames_from_table, scoring_frame
+from recipes.driving_interaction.explain import detection_shapley
+from recipes.driving_interaction.recipe import RECIPE as DRIVING
 from recipes.runtime.registry import get_recipe
 from recipes.runtime.score import score_file
-
+from recipes.runtime.train import parse_config
 
 
 def test_registered_under_both_names():
@@ -26,10 +23,14 @@ def test_training_writes_a_run_with_detection_metrics(tiny_driving_run):
     metrics = tiny_driving_run.metrics
     for key in ("test/map", "test/nds", "test/ate", "test/ase", "test/aoe", "train_seconds"):
         assert key in metrics and np.isfinite(metrics[key])
+    for sensor in ("camera", "lidar"):  # the robustness table
+        assert 0 <= metrics[f"test/map@without_{sensor}"] <= 1 and np.isfinite(metrics[f"test/nds@without_{sensor}"])
     assert 0 <= metrics["test/map"] <= 1 and 0 <= metrics["test/nds"] <= 1
     assert tiny_driving_run.model_path.is_file()
     module = tiny_driving_run.load_module()
-    assert module.hparams.variant == "interaction" and module.hparams.grid_size == [8, 8]
+    assert module.config.variant == "interaction" and module.config.grid_size == (8, 8)
+    # the data's camera input size reached the model's config through the recipe's links
+    assert module.config.image_size == (16, 48) == tuple(tiny_driving_run.config["data"]["image_size"])
 
 
 def test_scoring_keeps_every_row_and_names_bad_files(tiny_driving_run, tmp_path):
@@ -67,13 +68,10 @@ def test_scoring_keeps_every_row_and_names_bad_files(tiny_driving_run, tmp_path)
 
 def test_shapley_values_add_up(tiny_driving_run):
     module = DRIVING.load_predictor(tiny_driving_run)
-    module.hparams.min_score = 0.0  # an untrained-size model: keep every query so there is something to explain
-    root = datamodule_of(tiny_driving_run).root()
-    paths = frame_paths(root / "training", "000007")
-    table = pl.DataFrame({"frame_id": ["000007"], "velodyne_path": [str(paths["velodyne"])],
-                          "image_path": [str(paths["image_2"])], "calib_path": [str(paths["calib"])]})
+    module.config.min_score = 0.0  # an untrained-size model: keep every query so there is something to explain
+    table = scoring_frame(datamodule_of(tiny_driving_run).root(), "test", limit=1).drop("label_path")
     (frame,) = frames_from_table(table)
-    (detections,) = detect_frames(module, [frame])
+    (detections,) = module.detect_frames([frame])
     assert len(detections.scores)
     values = detection_shapley(module, frame, detections)
     np.testing.assert_allclose(values["camera"] + values["lidar"], values["full"] - values["base"], atol=1e-9)
@@ -83,19 +81,22 @@ def test_shapley_values_add_up(tiny_driving_run):
 def test_explain_writes_a_report_with_plots(tiny_driving_run, tmp_path):
     out = DRIVING.explain(tiny_driving_run, None, tmp_path / "report.html", max_examples=1)
     html = out.read_text()
-    assert "data:image/png;base64" in html and "Frame 000007" in html
+    assert "data:image/png;base64" in html and "Frame 000014" in html  # the first of the 2 test frames of 16
     assert "Shapley" in html or "No detection above the score threshold" in html
 
 
 @pytest.mark.parametrize("name", ["quick", "full"])
 def test_shipped_configs_match_the_entry_points(name):
-    import lightning.pytorch as pl_
+    config = parse_config("driving", [name])
+    model = DrivingConfig(**config["model"]["config"])  # every key a field of the one config
+    assert model.variant == "interaction"
+    assert set(config["data"]) >= {"image_size", "x_range", "y_range"}
+    DRIVING.datamodule_class(**config["data"])
 
-    config = yaml.safe_load(DRIVING.config_path(name).read_text())
-    module = DrivingModule(**config["model"])
-    assert module.hparams.variant == "interaction"
-    data_params = inspect.signature(DrivingDataModule).parameters
-    assert set(config["data"]) <= set(data_params)
-    DrivingDataModule(**config["data"])
-    pl_.Trainer(**config["trainer"], logger=False, enable_checkpointing=False)
-    assert config["model"]["image_size"] == config["data"]["image_size"]
+
+def test_full_config_holds_only_what_differs_from_quick():
+    assert [p.name for p in DRIVING.config_chain("full")] == ["quick.yaml", "full.yaml"]
+    quick, full = parse_config("driving", ["quick"]), parse_config("driving", ["full"])
+    assert full["model"]["config"]["dim"] == 64 and quick["model"]["config"]["dim"] == 32
+    assert full["data"]["limit_frames"] is None and quick["data"]["limit_frames"] == 240
+    assert full["data"]["image_size"] == quick["data"]["image_size"]

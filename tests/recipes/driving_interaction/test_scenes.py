@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 
 from recipes.driving_interaction.boxes import points_in_boxes
-from recipes.driving_interaction.data import load_frame
-from recipes.driving_interaction.kitti import frame_paths, list_frames, read_labels
+from recipes.driving_interaction.config import CLASSES
+from recipes.driving_interaction.readers import frame_paths, list_frames, load_frame, read_labels
 from recipes.driving_interaction.scenes import (
-    CLASSES,
     CLUTTER,
     SceneConfig,
     apply_fault,

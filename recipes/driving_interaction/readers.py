@@ -1,5 +1,5 @@
 """The KITTI object format, read and written for real: ``velodyne/*.bin``, ``image_2/*.png``, ``calib/*.txt``,
-``label_2/*.txt``.
+``label_2/*.txt``, whole frames (:func:`load_frame`) and a folder's splits (:func:`load_split`).
 
 Frames (KITTI's own conventions):
 
@@ -14,11 +14,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from recipes.driving_interaction.config import CLASSES
+
 __all__ = [
     "KittiFormatError",
+    "Frame",
+    "load_frame",
+    "split_ids",
+    "load_split",
     "Calibration",
     "ObjectLabel",
     "read_velodyne",
@@ -270,3 +277,57 @@ def frame_paths(root: str | Path, frame_id: str) -> dict[str, Path]:
 def list_frames(root: str | Path) -> list[str]:
     """Sorted frame ids that have a velodyne scan under ``root``."""
     return sorted(p.stem for p in (Path(root) / "velodyne").glob("*.bin"))
+
+
+# --- frames -------------------------------------------------------------------------------------------------
+
+
+class Frame(NamedTuple):
+    """One frame as read from disk; ``points`` / ``image`` are None when that sensor is absent."""
+
+    frame_id: str
+    points: np.ndarray | None  # (P, 4) float32
+    image: np.ndarray | None  # (H, W, 3) uint8
+    calib: Calibration
+    gt_boxes: np.ndarray  # (G, 7) velodyne boxes of the known classes
+    gt_labels: np.ndarray  # (G,) class index into CLASSES
+
+
+def load_frame(frame_id: str, velodyne: str | Path | None, image: str | Path | None, calib: str | Path,
+               label: str | Path | None = None) -> Frame:
+    """Read one frame; raises :class:`KittiFormatError` naming the bad file. Objects of other types than
+    :data:`recipes.driving_interaction.config.CLASSES` (``Van``, ``DontCare``, ...) are left out."""
+    for what, path in (("calibration", calib), ("velodyne", velodyne), ("image", image)):
+        if path is not None and not Path(path).is_file():
+            optional = "" if what == "calibration" else ", or leave the path empty to go on without that sensor"
+            raise KittiFormatError(f"{path}: no such {what} file; fix the path{optional}")
+    calibration = read_calib(calib)
+    points = read_velodyne(velodyne) if velodyne is not None else None
+    picture = read_image(image) if image is not None else None
+    boxes, labels = np.zeros((0, 7)), np.zeros(0, dtype=np.int64)
+    if label is not None and Path(label).is_file():
+        objects = [o for o in read_labels(label) if o.type in CLASSES]
+        if objects:
+            boxes = np.stack([o.velo_box(calibration) for o in objects])
+            labels = np.array([CLASSES.index(o.type) for o in objects], dtype=np.int64)
+    return Frame(str(frame_id), points, picture, calibration, boxes, labels)
+
+
+def split_ids(root: str | Path, split: str) -> list[str]:
+    """Frame ids of ``split`` under a KITTI object folder ``root`` (holding ``training/``): ``ImageSets/<split>.txt``
+    when it exists, else the sorted ids cut 75 / 12.5 / 12.5 %."""
+    listed = Path(root) / "ImageSets" / f"{split}.txt"
+    if listed.is_file():
+        return [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+    frames = list_frames(Path(root) / "training")
+    a, b = int(len(frames) * 0.75), int(len(frames) * 0.875)
+    return {"train": frames[:a], "val": frames[a:b], "test": frames[b:]}[split]
+
+
+def load_split(root: str | Path, split: str, limit: int | None = None) -> list[Frame]:
+    """The frames of ``split`` (at most ``limit``) with their labels."""
+    out = []
+    for frame_id in split_ids(root, split)[: limit or None]:
+        paths = frame_paths(Path(root) / "training", frame_id)
+        out.append(load_frame(frame_id, paths["velodyne"], paths["image_2"], paths["calib"], paths["label_2"]))
+    return out

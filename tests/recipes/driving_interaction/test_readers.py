@@ -1,4 +1,5 @@
-"""KITTI object format: reading, writing and the calibration chain, on fixtures in the exact KITTI layout.
+"""KITTI object format: reading, writing, the calibration chain, whole frames and splits, on fixtures in the exact
+KITTI layout.
 
 The calibration and label below are KITTI object ``training/`` frame 000000 (a pedestrian), so projecting the
 labelled 3D box must reproduce the labelled 2D box."""
@@ -7,11 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recipes.driving_interaction.kitti import (
+from recipes.driving_interaction.readers import (
     KittiFormatError,
     ObjectLabel,
     frame_paths,
     list_frames,
+    load_frame,
+    load_split,
+    split_ids,
     read_calib,
     read_image,
     read_labels,
@@ -123,3 +127,34 @@ def test_malformed_files_raise_errors_naming_the_file(kitti_root, tmp_path):
         read_labels(tmp_path / "label.txt")
     with pytest.raises(ValueError, match=r"\(N, 4\)"):
         write_velodyne(tmp_path / "x.bin", np.zeros((3, 3)))
+
+
+def test_a_frame_keeps_the_known_classes_and_goes_on_without_a_sensor(kitti_root):
+    paths = frame_paths(kitti_root, "000000")
+    with paths["label_2"].open("a") as file:
+        file.write("DontCare -1 -1 -10 503.89 169.71 590.61 190.13 -1 -1 -1 -1000 -1000 -1000 -10\n")
+        file.write("Van 0.00 0 1.94 0.00 181.81 176.85 259.70 1.90 1.84 4.32 -11.48 1.77 12.73 1.21\n")
+    frame = load_frame("000000", paths["velodyne"], None, paths["calib"], paths["label_2"])
+    assert frame.image is None and frame.points.shape == (2, 4)
+    assert frame.gt_labels.tolist() == [2] and frame.gt_boxes.shape == (1, 7)  # the pedestrian; Van, DontCare dropped
+    calib = read_calib(paths["calib"])
+    np.testing.assert_allclose(frame.gt_boxes[0], read_labels(paths["label_2"])[0].velo_box(calib))
+    unlabelled = load_frame("000000", paths["velodyne"], paths["image_2"], paths["calib"])
+    assert unlabelled.gt_boxes.shape == (0, 7) and unlabelled.image.shape == (375, 1242, 3)
+    with pytest.raises(KittiFormatError, match="missing.png: no such image file.*leave the path empty"):
+        load_frame("000000", paths["velodyne"], kitti_root / "missing.png", paths["calib"])
+
+
+def test_splits_come_from_image_sets_or_a_75_12_5_cut(kitti_root):
+    for i in range(1, 8):
+        write_velodyne(frame_paths(kitti_root, f"{i:06d}")["velodyne"], np.zeros((1, 4), dtype=np.float32))
+    root = kitti_root.parent
+    assert split_ids(root, "train") == [f"{i:06d}" for i in range(6)]
+    assert split_ids(root, "val") == ["000006"] and split_ids(root, "test") == ["000007"]
+    (root / "ImageSets").mkdir()
+    (root / "ImageSets" / "test.txt").write_text("000000\n\n")
+    assert split_ids(root, "test") == ["000000"]
+    (frame,) = load_split(root, "test")
+    assert frame.frame_id == "000000" and frame.gt_labels.tolist() == [2]
+    (root / "ImageSets" / "train.txt").write_text("000000\n000000\n000000\n")
+    assert len(load_split(root, "train", limit=2)) == 2
