@@ -2,7 +2,8 @@
 dashboard tests: ``fusion train longseq_rec --config quick`` shrunk to seconds on the lifelong generator.
 
 40 synthetic users with 60-behaviour histories and 2 targets each (the test split has 4 users, 8 rows: even, so
-2 DDP processes split it without padding), top-4 search, 8/16-d tables, 4 training batches of 8.
+2 DDP processes split it without padding), top-4 search, 8/16-d tables, 4 epochs of one batch holding the whole
+training split (64 rows), so the training is the same with 1 process or 2 (see ``DDP_TOLERANCE``).
 """
 from __future__ import annotations
 
@@ -19,15 +20,14 @@ TINY_OVERRIDES: tuple[str, ...] = (
     "--data.lifelong_targets_per_user", "2",
     "--data.user_hash_buckets", "8",
     "--data.max_history", "60",
-    "--data.batch_size", "8",
+    "--data.batch_size", "64",
     "--model.config.top_k", "4",
     "--model.config.attention_dim", "8",
     "--model.config.representation_dim", "16",
     "--model.config.profile_dim", "4",
     "--model.config.din_window", "8",
     "--model.config.mlp_hidden", "[16]",
-    "--trainer.max_epochs", "1",
-    "--trainer.limit_train_batches", "4",
+    "--trainer.max_epochs", "4",
     "--trainer.logger", "false",
     "--trainer.enable_progress_bar", "false",
 )
@@ -38,7 +38,9 @@ TINY_OVERRIDES: tuple[str, ...] = (
 # a fusion operator over {history, profile} there would replace the architecture this recipe reproduces.
 SEQUENTIAL_OVERRIDES: tuple[str, ...] | None = None
 
-# 1 and 2 processes train on different batches (2 × 4 batches of 8 against 4 of 8, in another order) for 4 steps
-# from the same initial weights; the test split has 8 rows, so one swapped pair of scores moves the AUC by 1/16 and
-# a user's GAUC by 1/4 of that user's weight. The evaluation itself is exact in both (checked by the contract test).
-DDP_TOLERANCE = 0.25
+# Every step is one batch of the whole training split: 2 processes each hold half of it (32 rows) and DDP averages
+# their mean gradients, which is the 1-process mean gradient over all 64 rows, from the same initial weights (the
+# model has no batch statistics and no dropout here). So the weights, and the test metrics, differ only by the order
+# of floating-point sums. 1e-3 leaves room for that and is far below one swapped pair of scores on the 8 test rows
+# (an AUC step of 1/16).
+DDP_TOLERANCE = 1e-3
