@@ -17,8 +17,9 @@ from recipes.runtime.module import RecipeModule
 
 __all__ = ["DrivingModule", "OBJECT_STRATA"]
 
-#: upper bounds of the object-count strata of :meth:`DrivingModule.strata_of`: 0-4, 5-8, 9 or more objects
-OBJECT_STRATA = (4, 8)
+#: upper bounds of the object-count strata of :meth:`DrivingModule.strata_of`: up to 6, 7-8, 9 or more objects
+#: (about a third of the generated training frames each)
+OBJECT_STRATA = (6, 8)
 
 
 class DrivingModule(RecipeModule):
@@ -54,7 +55,7 @@ class DrivingModule(RecipeModule):
 
     def strata_of(self, batch: Mapping[str, Tensor]) -> Tensor:
         """``Long (B,)``: how crowded each frame is, the number of labelled objects bucketed by
-        :data:`OBJECT_STRATA` (0: up to 4, 1: 5-8, 2: 9 or more). With ``balance_missingness`` a sensor is then
+        :data:`OBJECT_STRATA` (0: up to 6, 1: 7-8, 2: 9 or more). With ``balance_missingness`` a sensor is then
         missing as often in crowded frames as in empty ones, so its absence says nothing about how many objects
         to expect."""
         counts = batch["gt_mask"].sum(1)
