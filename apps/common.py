@@ -53,8 +53,8 @@ def runs_root() -> Path:
 
 
 def _model_name(run: Run) -> str | None:
-    """The ``model`` hyperparameter when the recipe has one (``dare``, ``twin`` …); None otherwise."""
-    value = run.hparams.get("model")
+    """The ``model`` field of the run's saved config when the recipe has one (``dare``, ``twin`` …); None otherwise."""
+    value = (run.hparams.get("config") or {}).get("model")
     return value if isinstance(value, str) else None
 
 

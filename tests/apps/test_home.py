@@ -16,7 +16,7 @@ def make_run(root: Path, recipe: str, run_id: str, metrics: dict[str, float] | N
     folder = root / recipe / run_id
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_epochs": 1}}))
-    (folder / "hparams.yaml").write_text(yaml.safe_dump({"model": model} if model else {}))
+    (folder / "hparams.yaml").write_text(yaml.safe_dump({"config": {"model": model}} if model else {"config": {}}))
     if metrics is not None:
         (folder / "metrics.json").write_text(json.dumps(metrics))
     return folder

@@ -59,6 +59,7 @@ def test_page_scores_retrieves_and_explains_a_chosen_candidate(
     rows = held_out(run, tmp_path)
     at = open_page(monkeypatch, runs_root)
     assert metric(at, "Model") == "DARE"
+    assert at.selectbox(key="rec-run").options == [f"dare · {run.run_id}"]  # labelled by the saved config's model
     assert any(run.run_id in c.value for c in at.caption)
 
     # a different user than the default, and that user's second held-out candidate
