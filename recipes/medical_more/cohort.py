@@ -23,15 +23,26 @@ machine. What a finding looks like:
 
 ``label_noise`` is the chance that a finding's appearance follows the flipped label, so the labels read from a
 report are not perfectly recoverable from the images and signals (as with real, imperfect report labels).
+:func:`cohort_arrays` draws every patient of a cohort once per setting and caches the arrays.
+
+``template_reports`` writes reports from a few templates instead of reading the IU collection: a cohort that needs no
+download, for tests and offline trials (``MoreDataModule(template_reports=N)``).
 """
 from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
+import polars as pl
 
-__all__ = ["LEADS", "ECG_DETAILS", "patient_rng", "synthesize_xray", "synthesize_ecg", "appearance_labels", "ECG_SECONDS"]
+from recipes.medical_more.labels import ATTRIBUTES
+from recipes.runtime.datamodule import atomic_save
+from recipes.runtime.datasets import progress
+
+__all__ = ["LEADS", "ECG_DETAILS", "patient_rng", "synthesize_xray", "synthesize_ecg", "appearance_labels", "ECG_SECONDS",
+           "cohort_arrays", "template_reports", "SYNTHESIS_VERSION"]
 
 LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 ECG_SECONDS = 10.0
@@ -50,6 +61,13 @@ _WIDTHS = {"P": 0.025, "Q": 0.01, "R": 0.012, "S": 0.012, "T": 0.05}
 _V1, _V2, _V5, _V6 = 6, 7, 10, 11
 _LATERAL = [0, 4, 10, 11]  # I, aVL, V5, V6
 _SIDE_TO_X = {1: [1.0], 2: [-1.0], 3: [-1.0, 1.0]}  # report side → image half(s)
+SYNTHESIS_VERSION = 3  # part of the cached arrays' names: bump when the synthesiser changes
+# the sentences of template_reports: (finding present, finding absent)
+_TEMPLATES = {
+    "cardiomegaly": ("The heart is enlarged.", "Heart size is normal."),
+    "effusion": ("Small left pleural effusion.", "No pleural effusion."),
+    "opacity": ("Patchy right basilar opacity.", "No focal consolidation."),
+}
 
 
 def patient_rng(patient_id: str, seed: int = 0) -> np.random.Generator:
@@ -255,3 +273,50 @@ def synthesize_ecg(labels: Mapping[str, int], rng: np.random.Generator, sampling
     wander = rng.uniform(0.02, 0.1) * np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 2 * np.pi))
     signal += wander[None, :] + rng.normal(0.0, rng.uniform(0.01, 0.03), size=signal.shape)
     return signal.astype(np.float32)
+
+
+def cohort_arrays(folder: Path, image_size: int = 64, sampling_rate: int = 100, label_noise: float = 0.1,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """The synthetic modalities of the cohort in ``folder/cohort.parquet``, generated once per setting and cached in
+    ``folder``: ``xray (P, S, S)`` float16 in [0, 1], ``ecg (P, 12, 10·rate)`` float16 mV, ``shown (P, 3)`` int8: the
+    labels the synthesis followed (cardiomegaly, effusion, opacity; differs from the report labels at rate
+    ``label_noise``)."""
+    folder = Path(folder)
+    key = f"v{SYNTHESIS_VERSION}-{image_size}px-{sampling_rate}hz-noise{label_noise:g}-seed{seed}"
+    files = {name: folder / f"{name}-{key}.npy" for name in ("xray", "ecg", "shown")}
+    if all(f.is_file() for f in files.values()):
+        return {name: np.load(f, mmap_mode="r") for name, f in files.items()}
+    cohort = pl.read_parquet(folder / "cohort.parquet")
+    size = cohort.height
+    samples = int(round(ECG_SECONDS * sampling_rate))
+    xray = np.zeros((size, image_size, image_size), dtype=np.float16)
+    ecg = np.zeros((size, 12, samples), dtype=np.float16)
+    shown = np.zeros((size, 3), dtype=np.int8)
+    progress(f"more-cohort: synthesising {size:,} radiographs ({image_size}px) and ECGs ({sampling_rate} Hz)")
+    for row, record in enumerate(cohort.iter_rows(named=True)):
+        rng = patient_rng(record["patient_id"], seed)
+        labels = {**{a: record.get(a) or 0 for a in ATTRIBUTES}, **appearance_labels(record, rng, label_noise)}
+        shown[row] = [labels["cardiomegaly"], labels["effusion"], labels["opacity"]]
+        xray[row] = synthesize_xray(labels, rng, image_size)
+        ecg[row] = synthesize_ecg(labels, rng, sampling_rate)
+    for name, array in (("xray", xray), ("ecg", ecg), ("shown", shown)):
+        atomic_save(array, files[name])
+    return {"xray": xray, "ecg": ecg, "shown": shown}
+
+
+def template_reports(count: int, seed: int = 0) -> pl.DataFrame:
+    """``count`` reports written from templates, each disease finding present with probability 0.4, in the schema of
+    the ``iu-reports`` data set (``uid`` ``TPL0000``…): a cohort source that needs no download."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1; got {count}")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(count):
+        findings = {name: bool(rng.random() < 0.4) for name in _TEMPLATES}
+        sentences = " ".join(_TEMPLATES[name][0 if on else 1] for name, on in findings.items())
+        impression = "Abnormal chest." if any(findings.values()) else "No acute disease."
+        rows.append({"uid": f"TPL{i:04d}", "comparison": "", "indication": "cough", "findings": sentences,
+                     "impression": impression, "mesh": [] if any(findings.values()) else ["normal"],
+                     "text": f"FINDINGS: {sentences} IMPRESSION: {impression}"})
+    return pl.DataFrame(rows, schema={"uid": pl.Utf8, "comparison": pl.Utf8, "indication": pl.Utf8, "findings": pl.Utf8,
+                                      "impression": pl.Utf8, "mesh": pl.List(pl.Utf8), "text": pl.Utf8})

@@ -1,9 +1,13 @@
 """``fusion explain medical``: modality Shapley values per finding, X-ray occlusion saliency, ECG gradient×input
-saliency over leads and time, and report word attributions, in one self-contained HTML report."""
+saliency over leads and time, and report word attributions, in one self-contained HTML report.
+
+:func:`write_report` takes the predictor and the frame to explain; the recipe chooses them (the run's held-out
+patients by default), so this module never imports the recipe.
+"""
 from __future__ import annotations
 
 import warnings
-
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,11 +16,10 @@ import polars as pl
 import torch
 
 from recipes.medical_more.cohort import LEADS
+from recipes.medical_more.predictor import MAIN_FINDING, MorePredictor
 
 if TYPE_CHECKING:
-    from recipes.medical_more.recipe import EncodedFrame, MedicalRecipe, MorePredictor
     from recipes.runtime.report import HtmlReport
-    from recipes.runtime.runs import Run
 
 __all__ = ["write_report", "occlusion_saliency", "ecg_saliency", "word_attributions", "SHAPLEY_ROWS"]
 
@@ -24,16 +27,11 @@ SHAPLEY_ROWS = 64
 MODALITY_LABELS = {"xray": "X-ray", "ecg": "ECG", "report": "report"}
 
 
-def _subset(encoded: "EncodedFrame", rows: list[int]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    index = torch.tensor(rows, dtype=torch.long)
-    return {k: v[index] for k, v in encoded.batch.items()}, {k: v[index] for k, v in encoded.present.items()}
-
-
 class _XrayToProbabilities(torch.nn.Module):
     """One sample's finding probabilities as a function of its radiograph alone (the other modalities fixed), the
     image → classes network MONAI's occlusion sensitivity expects."""
 
-    def __init__(self, predictor: "MorePredictor", batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor]):
+    def __init__(self, predictor: MorePredictor, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor]):
         super().__init__()
         self.predictor, self.batch, self.present = predictor, batch, present
 
@@ -45,7 +43,7 @@ class _XrayToProbabilities(torch.nn.Module):
 
 
 @torch.no_grad()
-def occlusion_saliency(predictor: "MorePredictor", batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
+def occlusion_saliency(predictor: MorePredictor, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
                        finding: int, patch: int = 8) -> np.ndarray:
     """``(S, S)`` drop in the finding's probability when each ``patch``×``patch`` square of the first sample's
     radiograph is replaced by the image mean (MONAI's ``OcclusionSensitivity``; Zeiler & Fergus, 2014).
@@ -64,20 +62,20 @@ def occlusion_saliency(predictor: "MorePredictor", batch: dict[str, torch.Tensor
     return (base - occluded[0, finding]).numpy().astype(np.float32)
 
 
-def ecg_saliency(predictor: "MorePredictor", batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
+def ecg_saliency(predictor: MorePredictor, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
                  finding: int) -> np.ndarray:
     """``(12, T)`` gradient × input of the finding's logit with respect to the first sample's ECG."""
     one = {k: v[:1].clone() for k, v in batch.items()}
     mask = {k: v[:1] for k, v in present.items()}
     one["ecg"].requires_grad_(True)
-    module = predictor.module
+    model = predictor.module.model
     with torch.enable_grad():
-        logits, _ = module.model.diagnose(module.model.encode(one).embeddings, mask)
+        logits = model.diagnose(model.encode(one).embeddings, mask).logits
         logits[0, finding].backward()
     return (one["ecg"].grad * one["ecg"]).detach()[0].numpy()
 
 
-def word_attributions(predictor: "MorePredictor", batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
+def word_attributions(predictor: MorePredictor, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
                       text: str, finding: int, max_words: int = 60) -> list[tuple[str, float]]:
     """``[(word, Δ)]``: the finding's probability minus its probability with that word left out of the report."""
     words = text.split()[:max_words]
@@ -92,37 +90,28 @@ def word_attributions(predictor: "MorePredictor", batch: dict[str, torch.Tensor]
     return [(word, float(probs[0] - probs[i + 1])) for i, word in enumerate(words)]
 
 
-def _input_frame(recipe: "MedicalRecipe", run: "Run", input_path: Path | None, scratch: Path) -> tuple[pl.DataFrame, str]:
-    if input_path is not None:
-        return pl.read_parquet(input_path), f"`{Path(input_path).name}`"
-    path = recipe.demo_input(run, scratch / "held_out.parquet")
-    return pl.read_parquet(path), "the run's held-out test split (written as PNG radiographs and WFDB ECGs)"
-
-
-def write_report(recipe: "MedicalRecipe", run: "Run", input_path: Path | None, out_path: Path, *, max_examples: int = 4) -> Path:
-    import tempfile
-
+def write_report(predictor: MorePredictor, frame: pl.DataFrame, out_path: Path, *, title: str, subtitle: str | None = None,
+                 metrics: Mapping[str, float] | None = None, max_examples: int = 4) -> Path:
+    """The HTML report of ``predictor`` on the first :data:`SHAPLEY_ROWS` rows of ``frame`` (the scoring input's
+    columns; its files must exist while this runs), with the run's ``metrics`` as a table; returns ``out_path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     from recipes.runtime.report import HtmlReport
 
-    predictor = recipe.load_predictor(run)
-    hp = predictor.module.hparams
-    with tempfile.TemporaryDirectory() as scratch:
-        frame, source = _input_frame(recipe, run, input_path, Path(scratch))
-        frame = frame.head(SHAPLEY_ROWS)
-        encoded = predictor.encode_frame(frame)
-    report = HtmlReport(f"{recipe.name} — MoRE explained", f"run `{run.run_id}`; input: {source}")
+    config = predictor.module.config
+    frame = frame.head(SHAPLEY_ROWS)
+    encoded = predictor.encode_frame(frame)
+    report = HtmlReport(title, subtitle)
     report.heading("Model")
     report.text(
-        f"X-ray ViT ({hp.image_size}×{hp.image_size}, patches {hp.patch_size}), ECG transformer over Conv1d patches of "
-        f"{hp.ecg_patch} samples, report encoder `{hp.report_encoder}`; {hp.projection_dim}-d projections aligned with "
-        f"InfoNCE(report, X-ray) + InfoNCE(report, ECG); diagnosis head over `{hp.fusion}` fusion. "
-        "Findings: " + ", ".join(predictor.findings) + "."
+        f"X-ray ViT ({config.image_size}×{config.image_size}, patches {config.patch_size}), ECG transformer over Conv1d "
+        f"patches of {config.ecg_patch} samples, report encoder `{config.report_encoder}`; {config.projection_dim}-d "
+        "projections aligned with InfoNCE(report, X-ray) + InfoNCE(report, ECG); diagnosis head over "
+        f"`{config.fusion}` fusion. Findings: " + ", ".join(predictor.findings) + "."
     )
-    if run.metrics:
-        report.table(dict(sorted(run.metrics.items())), caption="held-out metrics of the run")
+    if metrics:
+        report.table(dict(sorted(metrics.items())), caption="held-out metrics of the run")
     rows = encoded.valid_rows
     bad = [e for e in encoded.errors if e is not None]
     if bad:
@@ -131,14 +120,14 @@ def write_report(recipe: "MedicalRecipe", run: "Run", input_path: Path | None, o
         report.heading("Nothing to explain")
         report.text("None of the rows could be scored.")
         return report.save(out_path)
-    batch, present = _subset(encoded, rows)
+    batch, present = encoded.rows(rows)
     frame = frame[rows]
     _shapley_section(report, predictor, batch, present, frame, max_examples)
     _saliency_sections(report, predictor, batch, present, frame, max_examples)
     return report.save(out_path)
 
 
-def _shapley_section(report: "HtmlReport", predictor: "MorePredictor", batch, present, frame: pl.DataFrame,
+def _shapley_section(report: "HtmlReport", predictor: MorePredictor, batch, present, frame: pl.DataFrame,
                      max_examples: int) -> None:
     import matplotlib.pyplot as plt
 
@@ -174,11 +163,9 @@ def _shapley_section(report: "HtmlReport", predictor: "MorePredictor", batch, pr
         report.table(table, caption=f"patient {pid}: modality Shapley values")
 
 
-def _saliency_sections(report: "HtmlReport", predictor: "MorePredictor", batch, present, frame: pl.DataFrame,
+def _saliency_sections(report: "HtmlReport", predictor: MorePredictor, batch, present, frame: pl.DataFrame,
                        max_examples: int) -> None:
     import matplotlib.pyplot as plt
-
-    from recipes.medical_more.recipe import MAIN_FINDING
 
     finding = predictor.findings.index(MAIN_FINDING)
     shown = min(max_examples, len(frame))

@@ -4,13 +4,12 @@ diagnosis from prompts, and a diagnosis head over a fusion_core operator.
 MoRE aligns each image and signal to its report: ``L = InfoNCE(report, xray) + InfoNCE(report, ecg)`` with one
 learnable temperature (:class:`fusion_core.losses.contrastive.MultiAnchorInfoNCE`). The diagnosis head fuses the
 three projected embeddings as one token per modality with the data contract's ``present`` masks, so it scores
-with any modality missing; in training the ECG is dropped with p = 0.3 as in MoRE (and the report at a configurable
-rate, since the labels are read from it).
+with any modality missing; in training the module drops the ECG with p = 0.3 as in MoRE (and the report at a
+configurable rate, since the labels are read from it: ``MoreConfig.modality_dropout``).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch.nn.functional as F
@@ -19,15 +18,13 @@ from torch import Tensor, nn
 from fusion_core.encoders.image import ViTEncoder
 from fusion_core.encoders.signal1d import SignalPatchEncoder
 from fusion_core.encoders.text import TextTransformerEncoder
-from fusion_core.encoders.text_minilm import MINILM_DIM, SentenceEncoder
+from fusion_core.encoders.text_minilm import SentenceEncoder
 from fusion_core.fusion import create_fusion
 from fusion_core.layers import MLP
 from fusion_core.losses.contrastive import ContrastiveOutput, MultiAnchorInfoNCE
+from recipes.medical_more.config import MODALITIES, MoreConfig
 
-__all__ = ["MODALITIES", "REPORT_ENCODERS", "MoreConfig", "MoreModel", "MoreEmbeddings", "build_more_model"]
-
-MODALITIES: tuple[str, ...] = ("xray", "ecg", "report")
-REPORT_ENCODERS: tuple[str, ...] = ("minilm", "minilm_lora", "scratch")
+__all__ = ["MoreModel", "MoreEmbeddings", "Diagnosis", "build_more_model"]
 
 
 class MoreEmbeddings(NamedTuple):
@@ -38,36 +35,13 @@ class MoreEmbeddings(NamedTuple):
     ecg_tokens: Tensor
 
 
-@dataclass
-class MoreConfig:
-    """Sizes of the MoRE model; ``report_encoder`` is ``minilm`` (precomputed ``report_dim``-d sentence embeddings
-    of a frozen encoder), ``minilm_lora`` (all-MiniLM-L6-v2 run on MiniLM token ids in the training loop, with LoRA
-    adapters of rank ``lora_rank`` and scale ``lora_alpha`` on its query/value projections: only the adapters train)
-    or ``scratch`` (a from-scratch transformer over hashed words). ``xray_stem`` is the ViT's patch embedding:
-    ``conv`` (a small convolutional stem, :func:`fusion_core.encoders.image.conv_stem`) or ``patch`` (ViT's one
-    strided convolution)."""
+class Diagnosis(NamedTuple):
+    """What the diagnosis head gives: ``logits (B, F)``, the fusion's ``aux_loss`` and, for ``sequential`` fusion,
+    ``steps``: the per-state finding logits ``[(B, F), ...]`` of MultiModN's decoder (else None)."""
 
-    image_size: int = 64
-    patch_size: int = 8
-    xray_stem: str = "conv"
-    ecg_samples: int = 1000
-    ecg_patch: int = 50
-    encoder_dim: int = 64
-    depth: int = 2
-    num_heads: int = 4
-    projection_dim: int = 128
-    report_encoder: str = "minilm"
-    report_dim: int = MINILM_DIM
-    vocab_size: int = 4096
-    text_max_len: int = 64
-    lora_rank: int = 8
-    lora_alpha: int = 16
-    temperature: float = 0.07
-    fusion: str = "gated_self_attention"
-    fusion_dim: int = 64
-    fusion_options: dict = field(default_factory=dict)
-    num_findings: int = 4
-    dropout: float = 0.0
+    logits: Tensor
+    aux_loss: Tensor
+    steps: list[Tensor] | None
 
 
 class MoreModel(nn.Module):
@@ -123,27 +97,33 @@ class MoreModel(nn.Module):
         (``{"report-xray": …, "report-ecg": …}``), of rows that are positives of each other."""
         return self.contrastive(embeddings, present, groups)
 
-    def diagnose(self, embeddings: dict[str, Tensor], present: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """``(logits (B, F), aux_loss)`` of the fused head; absent modalities never reach the output."""
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The diagnosis head's parameters (fusion and classifier): what contrastive pre-training does not train."""
+        return [*self.fusion.parameters(), *self.classifier.parameters()]
+
+    def logit_scale(self) -> Tensor:
+        """The learned ``1 / T`` of the contrastive loss, clamped as the loss clamps it."""
+        return self.contrastive.logit_scale.exp().clamp(max=self.contrastive.max_logit_scale)
+
+    def diagnose(self, embeddings: dict[str, Tensor], present: dict[str, Tensor]) -> Diagnosis:
+        """The fused head on the projections; absent modalities never reach the output."""
         tokens = {m: F.normalize(e, dim=-1)[:, None, :] for m, e in embeddings.items()}  # (B, 1, P) each
         out = self.fusion(tokens, None, present)
-        return self.classifier(out.pooled), out.aux_loss
+        return Diagnosis(self.classifier(out.pooled), out.aux_loss, out.steps)
 
     def zero_shot(self, query: Tensor, prompts: Tensor) -> Tensor:
         """``(B, F)`` probabilities: for finding ``f``, softmax of the query's similarity to prompt ``2f`` (present)
         against ``2f + 1`` (absent), at the learned temperature. ``query (B, P)``, ``prompts (2F, P)``."""
         sim = F.normalize(query, dim=-1) @ F.normalize(prompts, dim=-1).T  # (B, 2F)
-        logits = self.contrastive.logit_scale.exp().clamp(max=self.contrastive.max_logit_scale) * sim
+        logits = self.logit_scale() * sim
         pairs = logits.reshape(query.shape[0], -1, 2)  # (B, F, 2)
         return pairs.softmax(-1)[..., 0]
 
 
 def build_more_model(config: MoreConfig) -> MoreModel:
-    """The model for ``config``: ViT and ECG transformer of width ``encoder_dim``, the chosen report encoder."""
-    if config.report_encoder not in REPORT_ENCODERS:
-        raise ValueError(f"report_encoder must be one of {REPORT_ENCODERS}; got {config.report_encoder!r}")
-    if config.projection_dim <= 0 or config.fusion_dim <= 0 or config.num_findings <= 0:
-        raise ValueError("projection_dim, fusion_dim and num_findings must be positive")
+    """The model for ``config``: ViT and ECG transformer of width ``encoder_dim``, the chosen report encoder, and the
+    diagnosis head over ``config.fusion`` (``sequential`` decodes the findings from every state: ``num_outputs`` is
+    the number of findings)."""
     sizes = dict(dim=config.encoder_dim, depth=config.depth, num_heads=config.num_heads, dropout=config.dropout)
     xray = ViTEncoder(config.image_size, config.patch_size, 1, **sizes, stem=config.xray_stem)
     ecg = SignalPatchEncoder(12, config.ecg_samples, config.ecg_patch, **sizes)
@@ -155,7 +135,12 @@ def build_more_model(config: MoreConfig) -> MoreModel:
         report = SentenceEncoder(mode="lora", lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
                                  max_length=config.text_max_len, out_dim=config.report_dim).load()
         report.transformer.train()  # sentence-transformers loads it in eval mode; the module tree starts in train mode
+    options = dict(config.fusion_options)
+    if config.fusion == "sequential":
+        if options.setdefault("num_outputs", config.num_findings) != config.num_findings:
+            raise ValueError(f"sequential fusion decodes the {config.num_findings} findings from every state; drop "
+                             f"num_outputs={options['num_outputs']} from fusion_options")
     fusion = create_fusion(config.fusion, modality_dims={m: config.projection_dim for m in MODALITIES}, dim=config.fusion_dim,
-                           **dict(config.fusion_options))
+                           **options)
     return MoreModel(xray, ecg, report, config.report_dim, config.projection_dim, fusion, config.fusion_dim,
                      config.num_findings, config.temperature)

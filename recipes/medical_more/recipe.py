@@ -8,119 +8,27 @@ probability of :data:`MAIN_FINDING`; known labels (``cardiomegaly``, ``effusion`
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 import polars as pl
-import torch
 
+from recipes.medical_more.data import MoreDataModule
+from recipes.medical_more.explain import write_report
 from recipes.medical_more.labels import FINDINGS
+from recipes.medical_more.module import MoreModule
+from recipes.medical_more.predictor import MAIN_FINDING, MorePredictor
+from recipes.medical_more.readers import write_ecg_wfdb, write_xray_png
 from recipes.runtime.recipe import Recipe
 
 if TYPE_CHECKING:
-    from recipes.medical_more.data import MoreDataModule
-    from recipes.medical_more.module import MoreModule
     from recipes.runtime.runs import Run
 
-__all__ = ["MedicalRecipe", "MorePredictor", "RECIPE", "MAIN_FINDING", "INPUT_COLUMNS", "EncodedFrame"]
+__all__ = ["MedicalRecipe", "RECIPE", "DEMO_ROWS"]
 
-MAIN_FINDING = "cardiomegaly"
-INPUT_COLUMNS = ("xray_path", "ecg_path", "report_text")
 DEMO_ROWS = 200
-
-
-@dataclass
-class EncodedFrame:
-    """A frame turned into model inputs: ``batch`` (all rows, absent values zero), ``present`` masks, and a per-row
-    ``errors`` list (None where the row can be scored)."""
-
-    batch: dict[str, torch.Tensor]
-    present: dict[str, torch.Tensor]
-    errors: list[str | None]
-
-    @property
-    def valid_rows(self) -> list[int]:
-        return [i for i, e in enumerate(self.errors) if e is None]
-
-
-class MorePredictor:
-    """The trained module with the data settings of its run: reads files, embeds reports, gives probabilities."""
-
-    def __init__(self, module: "MoreModule", data: dict[str, Any], run_path: Path | None = None) -> None:
-        self.module, self.data, self.run_path = module.eval(), dict(data), run_path
-        self.image_size = int(data.get("image_size", module.hparams.image_size))
-        self.sampling_rate = int(data.get("sampling_rate", 100))
-        self.ecg_samples = int(module.hparams.ecg_samples)
-        self.report_encoder = str(module.hparams.report_encoder)
-        self.findings = list(module.findings)
-
-    # --------------------------------------------------------------------------------------- inputs
-    def encode_texts(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """The report inputs of this run's encoder (:func:`recipes.medical_more.data.report_inputs`)."""
-        from recipes.medical_more.data import report_inputs
-
-        hparams = self.module.hparams
-        return report_inputs(texts, self.report_encoder, int(hparams.text_max_len), int(hparams.vocab_size))
-
-    def encode_frame(self, frame: pl.DataFrame) -> EncodedFrame:
-        from recipes.medical_more.loaders import InputFileError, load_ecg, load_xray
-
-        size = frame.height
-        xray = np.zeros((size, 1, self.image_size, self.image_size), dtype=np.float32)
-        ecg = np.zeros((size, 12, self.ecg_samples), dtype=np.float32)
-        present = {m: np.zeros(size, dtype=bool) for m in ("xray", "ecg", "report")}
-        errors: list[str | None] = [None] * size
-        column = {c: frame[c].to_list() if c in frame.columns else [None] * size for c in INPUT_COLUMNS}
-        texts = [""] * size
-        for i in range(size):
-            problems = []
-            path = column["xray_path"][i]
-            if path is not None and str(path).strip():
-                try:
-                    xray[i, 0] = load_xray(str(path), self.image_size)
-                    present["xray"][i] = True
-                except InputFileError as error:
-                    problems.append(f"xray_path: {error}")
-            path = column["ecg_path"][i]
-            if path is not None and str(path).strip():
-                try:
-                    ecg[i] = load_ecg(str(path), self.sampling_rate, self.ecg_samples)
-                    present["ecg"][i] = True
-                except InputFileError as error:
-                    problems.append(f"ecg_path: {error}")
-            text = column["report_text"][i]
-            if text is not None and str(text).strip():
-                texts[i], present["report"][i] = str(text), True
-            if problems:
-                errors[i] = "; ".join(problems)
-            elif not any(present[m][i] for m in present):
-                errors[i] = ("the row has no modality: give at least one of xray_path (DICOM/PNG/JPG), ecg_path "
-                             "(WFDB record or DICOM waveform) or report_text")
-        batch = {"xray": torch.from_numpy(xray), "ecg": torch.from_numpy(ecg), **self.encode_texts(texts)}
-        masks = {m: torch.from_numpy(v) for m, v in present.items()}
-        return EncodedFrame(batch, masks, errors)
-
-    # -------------------------------------------------------------------------------------- outputs
-    @torch.no_grad()
-    def probabilities(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``(B, F)`` finding probabilities."""
-        return self.module(batch, present)
-
-    @torch.no_grad()
-    def embeddings(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``{modality: (B, 128)}`` L2-normalised projections (for retrieval)."""
-        return {m: torch.nn.functional.normalize(e, dim=-1) for m, e in self.module.model.encode(batch).embeddings.items()}
-
-    def datamodule(self) -> "MoreDataModule":
-        """The run's data module (from its config), set up."""
-        from recipes.medical_more.data import MoreDataModule
-
-        settings = {k: v for k, v in self.data.items() if not str(k).startswith("_")}
-        datamodule = MoreDataModule(**settings)
-        datamodule.setup()
-        return datamodule
 
 
 @dataclass
@@ -128,15 +36,11 @@ class MedicalRecipe(Recipe):
     """MoRE: contrastive X-ray/ECG/report pre-training, zero-shot and fine-tuned multi-finding diagnosis."""
 
     @property
-    def module_class(self) -> type["MoreModule"]:
-        from recipes.medical_more.module import MoreModule
-
+    def module_class(self) -> type[MoreModule]:
         return MoreModule
 
     @property
-    def datamodule_class(self) -> type["MoreDataModule"]:
-        from recipes.medical_more.data import MoreDataModule
-
+    def datamodule_class(self) -> type[MoreDataModule]:
         return MoreDataModule
 
     def card_notes(self, run: "Run") -> dict[str, str]:
@@ -149,8 +53,8 @@ class MedicalRecipe(Recipe):
             "The report texts are real (Indiana University, CC BY-NC-ND 4.0) but the radiographs and ECGs are "
             "synthesised from labels read from those reports, so the model learns the synthesiser's rules, not human "
             "anatomy or physiology. Labels come from MeSH terms and a simple negation rule and are noisy. "
-            "With the report present the head can read the finding from the text; `auroc_no_report` is the figure "
-            "for images and signals. " + notes["Limitations"]
+            "With the report present the head can read the finding from the text; `auroc@without_report` (the "
+            "robustness table) is the figure for images and signals. " + notes["Limitations"]
         )
         return notes
 
@@ -165,9 +69,7 @@ class MedicalRecipe(Recipe):
         probabilities: dict[str, list[float | None]] = {f: [None] * frame.height for f in FINDINGS}
         rows = encoded.valid_rows
         if rows:
-            index = torch.tensor(rows)
-            batch = {k: v[index] for k, v in encoded.batch.items()}
-            present = {k: v[index] for k, v in encoded.present.items()}
+            batch, present = encoded.rows(rows)
             values = predictor.probabilities(batch, present).double()  # (rows, findings)
             for column, finding in enumerate(predictor.findings):
                 if finding in probabilities:
@@ -182,10 +84,8 @@ class MedicalRecipe(Recipe):
     def demo_input(self, run: "Run", path: Path) -> Path:
         """The first :data:`DEMO_ROWS` held-out patients written as real files (PNG radiographs, WFDB ECGs) next to
         ``path`` in ``<stem>_files/``; every 5th row lacks its ECG and every 7th its report, to show scoring with gaps."""
-        from recipes.medical_more.loaders import write_ecg_wfdb, write_xray_png
-
         datamodule = self.load_predictor(run).datamodule()
-        test = datamodule.splits["test"]
+        test = datamodule.dataset("test")
         cohort = datamodule.cohort
         by_index = {int(i): r for r, i in enumerate(cohort["index"].to_list())}
         files = path.parent / f"{path.stem}_files"
@@ -210,9 +110,18 @@ class MedicalRecipe(Recipe):
 
     # --------------------------------------------------------------------------------------- explaining
     def explain(self, run: "Run", input_path: Path | None, out_path: Path, *, max_examples: int = 4) -> Path:
-        from recipes.medical_more.explain import write_report
-
-        return write_report(self, run, input_path, out_path, max_examples=max_examples)
+        """The report of :func:`recipes.medical_more.explain.write_report` on ``input_path``, or on the run's held-out
+        patients written as real files (PNG radiographs, WFDB ECGs) when None."""
+        predictor = self.load_predictor(run)
+        with tempfile.TemporaryDirectory() as scratch:  # the held-out files live until the report has read them
+            if input_path is None:
+                input_path, source = self.demo_input(run, Path(scratch) / "held_out.parquet"), (
+                    "the run's held-out test split (written as PNG radiographs and WFDB ECGs)")
+            else:
+                source = f"`{Path(input_path).name}`"
+            return write_report(predictor, pl.read_parquet(input_path), out_path, title=f"{self.name} — MoRE explained",
+                                subtitle=f"run `{run.run_id}`; input: {source}", metrics=run.metrics,
+                                max_examples=max_examples)
 
 
 RECIPE = MedicalRecipe(
@@ -220,12 +129,12 @@ RECIPE = MedicalRecipe(
     configs_dir=Path(__file__).parent / "configs",
     aliases=("medical", "more"),
     links=(
-        ("data.image_size", "model.image_size"),
-        ("data.ecg_samples", "model.ecg_samples"),
-        ("data.report_encoder", "model.report_encoder"),
-        ("data.vocab_size", "model.vocab_size"),
-        ("data.text_max_len", "model.text_max_len"),
-        ("data.findings", "model.findings"),
+        ("data.image_size", "model.config.image_size"),
+        ("data.ecg_samples", "model.config.ecg_samples"),
+        ("data.report_encoder", "model.config.report_encoder"),
+        ("data.vocab_size", "model.config.vocab_size"),
+        ("data.text_max_len", "model.config.text_max_len"),
+        ("data.findings", "model.config.findings"),
     ),
     score_columns=(),
     passthrough=("patient_id", *FINDINGS),

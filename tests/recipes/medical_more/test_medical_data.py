@@ -9,8 +9,16 @@ import polars as pl
 import pytest
 import torch
 
-from recipes.medical_more.cohort import appearance_labels, patient_rng, synthesize_ecg, synthesize_xray
-from recipes.medical_more.data import MoreDataModule, cohort_arrays, fetch_iu_reports, fetch_more_cohort
+from recipes.medical_more.cohort import (
+    appearance_labels,
+    cohort_arrays,
+    patient_rng,
+    synthesize_ecg,
+    synthesize_xray,
+    template_reports,
+)
+from recipes.medical_more.data import MoreDataModule, report_groups
+from recipes.medical_more.datasets import fetch_iu_reports, fetch_more_cohort
 
 XML = """<?xml version="1.0" encoding="utf-8"?><eCitation><uId id="CXR{n}"/><MedlineCitation><Article><Abstract>
 <AbstractText Label="FINDINGS">{findings}</AbstractText><AbstractText Label="IMPRESSION">{impression}</AbstractText>
@@ -79,8 +87,6 @@ def test_datamodule_batches(toy_cohort):
     assert 0.2 < all_present.float().mean() < 0.8
     assert datamodule.ecg_samples == 500
     # semantic-positive keys: equal exactly when the report describes the same radiograph / ECG
-    from recipes.medical_more.data import report_groups
-
     cohort = datamodule.cohort
     for modality in ("xray", "ecg"):
         keys = report_groups(cohort, modality)
@@ -101,10 +107,28 @@ def test_datamodule_batches(toy_cohort):
                                   datamodule.splits["train"].tensors["xray"][0, 0].numpy())
 
 
+def test_template_reports_build_a_cohort_without_a_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSION_DATA_DIR", str(tmp_path))
+    reports = template_reports(30, seed=1)
+    assert reports.height == 30 and reports["uid"].n_unique() == 30
+    assert reports.equals(template_reports(30, seed=1))
+    datamodule = MoreDataModule(image_size=16, sampling_rate=50, report_encoder="scratch", template_reports=30, batch_size=4)
+    datamodule.prepare_data()
+    datamodule.setup()
+    assert datamodule.folder == tmp_path / "more-cohort-templates-30"
+    assert sum(len(datamodule.dataset(s)) for s in ("train", "val", "test")) == 30
+    cohort = datamodule.cohort
+    # the labels read back from the written text are the ones the templates drew
+    enlarged = cohort["text"].str.contains("heart is enlarged")
+    assert (cohort["cardiomegaly"] == enlarged.cast(pl.Int8)).all()
+    assert (cohort["normal"] == 1).sum() == (~cohort["text"].str.contains("enlarged|Small left|Patchy")).sum()
+
+
 @pytest.mark.parametrize("kwargs, text", [
     (dict(report_encoder="bert"), "report_encoder"),
     (dict(missing={"audio": 0.1}), "missing"),
     (dict(max_patients=3), "max_patients"),
+    (dict(template_reports=2), "template_reports"),
 ])
 def test_datamodule_ill_args(kwargs, text):
     with pytest.raises(ValueError, match=text):

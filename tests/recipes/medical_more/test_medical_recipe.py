@@ -21,21 +21,41 @@ def test_shipped_configs_parse_and_instantiate(config, tmp_path, toy_cohort):
     from recipes.runtime.train import _make_cli_class
 
     recipe = get_recipe("medical")
+    chain = [arg for path in recipe.config_chain(config) for arg in ("--config", str(path))]
     cli = _make_cli_class()(
         recipe.module_class, recipe.datamodule_class, links=recipe.links, run=False, save_config_callback=None,
-        args=["--config", str(recipe.config_path(config)), "--data.data_dir", str(toy_cohort), "--trainer.logger", "false"],
+        args=[*chain, "--data.data_dir", str(toy_cohort), "--trainer.logger", "false"],
     )
     assert isinstance(cli, LightningCLI)
-    assert cli.model.hparams.image_size == cli.datamodule.image_size
-    assert cli.model.hparams.ecg_samples == cli.datamodule.ecg_samples == 10 * cli.datamodule.sampling_rate
-    assert list(cli.model.hparams.findings) == list(FINDINGS)
+    config = cli.model.config
+    assert config.image_size == cli.datamodule.image_size
+    assert config.ecg_samples == cli.datamodule.ecg_samples == 10 * cli.datamodule.sampling_rate
+    assert config.report_encoder == cli.datamodule.report_encoder
+    assert list(config.findings) == list(FINDINGS)
+    assert config.modality_dropout == {"ecg": 0.3, "report": 0.5}  # MoRE's ECG rate, the report's, in every config
+
+
+def test_lora_config_holds_only_what_differs_from_quick():
+    import yaml
+
+    recipe = get_recipe("medical")
+    assert [p.stem for p in recipe.config_chain("lora")] == ["quick", "lora"]
+    lora = yaml.safe_load(recipe.config_path("lora").read_text())
+    quick = yaml.safe_load(recipe.config_path("quick").read_text())
+    assert set(lora) == {"model", "data"}
+    assert lora["data"]["report_encoder"] == "minilm_lora" != quick["data"]["report_encoder"]
+    for section in ("model", "data"):
+        flat = lora[section].get("config", lora[section])
+        base = quick[section].get("config", quick[section])
+        assert all(base.get(key) != value for key, value in flat.items()), section
 
 
 def test_training_writes_metrics(tiny_medical_run):
     metrics = tiny_medical_run.metrics
-    for name in ("test/auroc", "test/auroc_no_ecg", "test/auroc_no_report", "test/recall@1_report_to_xray",
-                 "test/recall@10_report_to_ecg", "test/contrastive_loss", "train_seconds"):
-        assert name in metrics and np.isfinite(metrics[name])
+    for name in ("test/auroc", "test/auroc@without_ecg", "test/auroc@without_report", "test/auroc@without_ecg+report",
+                 "test/recall@1_report_to_xray", "test/recall@10_report_to_ecg", "test/recall_ceiling@1_report_to_xray",
+                 "test/zero_shot_auroc", "test/contrastive_loss", "train_seconds"):
+        assert name in metrics and np.isfinite(metrics[name]), name
     assert tiny_medical_run.recipe == "medical_more"
 
 

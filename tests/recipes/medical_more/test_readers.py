@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recipes.medical_more.cohort import LEADS, patient_rng, synthesize_ecg
-from recipes.medical_more.loaders import (
+from recipes.medical_more.readers import (
     InputFileError,
     load_ecg,
     load_xray,

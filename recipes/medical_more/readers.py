@@ -7,8 +7,8 @@
   and DICOM 12-lead waveforms through ``pydicom``; leads are put in the standard order
   (I, II, III, aVR, aVL, aVF, V1–V6), converted to mV, resampled to the model's rate and cropped or zero-padded
   to its length.
-- Reports: IU XML (``ecgen-radiology/*.xml``) and MIMIC-CXR-style plain text with ``FINDINGS:`` /
-  ``IMPRESSION:`` headings.
+- Reports: IU XML (``ecgen-radiology/*.xml``, one report or a whole folder) and MIMIC-CXR-style plain text with
+  ``FINDINGS:`` / ``IMPRESSION:`` headings.
 
 Every reader raises :class:`InputFileError` naming the file, what is wrong and how to fix it.
 """
@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from recipes.medical_more.cohort import LEADS
+from recipes.runtime.datasets import DatasetFetchError
 
 __all__ = [
     "InputFileError",
@@ -29,6 +31,7 @@ __all__ = [
     "load_xray",
     "load_ecg",
     "read_iu_report",
+    "read_iu_folder",
     "parse_report_text",
     "report_text",
     "write_xray_png",
@@ -335,6 +338,23 @@ def read_iu_report(path: str | Path) -> IUReport:
     images = [n.get("id") for n in root.iter("parentImage") if n.get("id")]
     return IUReport(uid=str(uid), comparison=sections.get("COMPARISON", ""), indication=sections.get("INDICATION", ""),
                     findings=sections.get("FINDINGS", ""), impression=sections.get("IMPRESSION", ""), mesh=mesh, images=images)
+
+
+def read_iu_folder(folder: str | Path) -> pl.DataFrame:
+    """Every ``*.xml`` report under ``folder`` as a frame: uid, comparison, indication, findings, impression,
+    mesh (list), text (FINDINGS + IMPRESSION), sorted by uid."""
+    files = sorted(Path(folder).rglob("*.xml"))
+    if not files:
+        raise DatasetFetchError(f"{folder} holds no IU report XML files; pass the folder with ecgen-radiology/*.xml")
+    rows = []
+    for file in files:
+        report = read_iu_report(file)
+        rows.append({"uid": report.uid, "comparison": report.comparison, "indication": report.indication,
+                     "findings": report.findings, "impression": report.impression, "mesh": report.mesh,
+                     "text": report.text})
+    return pl.DataFrame(rows, schema={"uid": pl.Utf8, "comparison": pl.Utf8, "indication": pl.Utf8,
+                                      "findings": pl.Utf8, "impression": pl.Utf8, "mesh": pl.List(pl.Utf8),
+                                      "text": pl.Utf8}).sort("uid")
 
 
 _HEADING = re.compile(r"^\s*([A-Z][A-Z /]+):", re.MULTILINE)

@@ -1,0 +1,117 @@
+"""What scoring and explaining run: a trained :class:`MoreModule` with the data settings of its run, reading real
+files (:mod:`recipes.medical_more.readers`) and report texts into model inputs.
+
+Shared by :mod:`recipes.medical_more.recipe` (scoring, the demo input) and :mod:`recipes.medical_more.explain` (the
+report), neither of which imports the other's module for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from recipes.medical_more.config import MODALITIES
+from recipes.medical_more.data import MoreDataModule, report_inputs
+from recipes.medical_more.module import MoreModule
+from recipes.medical_more.readers import InputFileError, load_ecg, load_xray
+
+__all__ = ["MorePredictor", "EncodedFrame", "MAIN_FINDING", "INPUT_COLUMNS"]
+
+MAIN_FINDING = "cardiomegaly"
+INPUT_COLUMNS = ("xray_path", "ecg_path", "report_text")
+
+
+@dataclass
+class EncodedFrame:
+    """A frame turned into model inputs: ``batch`` (all rows, absent values zero), ``present`` masks, and a per-row
+    ``errors`` list (None where the row can be scored)."""
+
+    batch: dict[str, torch.Tensor]
+    present: dict[str, torch.Tensor]
+    errors: list[str | None]
+
+    @property
+    def valid_rows(self) -> list[int]:
+        return [i for i, e in enumerate(self.errors) if e is None]
+
+    def rows(self, rows: list[int]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``(batch, present)`` of the given rows."""
+        index = torch.tensor(rows, dtype=torch.long)
+        return {k: v[index] for k, v in self.batch.items()}, {k: v[index] for k, v in self.present.items()}
+
+
+class MorePredictor:
+    """The trained module with the data settings of its run: reads files, embeds reports, gives probabilities."""
+
+    def __init__(self, module: MoreModule, data: dict[str, Any], run_path: Path | None = None) -> None:
+        self.module, self.data, self.run_path = module.eval(), dict(data), run_path
+        config = module.config
+        self.image_size = int(data.get("image_size", config.image_size))
+        self.sampling_rate = int(data.get("sampling_rate", 100))
+        self.ecg_samples = int(config.ecg_samples)
+        self.report_encoder = str(config.report_encoder)
+        self.findings = list(module.findings)
+
+    # --------------------------------------------------------------------------------------- inputs
+    def encode_texts(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The report inputs of this run's encoder (:func:`recipes.medical_more.data.report_inputs`)."""
+        config = self.module.config
+        return report_inputs(texts, self.report_encoder, int(config.text_max_len), int(config.vocab_size))
+
+    def encode_frame(self, frame: pl.DataFrame) -> EncodedFrame:
+        size = frame.height
+        xray = np.zeros((size, 1, self.image_size, self.image_size), dtype=np.float32)
+        ecg = np.zeros((size, 12, self.ecg_samples), dtype=np.float32)
+        present = {m: np.zeros(size, dtype=bool) for m in MODALITIES}
+        errors: list[str | None] = [None] * size
+        column = {c: frame[c].to_list() if c in frame.columns else [None] * size for c in INPUT_COLUMNS}
+        texts = [""] * size
+        for i in range(size):
+            problems = []
+            path = column["xray_path"][i]
+            if path is not None and str(path).strip():
+                try:
+                    xray[i, 0] = load_xray(str(path), self.image_size)
+                    present["xray"][i] = True
+                except InputFileError as error:
+                    problems.append(f"xray_path: {error}")
+            path = column["ecg_path"][i]
+            if path is not None and str(path).strip():
+                try:
+                    ecg[i] = load_ecg(str(path), self.sampling_rate, self.ecg_samples)
+                    present["ecg"][i] = True
+                except InputFileError as error:
+                    problems.append(f"ecg_path: {error}")
+            text = column["report_text"][i]
+            if text is not None and str(text).strip():
+                texts[i], present["report"][i] = str(text), True
+            if problems:
+                errors[i] = "; ".join(problems)
+            elif not any(present[m][i] for m in present):
+                errors[i] = ("the row has no modality: give at least one of xray_path (DICOM/PNG/JPG), ecg_path "
+                             "(WFDB record or DICOM waveform) or report_text")
+        batch = {"xray": torch.from_numpy(xray), "ecg": torch.from_numpy(ecg), **self.encode_texts(texts)}
+        masks = {m: torch.from_numpy(v) for m, v in present.items()}
+        return EncodedFrame(batch, masks, errors)
+
+    # -------------------------------------------------------------------------------------- outputs
+    @torch.no_grad()
+    def probabilities(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(B, F)`` finding probabilities."""
+        return self.module(batch, present)
+
+    @torch.no_grad()
+    def embeddings(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{modality: (B, 128)}`` L2-normalised projections (for retrieval)."""
+        return {m: torch.nn.functional.normalize(e, dim=-1) for m, e in self.module.model.encode(batch).embeddings.items()}
+
+    def datamodule(self) -> MoreDataModule:
+        """The run's data module (from its config), set up."""
+        settings = {k: v for k, v in self.data.items() if not str(k).startswith("_")}
+        datamodule = MoreDataModule(**settings)
+        datamodule.setup()
+        return datamodule
