@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from apps.common import load_predictor_cached, run_picker, runs_root, upload_scorer  # noqa: E402
 from recipes.medical_more.cohort import LEADS  # noqa: E402
 from recipes.medical_more.explain import occlusion_saliency  # noqa: E402
-from recipes.medical_more.recipe import MAIN_FINDING  # noqa: E402
+from recipes.medical_more.predictor import MAIN_FINDING  # noqa: E402
 from recipes.runtime.registry import get_recipe  # noqa: E402
 from recipes.runtime.runs import Run, list_runs  # noqa: E402
 
@@ -44,7 +44,7 @@ def cohort_of(run_path: str, model_stamp: float) -> dict[str, Any]:
     by_index = {int(i): r for r, i in enumerate(cohort["index"].to_list())}
     out: dict[str, Any] = {}
     for split in ("test", "train"):
-        tensors = datamodule.splits[split].tensors
+        tensors = datamodule.dataset(split).tensors
         rows = [by_index[int(i)] for i in tensors["index"].tolist()]
         out[split] = (cohort[rows], tensors)
     frame, tensors = out["train"]
@@ -65,7 +65,7 @@ def cohort_sample(cohort: dict[str, Any], patient: str, predictor: Any) -> tuple
 
 
 def uploaded_sample(predictor: Any, xray: Any, ecg_files: list, text: str) -> tuple[dict, dict, str | None]:
-    """Write the uploads to a temporary folder and read them with the recipe's loaders (as scoring does)."""
+    """Write the uploads to a temporary folder and read them with the recipe's readers (as scoring does)."""
     with tempfile.TemporaryDirectory() as folder:
         row: dict[str, str | None] = {"xray_path": None, "ecg_path": None, "report_text": text.strip() or None}
         if xray is not None:

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.apps.apptest import open_page as open_app_page
 from tests.apps.browser import assert_no_exception, screenshot, serve_app, wait_for_text
-from tests.recipes.medical_more.tiny_medical import train_tiny_medical
+from tests.recipes.medical_more.tiny import tiny_medical_env
 
 PAGE = "pages/2_Medical.py"
 TIMEOUT_S = 240
@@ -18,7 +18,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def medical_run(tmp_path_factory: pytest.TempPathFactory):
-    return train_tiny_medical(tmp_path_factory.mktemp("medical-page"))
+    """The tiny run, with ``FUSION_DATA_DIR`` set while the page tests read its cohort."""
+    with tiny_medical_env(tmp_path_factory.mktemp("medical-page")) as run:
+        yield run
 
 
 def open_page(monkeypatch: pytest.MonkeyPatch, root: Path) -> AppTest:
