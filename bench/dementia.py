@@ -31,10 +31,11 @@ VARIANTS = {
 def train_variant(datamodule, model_args: dict, variant: dict, epochs: int, seed: int) -> dict[str, float]:
     import lightning.pytorch as pl
 
+    from recipes.dementia_speech.config import DementiaConfig
     from recipes.dementia_speech.module import DementiaModule
 
     pl.seed_everything(seed, verbose=False)
-    module = DementiaModule(**{**model_args, **variant})
+    module = DementiaModule(DementiaConfig(**{**model_args, **variant}))
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          limit_val_batches=0)
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     from recipes.dementia_speech.data import DementiaDataModule
 
     quick = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes/dementia_speech/configs/quick.yaml").read_text())
-    model_args = {**quick["model"], "text_dim": 384, "image_size": quick["data"]["image_size"],
+    model_args = {**quick["model"]["config"], "text_dim": 384, "image_size": quick["data"]["image_size"],
                   "text_encoder": quick["data"]["text_encoder"]}
     data_args = {**quick["data"], "num_folds": max(2, args.folds)}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}

@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from apps.common import load_predictor_cached, run_picker, runs_root  # noqa: E402
 from fusion_core.explain import modality_shapley  # noqa: E402
-from recipes.dementia_speech.chat import PAUSE_TOKENS, is_filler  # noqa: E402
+from recipes.dementia_speech.readers.chat import PAUSE_TOKENS, is_filler  # noqa: E402
 from recipes.dementia_speech.explain import reliability_figure  # noqa: E402
 from recipes.runtime.registry import get_recipe  # noqa: E402
 from recipes.runtime.runs import Run, list_runs  # noqa: E402
@@ -103,11 +103,11 @@ for col, (label, key) in zip(cols, (("source accuracy", "test/acc"), ("source F1
                                     ("source ECE", "test/ece"), ("telephone accuracy", "test/target_acc"))):
     if key in metrics:
         col.metric(label, f"{metrics[key]:.3f}")
-hp = predictor.module.hparams
+config = predictor.module.config
 TEXT_ENCODER_NAMES = {"minilm": "frozen MiniLM", "minilm_lora": "MiniLM + LoRA adapters", "scratch": "from scratch"}
-text_encoder = TEXT_ENCODER_NAMES.get(hp.get("text_encoder", "minilm"), hp.get("text_encoder"))
-st.caption(f"Run `{run.run_id}`: fusion `{hp.fusion}`, branches {', '.join(predictor.module.model.modalities)}, "
-           f"text encoder {text_encoder}, label smoothing {hp.label_smoothing}, OT weight {hp.ot_weight}.")
+text_encoder = TEXT_ENCODER_NAMES.get(config.text_encoder, config.text_encoder)
+st.caption(f"Run `{run.run_id}`: fusion `{config.fusion}`, branches {', '.join(predictor.module.model.modalities)}, "
+           f"text encoder {text_encoder}, label smoothing {config.label_smoothing}, OT weight {config.ot_weight}.")
 
 # --- one recording ------------------------------------------------------------------------------------------------
 st.header("Recording")

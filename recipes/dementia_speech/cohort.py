@@ -235,7 +235,7 @@ def _write_speaker(root: Path, speaker: Speaker, seed: int) -> None:
     import soundfile as sf
     from scipy.signal import resample_poly
 
-    from recipes.dementia_speech.chat import parse_chat
+    from recipes.dementia_speech.readers.chat import parse_chat
 
     rng = np.random.default_rng([seed, int(speaker.speaker_id[1:])])
     utterances = describe_scene(speaker.severity, rng)

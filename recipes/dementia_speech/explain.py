@@ -1,25 +1,33 @@
 """The dementia recipe's HTML report: modality Shapley values, spectrogram saliency over time and frequency,
-word attributions over the transcript (pauses and fillers marked) and the reliability diagram."""
+word attributions over the transcript (pauses and fillers marked) and the reliability diagram.
+
+Everything here takes the trained model as a :class:`recipes.dementia_speech.predictor.DementiaPredictor`; the
+recipe (``recipe.py``) builds it and calls :func:`write_report`.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import polars as pl
 import torch
+from torch import Tensor
 
 from fusion_core.encoders.text import HashTokenizer
 from fusion_core.encoders.text_minilm import minilm_tokenize, minilm_tokenizer
-from recipes.dementia_speech.chat import PAUSE_TOKENS, is_filler
+from recipes.dementia_speech.metrics import SOURCE, TARGET
+from recipes.dementia_speech.readers.chat import PAUSE_TOKENS, is_filler
+from recipes.dementia_speech.text import text_for_encoder
+from recipes.runtime.metrics import binary_classification_metrics
 
 if TYPE_CHECKING:
-    from recipes.dementia_speech.recipe import DementiaPredictor, EncodedRows
+    from recipes.dementia_speech.predictor import DementiaPredictor, EncodedRows
     from recipes.runtime.report import HtmlReport
     from recipes.runtime.runs import Run
 
-__all__ = ["write_report", "spectrogram_saliency", "token_attributions", "marked_transcript", "reliability_figure",
-           "text_tokens"]
+__all__ = ["write_report", "spectrogram_saliency", "token_attributions", "marked_transcript", "reliability_curve",
+           "reliability_figure", "Reliability", "text_tokens"]
 
 
 def spectrogram_saliency(predictor: "DementiaPredictor", batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -66,8 +74,6 @@ class _Constant(torch.nn.Module):
 def text_tokens(predictor: "DementiaPredictor", transcript: str) -> list[str]:
     """The tokens the text branch saw for ``transcript``: MiniLM word pieces with [CLS]/[SEP], or [CLS] and the
     hashed words."""
-    from recipes.dementia_speech.data import text_for_encoder
-
     settings = predictor.settings
     readable = text_for_encoder(transcript)
     if settings["text_encoder"] == "scratch":
@@ -81,13 +87,29 @@ def marked_transcript(transcript: str) -> str:
     return " ".join(f"**{t}**" if t in PAUSE_TOKENS or is_filler(t) else t for t in transcript.split())
 
 
+class Reliability(NamedTuple):
+    """Per equal-width confidence bin: mean predicted probability, observed frequency of label 1, count."""
+
+    mean_predicted: Tensor
+    observed: Tensor
+    count: Tensor
+
+
+def reliability_curve(prob: Tensor, label: Tensor, n_bins: int = 10) -> Reliability:
+    """Reliability diagram data over equal-width bins of the predicted probability of class 1 (empty bins NaN)."""
+    prob, label = prob.double(), label.double()
+    bins = torch.clamp((prob * n_bins).long(), max=n_bins - 1)
+    count = torch.bincount(bins, minlength=n_bins).double()
+    mean_predicted = torch.bincount(bins, weights=prob, minlength=n_bins) / count
+    observed = torch.bincount(bins, weights=label, minlength=n_bins) / count
+    return Reliability(mean_predicted, observed, count)
+
+
 def reliability_figure(prob: np.ndarray, label: np.ndarray, title: str = "", n_bins: int = 10):
     """Reliability diagram: observed frequency of dementia per bin of predicted probability, with counts."""
     import matplotlib.pyplot as plt
 
-    from recipes.dementia_speech.metrics import reliability_curve
-
-    curve = reliability_curve(torch.as_tensor(prob), torch.as_tensor(label), n_bins)
+    curve = reliability_curve(torch.tensor(prob), torch.tensor(label), n_bins)  # copies: polars hands read-only arrays
     filled = curve.count.numpy() > 0
     centres = (np.arange(n_bins) + 0.5) / n_bins
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.8, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -193,13 +215,13 @@ def write_report(run: "Run", predictor: "DementiaPredictor", frame: pl.DataFrame
                  max_examples: int) -> Path:
     from recipes.runtime.report import HtmlReport
 
-    hp = predictor.module.hparams
-    report = HtmlReport(f"dementia_speech — {hp.fusion} fusion explained", f"run `{run.run_id}`; input: {source}")
+    cfg = predictor.module.config
+    report = HtmlReport(f"dementia_speech — {cfg.fusion} fusion explained", f"run `{run.run_id}`; input: {source}")
     report.heading("Model")
-    report.text(
-        f"Branches: {', '.join(predictor.module.model.modalities)}; fusion `{hp.fusion}`; label smoothing "
-        f"{hp.label_smoothing}; optimal transport {'on (weight ' + str(hp.ot_weight) + ', ' + ('joint DeepJDOT cost' if hp.ot_joint else 'feature cost') + ')' if hp.ot_weight > 0 else 'off'}."
-    )
+    transport = (f"on (weight {cfg.ot_weight}, {'joint DeepJDOT cost' if cfg.ot_joint else 'feature cost'})"
+                 if cfg.ot_weight > 0 else "off")
+    report.text(f"Branches: {', '.join(predictor.module.model.modalities)}; fusion `{cfg.fusion}`; label smoothing "
+                f"{cfg.label_smoothing}; optimal transport {transport}.")
     if run.metrics:
         report.table(dict(run.metrics), caption="held-out metrics of the run (test/ = source domain, test/target_ = telephone domain)")
     frame = frame.head(256)
@@ -225,15 +247,23 @@ def write_report(run: "Run", predictor: "DementiaPredictor", frame: pl.DataFrame
             label = labels.to_numpy()[known].astype(np.int64)
             report.heading("Calibration")
             domains = frame["domain"].gather(encoded.valid_rows).to_numpy()[known] if "domain" in frame.columns else np.zeros(len(label))
-            from recipes.dementia_speech.metrics import classification_metrics
-
             rows = {}
-            for value, name in ((0, "source (clean)"), (1, "target (telephone)")):
+            for value, name in ((SOURCE, "source (clean)"), (TARGET, "target (telephone)")):
                 chosen = domains == value
                 if chosen.any():
                     fig = reliability_figure(prob[chosen], label[chosen], f"{name}: {int(chosen.sum())} recordings")
                     report.figure(fig, caption=f"reliability diagram, {name}")
-                    rows[name] = classification_metrics(torch.as_tensor(prob[chosen]), torch.as_tensor(label[chosen]))
+                    rows[name] = _metrics_of(prob[chosen], label[chosen])
             report.table({"domain": list(rows), **{k: [r[k] for r in rows.values()] for k in next(iter(rows.values()))}},
                          caption="metrics on the explained recordings")
     return report.save(out_path)
+
+
+def _metrics_of(prob: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """The runtime's binary classification metrics of some recordings; AUROC is NaN with one class only."""
+    metrics = binary_classification_metrics()
+    metrics.update(torch.as_tensor(prob, dtype=torch.float32), torch.as_tensor(label, dtype=torch.long))
+    values = {name: float(value) for name, value in metrics.compute().items()}
+    if label.min() == label.max():
+        values["auroc"] = float("nan")
+    return values

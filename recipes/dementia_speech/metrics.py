@@ -1,87 +1,67 @@
-"""Classification and calibration metrics of binary probabilities.
+"""The dementia recipe's metrics: the runtime's binary classification metrics, once per domain.
 
-ECE (Guo et al., 2017, "On Calibration of Modern Neural Networks", Eq. 3) comes from torchmetrics'
-``binary_calibration_error``: equal-width bins of the predicted probability of class 1, each bin's mean
-probability against its observed frequency of label 1 (the reliability diagram's gaps). Adaptive ECE
-(Nixon et al., 2019, "Measuring Calibration in Deep Learning") uses equal-mass bins instead, which torchmetrics
-does not have; Brier score and NLL are one line each.
+A test batch mixes the source speakers (domain 0, clean recordings) and the target speakers (domain 1, telephone
+recordings). :class:`DomainMetrics` keeps the probabilities and labels of one domain's rows as torchmetrics states
+(``cat``-reduced, so under DDP ``compute()`` sees the rows of every process) and computes
+:func:`recipes.runtime.metrics.binary_classification_metrics` on them. Keeping the rows rather than updating the
+collection per batch is what makes a process whose share of the split holds no row of the domain safe: it still
+contributes a (empty) state of the right type to the gather, where a never-updated metric would not.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics.functional.classification import (
-    binary_accuracy,
-    binary_auroc,
-    binary_calibration_error,
-    binary_f1_score,
-    binary_precision,
-    binary_recall,
-)
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.utilities import dim_zero_cat
 
-__all__ = ["classification_metrics", "adaptive_ece", "brier_score", "binary_nll", "reliability_curve", "Reliability"]
+from recipes.runtime.metrics import binary_classification_metrics
 
-_EPS = 1e-7
+__all__ = ["DomainMetrics", "domain_metrics", "SOURCE", "TARGET", "TARGET_PREFIX"]
+
+SOURCE, TARGET = 0, 1
+TARGET_PREFIX = "target_"
 
 
-def adaptive_ece(prob: Tensor, label: Tensor, n_bins: int = 10) -> Tensor:
-    """Expected calibration error over ``n_bins`` bins of sorted probabilities holding (nearly) equal numbers of
-    samples: ``Σ_b |B_b|/N · |mean prob_b − mean label_b|`` (same convention as the ECE above)."""
-    if prob.numel() == 0:
-        raise ValueError("adaptive_ece needs at least one prediction")
-    prob, label = prob.double(), label.double()
-    order = torch.argsort(prob, stable=True)
-    total = torch.zeros((), dtype=torch.float64)
-    for chunk in torch.tensor_split(order, min(n_bins, order.numel())):
-        total += (prob[chunk].mean() - label[chunk].mean()).abs() * chunk.numel()
-    return total / order.numel()
+def _local() -> bool:
+    return False
 
 
-def brier_score(prob: Tensor, label: Tensor) -> Tensor:
-    return (prob.double() - label.double()).pow(2).mean()
+class DomainMetrics(Metric):
+    """The metrics of ``collection()`` (default: the runtime's binary classification metrics) over the rows of one
+    ``domain``: ``update(preds (N,), target (N,), domain (N,))``; ``compute()`` gives ``{prefix + name: value}``,
+    or ``{}`` when no process saw a row of the domain."""
+
+    full_state_update = False
+
+    def __init__(self, domain: int, prefix: str = "",
+                 collection: Callable[[], MetricCollection] = binary_classification_metrics, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.domain = int(domain)
+        self.prefix = prefix
+        self.collection = collection
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Tensor, target: Tensor, domain: Tensor) -> None:
+        chosen = domain == self.domain
+        self.preds.append(preds.detach()[chosen].float())  # possibly empty: still a state of the right type
+        self.target.append(target.detach()[chosen].long())
+
+    def compute(self) -> dict[str, Tensor]:
+        preds, target = dim_zero_cat(self.preds), dim_zero_cat(self.target)  # every process's rows, after the sync
+        if preds.numel() == 0:
+            return {}
+        metrics = self.collection().to(preds.device)
+        for metric in metrics.values():
+            metric.distributed_available_fn = _local  # the rows are gathered already: computing must not gather again
+        metrics.update(preds, target)
+        return {f"{self.prefix}{name}": value for name, value in metrics.compute().items()}
 
 
-def binary_nll(prob: Tensor, label: Tensor) -> Tensor:
-    return F.binary_cross_entropy(prob.double().clamp(_EPS, 1 - _EPS), label.double())
-
-
-class Reliability(NamedTuple):
-    """Per equal-width confidence bin: mean predicted probability, observed frequency of label 1, count."""
-
-    mean_predicted: Tensor
-    observed: Tensor
-    count: Tensor
-
-
-def reliability_curve(prob: Tensor, label: Tensor, n_bins: int = 10) -> Reliability:
-    """Reliability diagram data over equal-width bins of the predicted probability of class 1 (empty bins NaN)."""
-    prob, label = prob.double(), label.double()
-    bins = torch.clamp((prob * n_bins).long(), max=n_bins - 1)
-    count = torch.bincount(bins, minlength=n_bins).double()
-    mean_predicted = torch.bincount(bins, weights=prob, minlength=n_bins) / count
-    observed = torch.bincount(bins, weights=label, minlength=n_bins) / count
-    return Reliability(mean_predicted, observed, count)
-
-
-def classification_metrics(prob: Tensor, label: Tensor, n_bins: int = 10) -> dict[str, float]:
-    """acc, precision, recall, f1, auroc, ece, adaptive_ece, brier, nll of probabilities ``prob (N,)`` for
-    0/1 ``label (N,)``. AUROC is NaN when only one class is present."""
-    prob = prob.detach().float().cpu()
-    label = label.detach().long().cpu()
-    if prob.shape != label.shape or prob.dim() != 1 or prob.numel() == 0:
-        raise ValueError(f"prob and label must be non-empty (N,) tensors; got {tuple(prob.shape)} and {tuple(label.shape)}")
-    both_classes = bool(label.min() != label.max())
-    return {
-        "acc": float(binary_accuracy(prob, label)),
-        "precision": float(binary_precision(prob, label)),
-        "recall": float(binary_recall(prob, label)),
-        "f1": float(binary_f1_score(prob, label)),
-        "auroc": float(binary_auroc(prob, label)) if both_classes else float("nan"),
-        "ece": float(binary_calibration_error(prob, label, n_bins=n_bins, norm="l1")),
-        "adaptive_ece": float(adaptive_ece(prob, label, n_bins)),
-        "brier": float(brier_score(prob, label)),
-        "nll": float(binary_nll(prob, label)),
-    }
+def domain_metrics() -> MetricCollection:
+    """acc, precision, recall, f1, auroc, ece, adaptive_ece, brier, nll of the source rows (those names) and of the
+    target rows (``target_acc``, ...): ``collection.update(probability (N,), label (N,), domain (N,))``."""
+    return MetricCollection({"source": DomainMetrics(SOURCE), "target": DomainMetrics(TARGET, prefix=TARGET_PREFIX)},
+                            compute_groups=False)

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.apps.apptest import open_page as open_app_page
 from tests.apps.browser import assert_no_exception, screenshot, serve_app, wait_for_text
-from tests.recipes.dementia_speech.dementia_helpers import tiny_dementia_run
+from tests.recipes.dementia_speech.tiny import tiny_dementia_run
 
 PAGE = "pages/3_Dementia.py"
 TIMEOUT_S = 180

@@ -1,36 +1,9 @@
-"""Small writers and the tiny trained run shared by the dementia recipe tests and the dementia dashboard tests."""
+"""Small writers of recordings, CHAT files and an ADReSS-layout folder for the dementia recipe tests."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-# ``fusion train dementia --config quick`` at toy size: 16-wide model, 16-px spectrograms, hashed-word text encoder
-TINY_DEMENTIA_OVERRIDES: tuple[str, ...] = (
-    "--config", "quick",
-    "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
-    "--model.dim=16", "--model.num_heads=2", "--model.audio_depth=1",
-    "--data.text_encoder=scratch", "--data.image_size=16", "--data.n_mels=32", "--data.max_text_tokens=32",
-    "--data.batch_size=4", "--data.num_folds=2", "--data.max_seconds=20",
-)
-
-
-@contextmanager
-def tiny_dementia_run(tmp_path_factory: pytest.TempPathFactory, extra: Sequence[str] = ()) -> Iterator:
-    """Generate a 20-speaker espeak-ng cohort and train the tiny run on it (``extra`` overrides come last and win);
-    yields the run with ``FUSION_DATA_DIR`` pointing at that cohort, and restores the variable on exit."""
-    from recipes.dementia_speech.cohort import CohortSpec, generate_cohort
-    from recipes.runtime.train import train
-
-    home = tmp_path_factory.mktemp("data")
-    generate_cohort(home / "dementia-cohort", CohortSpec(source_train=8, source_test=4, target_train=4, target_test=4))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FUSION_DATA_DIR", str(home))
-        runs = tmp_path_factory.mktemp("runs")
-        yield train("dementia", [*TINY_DEMENTIA_OVERRIDES, "--runs-dir", str(runs), *extra])
 
 
 def tone(seconds: float = 1.0, rate: int = 16_000, freq: float = 220.0, amplitude: float = 0.3) -> np.ndarray:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from recipes.dementia_speech.data import SAMPLE_RATE, DementiaDataModule, transcribe
+from recipes.dementia_speech.audio import SAMPLE_RATE, transcribe
+from recipes.dementia_speech.data import DementiaDataModule
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian espeak-ng (make system-deps)")
@@ -51,8 +52,11 @@ def test_datamodule_on_adress_fixture(adress_root, monkeypatch):
     assert set(batch) == {"source"} and batch["source"]["label"].shape == (2,)
 
 
-@pytest.mark.parametrize("kwargs,match", [({"text_encoder": "bert"}, "text_encoder"), ({"fold": 5}, "fold"),
-                                          ({"batch_size": 1}, "batch_size")])
+@pytest.mark.parametrize("kwargs,match", [
+    ({"text_encoder": "bert"}, "text_encoder"), ({"fold": 5}, "fold"), ({"batch_size": 1}, "batch_size"),
+    ({"cohort": {"speakers": 20}}, r"no field\(s\) \['speakers'\]"), ({"cohort": {"source_train": 3}}, "even int"),
+    ({"root": "ADReSS", "cohort": {"source_train": 4}}, "not both"),
+])
 def test_bad_datamodule_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DementiaDataModule(**kwargs)

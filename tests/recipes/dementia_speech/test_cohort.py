@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from recipes.dementia_speech.chat import parse_chat
+from recipes.dementia_speech.readers.chat import parse_chat
 from recipes.dementia_speech.cohort import CohortSpec, describe_scene, generate_cohort, render_ssml
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian espeak-ng (make system-deps)")
@@ -47,7 +47,7 @@ def test_ssml_turns_pauses_into_breaks_and_speaks_fillers():
 def test_small_cohort_is_deterministic_and_in_adress_layout(tmp_path):
     import soundfile as sf
 
-    from recipes.dementia_speech.data import load_cohort_frame
+    from recipes.dementia_speech.readers.adress import load_cohort_frame
 
     spec = CohortSpec(source_train=4, source_test=2, target_train=2, target_test=2, seed=3)
     first = generate_cohort(tmp_path / "a", spec)

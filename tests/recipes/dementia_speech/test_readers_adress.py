@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from recipes.dementia_speech.adress import ADRESS_COLUMNS, load_adress, read_meta
+from recipes.dementia_speech.readers.adress import ADRESS_COLUMNS, load_adress, read_meta
 
 
 def test_loads_train_and_test_with_labels_meta_and_transcripts(adress_root):
