@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from recipes.driving_interaction.config import CLASSES, DrivingConfig
+from recipes.driving_interaction.config import CLASSES
 from recipes.driving_interaction.data import DrivingDataset, collate_examples
 from recipes.driving_interaction.metrics import DetectionMetrics
 from recipes.driving_interaction.module import DrivingModule
 from recipes.driving_interaction.readers import Frame
 from recipes.driving_interaction.scenes import SceneConfig, render_frame
-from tests.recipes.driving_interaction.test_model import TINY, make_batch, tiny_module
+from tests.recipes.driving_interaction.test_model import make_batch, tiny_module
 
 SMALL = SceneConfig(num_beams=16, azimuth_step_deg=0.8, image_height=48, image_width=160)
 
