@@ -105,6 +105,10 @@ class MoreModel(nn.Module):
         """The learned ``1 / T`` of the contrastive loss, clamped as the loss clamps it."""
         return self.contrastive.logit_scale.exp().clamp(max=self.contrastive.max_logit_scale)
 
+    def temperature(self) -> Tensor:
+        """The contrastive loss's current ``T = 1 / logit_scale``."""
+        return 1.0 / self.logit_scale()
+
     def diagnose(self, embeddings: dict[str, Tensor], present: dict[str, Tensor]) -> Diagnosis:
         """The fused head on the projections; absent modalities never reach the output."""
         tokens = {m: F.normalize(e, dim=-1)[:, None, :] for m, e in embeddings.items()}  # (B, 1, P) each

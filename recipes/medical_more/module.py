@@ -115,8 +115,8 @@ class MoreModule(RecipeModule):
     # ---------------------------------------------------------------------------------------- metrics
     def build_metrics(self) -> MetricCollection:
         return MetricCollection({
-            "alignment": ReportAlignment(lambda: 1.0 / self.model.logit_scale(),
-                                         semantic_positives=self.config.semantic_positives),
+            # a bound method, not a lambda: the metric then pickles and deep-copies with the module
+            "alignment": ReportAlignment(self.model.temperature, semantic_positives=self.config.semantic_positives),
             "zero_shot_auroc": FindingAUROC(self.findings, "zero_shot_auroc"),
             "auroc": FindingAUROC(self.findings, "auroc"),
         }, compute_groups=False)

@@ -132,3 +132,19 @@ def test_the_module_logs_the_documented_names_and_subsets_only_the_head_auroc():
     labels = torch.cat([b["labels"] for b in batches])
     without_report = module.metrics_of("test", ("report",))["auroc"].compute()
     assert float(without_report["auroc_cardiomegaly"]) == pytest.approx(roc_auc_score(labels[:, 0].numpy(), probs[:, 0].numpy()), abs=1e-6)
+
+
+def test_a_copied_module_computes_its_loss_at_its_own_temperature():
+    """The alignment metric reads the model's temperature through a bound method: a deep copy (or a pickled module,
+    as ddp_spawn sends it) reads the copy's, not the original's."""
+    import copy
+    import pickle
+
+    module = MoreModule(MoreConfig(**TINY))
+    module.metrics_of("val")
+    for clone in (copy.deepcopy(module), pickle.loads(pickle.dumps(module))):
+        with torch.no_grad():
+            clone.model.contrastive.logit_scale.fill_(1.0)
+        temperature = clone.metrics_of("val")["alignment"].temperature()
+        assert float(temperature) == pytest.approx(float(torch.exp(torch.tensor(-1.0))))
+        assert float(module.metrics_of("val")["alignment"].temperature()) == pytest.approx(0.07, rel=1e-4)
