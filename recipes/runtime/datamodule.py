@@ -4,7 +4,9 @@ A vertical fills in two things: :meth:`RecipeDataModule.prepare_data` (fetch or 
 machine) and :meth:`RecipeDataModule.build_splits` (read it and return ``{"train": Dataset, "val": ..., "test":
 ...}``); the base class does the rest the same way for all of them: ``setup`` runs ``build_splits`` once, the loaders
 shuffle the training split with a seeded generator (so a run and its resume see the same order), drop a last
-partial training batch only when the split is larger than a batch, and keep evaluation order.
+partial training batch only when the split is larger than a batch, and keep evaluation order. Every loader has its
+own seeded generator, so iterating one (a validation pass) never draws from the global random state that training's
+dropout uses: results do not depend on what ran before.
 
 :class:`TensorRows` is the in-memory dataset most verticals need (a dict of tensors sharing their first dimension,
 optionally restricted to some rows); :func:`atomic_save` and :func:`atomic_write_text` write cache files so that a
@@ -113,7 +115,9 @@ class RecipeDataModule(pl.LightningDataModule):
         dataset = self.dataset(split)
         shuffle = split == "train" if shuffle is None else shuffle
         size = self.batch_size if batch_size is None else int(batch_size)
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        # seeded even when not shuffling: a DataLoader draws its workers' base seed from its generator (the global RNG
+        # when it has none) each time it is iterated, so an unseeded validation pass would shift training's randomness
+        generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(dataset, batch_size=size, shuffle=shuffle, generator=generator, num_workers=self.num_workers,
                           collate_fn=self.collate_fn(), drop_last=shuffle and self.drop_last_train and len(dataset) > size,
                           persistent_workers=self.num_workers > 0)

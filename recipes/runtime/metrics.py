@@ -25,7 +25,6 @@ from torchmetrics.classification import (
     BinaryPrecision,
     BinaryRecall,
 )
-from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.regression import MeanSquaredError
 from torchmetrics.utilities import dim_zero_cat
 
@@ -54,17 +53,36 @@ def adaptive_ece(prob: Tensor, label: Tensor, n_bins: int = 10) -> Tensor:
 
 
 def group_auc(scores: Tensor, labels: Tensor, groups: Tensor) -> Tensor:
-    """Impression-weighted mean of the per-group AUROC over groups with both classes; NaN if there is none."""
-    order = torch.argsort(groups, stable=True)
-    scores, labels, groups = scores[order], labels[order].long(), groups[order]
-    _, counts = torch.unique_consecutive(groups, return_counts=True)
-    total, weight = torch.zeros((), dtype=torch.float64), 0
-    for group_scores, group_labels in zip(scores.split(counts.tolist()), labels.split(counts.tolist())):
-        if group_labels.min() == group_labels.max():
-            continue  # one class only: no AUC
-        total = total + binary_auroc(group_scores.float(), group_labels).double() * group_scores.numel()
-        weight += group_scores.numel()
-    return total / weight if weight else torch.tensor(float("nan"), dtype=torch.float64)
+    """Impression-weighted mean of the per-group AUROC over groups with both classes; NaN if there is none.
+
+    Vectorised over groups (one sort, no Python loop, so a test split of millions of users costs one pass): each
+    group's AUROC is the Mann–Whitney statistic ``(R₊ − n₊(n₊+1)/2) / (n₊ n₋)`` with ``R₊`` the sum of the positives'
+    ranks within the group, ties taking their average rank.
+    """
+    scores, labels, groups = scores.double().flatten(), labels.long().flatten(), groups.long().flatten()
+    if scores.numel() == 0:
+        return torch.tensor(float("nan"), dtype=torch.float64)
+    by_score = torch.argsort(scores, stable=True)
+    order = by_score[torch.argsort(groups[by_score], stable=True)]  # sorted by (group, score)
+    s, y, g = scores[order], labels[order], groups[order]
+    _, group_index, counts = torch.unique_consecutive(g, return_inverse=True, return_counts=True)
+    start = torch.cumsum(counts, 0) - counts
+    position = torch.arange(s.numel()) - start[group_index]  # 0-based rank within the group
+    new_block = torch.ones_like(y, dtype=torch.bool)
+    new_block[1:] = (g[1:] != g[:-1]) | (s[1:] != s[:-1])
+    block = torch.cumsum(new_block.long(), 0) - 1  # runs of equal (group, score): ties
+    first = torch.full((int(block[-1]) + 1,), s.numel(), dtype=torch.long).scatter_reduce(0, block, position, "amin")
+    last = torch.zeros_like(first).scatter_reduce(0, block, position, "amax")
+    rank = (first[block] + last[block]).double() / 2 + 1  # average 1-based rank of the tie block
+    positives = torch.zeros(counts.numel(), dtype=torch.float64).scatter_add(0, group_index, y.double())
+    rank_sum = torch.zeros_like(positives).scatter_add(0, group_index, rank * y.double())
+    negatives = counts.double() - positives
+    valid = (positives > 0) & (negatives > 0)
+    if not bool(valid.any()):
+        return torch.tensor(float("nan"), dtype=torch.float64)
+    auc = (rank_sum - positives * (positives + 1) / 2) / (positives * negatives).clamp(min=1)
+    weight = counts.double() * valid
+    return (auc * weight).sum() / weight.sum()
 
 
 class AdaptiveCalibrationError(Metric):

@@ -55,7 +55,8 @@ class RecipeModule(pl.LightningModule):
 
     - :meth:`build_metrics` → a fresh :class:`torchmetrics.MetricCollection` (called once per stage and subset);
     - :meth:`present_of` → ``{modality: Bool (B,)}`` of a batch;
-    - :meth:`update_metrics` → run the model on a batch with a given ``present`` and update a collection;
+    - :meth:`update_metrics` → run the model on a batch with a given ``present`` and update a collection (every
+      metric of it, on every batch: under DDP all processes must agree on which metrics have data to reduce);
     - ``training_step`` (the loss), using :meth:`training_present` and :meth:`step_loss` where they apply;
     - optionally :meth:`strata_of` (label strata for ``balance_missingness``) and :meth:`build_subset_metrics`.
     """

@@ -91,3 +91,12 @@ def test_bad_shapes_raise_with_the_shapes():
         BinaryNLL().update(torch.rand(3), torch.ones(4))
     with pytest.raises(ValueError, match="groups must have the shape"):
         GroupAUROC().update(torch.rand(3), torch.ones(3), torch.ones(2))
+
+
+def test_group_auc_counts_ties_as_half_and_skips_one_class_groups():
+    scores = torch.tensor([0.5, 0.5, 0.2, 0.9, 0.1, 0.3, 0.3])
+    labels = torch.tensor([1, 0, 0, 1, 0, 1, 1])
+    groups = torch.tensor([7, 7, 7, 3, 3, 9, 9])  # group 9 has positives only: no AUC
+    # group 7: pairs (0.5+, 0.5-) = ½, (0.5+, 0.2-) = 1 → 0.75; group 3: 1.0; weights 3 and 2
+    assert float(group_auc(scores, labels, groups)) == pytest.approx((0.75 * 3 + 1.0 * 2) / 5)
+    assert torch.isnan(group_auc(scores[5:], labels[5:], groups[5:]))

@@ -103,3 +103,15 @@ def test_tensor_rows_select_rows_and_check_shapes():
         TensorRows({"x": torch.zeros(3), "y": torch.zeros(4)})
     with pytest.raises(ValueError, match="rows must index"):
         TensorRows({"x": torch.zeros(3)}, rows=[3])
+
+
+def test_iterating_an_evaluation_loader_leaves_the_global_random_state_alone():
+    from tests.recipes.runtime.toy_recipe import ToyData
+
+    data = ToyData()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    for loader in (data.val_dataloader(), data.test_dataloader(), data.train_dataloader()):
+        list(loader)
+    assert torch.equal(torch.rand(3), expected)
