@@ -53,9 +53,12 @@ def runs_root() -> Path:
 
 
 def _model_name(run: Run) -> str | None:
-    """The ``model`` field of the run's saved config when the recipe has one (``dare``, ``twin`` …); None otherwise."""
-    value = (run.hparams.get("config") or {}).get("model")
-    return value if isinstance(value, str) else None
+    """Which of its recipe's models the run trained (``dare``, ``twin``, ``interaction`` …: the recipe's
+    ``variant_field``); None when the recipe has one model or is not installed."""
+    try:
+        return get_recipe(run.recipe).variant_of(run)
+    except ValueError:
+        return None
 
 
 def list_runs_table(root: str | Path | None = None, recipe: str | None = None) -> pl.DataFrame:

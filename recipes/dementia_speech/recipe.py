@@ -23,7 +23,6 @@ from recipes.runtime.recipe import Recipe
 
 if TYPE_CHECKING:
     from recipes.dementia_speech.data import DementiaDataModule
-    from recipes.dementia_speech.module import DementiaModule
     from recipes.runtime.runs import Run
 
 __all__ = ["DementiaRecipe", "RECIPE"]
@@ -32,18 +31,6 @@ __all__ = ["DementiaRecipe", "RECIPE"]
 @dataclass
 class DementiaRecipe(Recipe):
     """Dementia vs healthy control from a picture description: spectrogram transformer + MiniLM text, fused."""
-
-    @property
-    def module_class(self) -> type["DementiaModule"]:
-        from recipes.dementia_speech.module import DementiaModule
-
-        return DementiaModule
-
-    @property
-    def datamodule_class(self) -> type["DementiaDataModule"]:
-        from recipes.dementia_speech.data import DementiaDataModule
-
-        return DementiaDataModule
 
     def on_train_end(self, run: "Run", datamodule: "DementiaDataModule") -> None:
         (run.path / SETTINGS_FILE).write_text(json.dumps(settings_of(datamodule), indent=2) + "\n")
@@ -125,6 +112,9 @@ def _held_out(run: "Run") -> pl.DataFrame:
 RECIPE = DementiaRecipe(
     name="dementia_speech",
     configs_dir=Path(__file__).parent / "configs",
+    module="recipes.dementia_speech.module:DementiaModule",
+    datamodule="recipes.dementia_speech.data:DementiaDataModule",
+    variant_field="fusion",
     aliases=("dementia",),
     links=(("data.text_dim", "model.config.text_dim"), ("data.image_size", "model.config.image_size"),
            ("data.text_encoder", "model.config.text_encoder"), ("data.text_vocab_size", "model.config.text_vocab_size")),

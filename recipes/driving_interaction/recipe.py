@@ -20,7 +20,6 @@ from recipes.driving_interaction.config import DATA_GEOMETRY
 from recipes.runtime.recipe import Recipe
 
 if TYPE_CHECKING:
-    from recipes.driving_interaction.data import DrivingDataModule
     from recipes.driving_interaction.module import DrivingModule
     from recipes.runtime.runs import Run
 
@@ -32,18 +31,6 @@ class DrivingRecipe(Recipe):
     """Camera-LiDAR 3D detection: ``interaction`` (DeepInteraction++-style) and the baselines ``lidar``,
     ``camera`` and ``concat`` (``--model.config.variant``). The data's camera input size and BEV extent are linked
     into the model's config (:data:`recipes.driving_interaction.config.DATA_GEOMETRY`)."""
-
-    @property
-    def module_class(self) -> type["DrivingModule"]:
-        from recipes.driving_interaction.module import DrivingModule
-
-        return DrivingModule
-
-    @property
-    def datamodule_class(self) -> type["DrivingDataModule"]:
-        from recipes.driving_interaction.data import DrivingDataModule
-
-        return DrivingDataModule
 
     def card_notes(self, run: "Run") -> dict[str, str]:
         notes = super().card_notes(run)
@@ -98,6 +85,9 @@ class DrivingRecipe(Recipe):
 RECIPE = DrivingRecipe(
     name="driving_interaction",
     configs_dir=Path(__file__).parent / "configs",
+    module="recipes.driving_interaction.module:DrivingModule",
+    datamodule="recipes.driving_interaction.data:DrivingDataModule",
+    variant_field="variant",
     aliases=("driving",),
     links=tuple((f"data.{name}", f"model.config.{name}") for name in DATA_GEOMETRY),
     score_columns=("frame_id",),

@@ -16,7 +16,6 @@ from recipes.runtime.recipe import Recipe
 
 if TYPE_CHECKING:
     from recipes.longseq_rec.data import RecDataModule
-    from recipes.longseq_rec.module import RecModule
     from recipes.runtime.runs import Run
 
 __all__ = ["LongSeqRecipe", "RECIPE", "VOCAB_DIR"]
@@ -27,18 +26,6 @@ VOCAB_DIR = "vocab"
 @dataclass
 class LongSeqRecipe(Recipe):
     """Long-sequence click-through prediction: ``din``, ``twin`` and ``dare`` (``--model.config.model``)."""
-
-    @property
-    def module_class(self) -> type["RecModule"]:
-        from recipes.longseq_rec.module import RecModule
-
-        return RecModule
-
-    @property
-    def datamodule_class(self) -> type["RecDataModule"]:
-        from recipes.longseq_rec.data import RecDataModule
-
-        return RecDataModule
 
     # --- training -----------------------------------------------------------------------------------------
     def on_train_end(self, run: "Run", datamodule: "RecDataModule") -> None:
@@ -103,6 +90,9 @@ class LongSeqRecipe(Recipe):
 RECIPE = LongSeqRecipe(
     name="longseq_rec",
     configs_dir=Path(__file__).parent / "configs",
+    module="recipes.longseq_rec.module:RecModule",
+    datamodule="recipes.longseq_rec.data:RecDataModule",
+    variant_field="model",
     aliases=("rec", "recommendation"),
     links=(
         ("data.num_users", "model.config.num_users"),

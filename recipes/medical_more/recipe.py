@@ -15,10 +15,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from recipes.medical_more.data import MoreDataModule
 from recipes.medical_more.explain import write_report
 from recipes.medical_more.labels import FINDINGS
-from recipes.medical_more.module import MoreModule
 from recipes.medical_more.predictor import MAIN_FINDING, MorePredictor
 from recipes.medical_more.readers import write_ecg_wfdb, write_xray_png
 from recipes.runtime.recipe import Recipe
@@ -34,14 +32,6 @@ DEMO_ROWS = 200
 @dataclass
 class MedicalRecipe(Recipe):
     """MoRE: contrastive X-ray/ECG/report pre-training, zero-shot and fine-tuned multi-finding diagnosis."""
-
-    @property
-    def module_class(self) -> type[MoreModule]:
-        return MoreModule
-
-    @property
-    def datamodule_class(self) -> type[MoreDataModule]:
-        return MoreDataModule
 
     def card_notes(self, run: "Run") -> dict[str, str]:
         notes = super().card_notes(run)
@@ -127,6 +117,9 @@ class MedicalRecipe(Recipe):
 RECIPE = MedicalRecipe(
     name="medical_more",
     configs_dir=Path(__file__).parent / "configs",
+    module="recipes.medical_more.module:MoreModule",
+    datamodule="recipes.medical_more.data:MoreDataModule",
+    variant_field="fusion",
     aliases=("medical", "more"),
     links=(
         ("data.image_size", "model.config.image_size"),

@@ -7,6 +7,7 @@ Everything else in ``recipes.runtime`` and ``apps`` is generic and only talks to
 from __future__ import annotations
 
 import abc
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,9 +27,14 @@ class Recipe(abc.ABC):
     ``name``          registry name, also the folder under ``runs/``
     ``aliases``       other names the CLI accepts (``fusion train rec``)
     ``configs_dir``   folder of shipped YAML configs (``quick.yaml`` for the demo, ``full.yaml``)
+    ``module``        ``"package.module:Class"`` of the LightningModule (imported on first use, so ``fusion --help``
+                      and the registry stay light)
+    ``datamodule``    ``"package.module:Class"`` of the LightningDataModule
     ``links``         ``(source, target)`` pairs linked at instantiation by LightningCLI, e.g.
-                      ``("data.num_items", "model.num_items")`` so data-derived sizes reach the model and
-                      land in its saved hyperparameters
+                      ``("data.num_items", "model.config.num_items")`` so data-derived sizes reach the model's
+                      config and land in its saved hyperparameters
+    ``variant_field`` the config field that names which model of the recipe a run trained (``model`` for DIN/TWIN/DARE),
+                      shown next to the run in the dashboards; empty when the recipe has one model
     ``score_columns`` input columns a scoring file must have (checked before any row is scored)
     ``passthrough``   input columns copied into the scored output next to ``score`` and ``error``
     ``extra_outputs`` ``(column, polars dtype name)`` pairs that ``score_frame`` adds next to ``score``, e.g.
@@ -38,6 +44,8 @@ class Recipe(abc.ABC):
 
     name: str
     configs_dir: Path
+    module: str = ""
+    datamodule: str = ""
     aliases: tuple[str, ...] = ()
     links: tuple[tuple[str, str], ...] = ()
     score_columns: tuple[str, ...] = ()
@@ -45,18 +53,25 @@ class Recipe(abc.ABC):
     extra_outputs: tuple[tuple[str, str], ...] = ()
     datasets: tuple[str, ...] = ()
     description: str = ""
+    variant_field: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     # --- training -------------------------------------------------------------------------------------
     @property
-    @abc.abstractmethod
     def module_class(self) -> type["pl_.LightningModule"]:
-        """The LightningModule; its ``__init__`` args are the ``model:`` section of a config."""
+        """The LightningModule (:attr:`module`); its ``__init__`` args are the ``model:`` section of a config."""
+        return _import_object(self.module, f"recipe {self.name}: module")
 
     @property
-    @abc.abstractmethod
     def datamodule_class(self) -> type["pl_.LightningDataModule"]:
-        """The LightningDataModule; its ``__init__`` args are the ``data:`` section of a config."""
+        """The LightningDataModule (:attr:`datamodule`); its ``__init__`` args are the ``data:`` section of a config."""
+        return _import_object(self.datamodule, f"recipe {self.name}: datamodule")
+
+    def variant_of(self, run: "Run") -> str | None:
+        """Which of the recipe's models ``run`` trained (its config's :attr:`variant_field`), or None."""
+        config = run.hparams.get("config") or {}
+        value = config.get(self.variant_field) if self.variant_field else None
+        return value if isinstance(value, str) else None
 
     def config_path(self, name_or_path: str | Path) -> Path:
         """``quick`` → the shipped ``configs/quick.yaml``; anything else is a path to a YAML file."""
@@ -131,3 +146,11 @@ def _extends(path: Path) -> str | None:
         if line.startswith(_EXTENDS):
             return line[len(_EXTENDS):].strip() or None
     return None
+
+
+def _import_object(dotted: str, what: str) -> Any:
+    """``"package.module:Name"`` → the object."""
+    module, _, name = dotted.partition(":")
+    if not module or not name:
+        raise ValueError(f"{what} must be 'package.module:Class'; got {dotted!r}")
+    return getattr(importlib.import_module(module), name)
