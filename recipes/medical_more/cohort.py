@@ -38,7 +38,7 @@ import numpy as np
 import polars as pl
 
 from recipes.medical_more.labels import ATTRIBUTES
-from recipes.runtime.datamodule import atomic_save
+from recipes.runtime.files import atomic_save
 from recipes.runtime.datasets import progress
 
 __all__ = ["LEADS", "ECG_DETAILS", "patient_rng", "synthesize_xray", "synthesize_ecg", "appearance_labels", "ECG_SECONDS",

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recipes.runtime.runs import CARD_FILE, Run, _atomic_write_text
+from recipes.runtime.files import atomic_write_text
+from recipes.runtime.runs import CARD_FILE, Run
 
 if TYPE_CHECKING:
     from recipes.runtime.recipe import Recipe
@@ -160,5 +161,5 @@ def write_model_card(run: Run, recipe: "Recipe | None" = None) -> Path:
     files = sorted(p.relative_to(run.path).as_posix() for p in run.path.rglob("*") if p.is_file() and not p.name.startswith("."))
     files = sorted(set(files) | {CARD_FILE})
     parts += ["## Files", "", *[f"- `{name}`" for name in files if not name.startswith(("lightning_logs/",))], ""]
-    _atomic_write_text(run.card_path, "\n".join(parts))
+    atomic_write_text(run.card_path, "\n".join(parts))
     return run.card_path

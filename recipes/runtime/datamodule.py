@@ -14,10 +14,7 @@ killed process never leaves a half-written file where a later one would read it.
 """
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -25,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from recipes.runtime.files import atomic_save, atomic_write_text
 
 __all__ = ["RecipeDataModule", "TensorRows", "atomic_save", "atomic_write_text", "SPLITS"]
 
@@ -130,23 +129,3 @@ class RecipeDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.loader("test")
-
-
-def atomic_save(array: np.ndarray, file: str | Path) -> Path:
-    """``np.save`` to a temporary name beside ``file``, then rename: readers never see a partial array."""
-    file = Path(file)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.{uuid.uuid4().hex[:8]}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, file)
-    return file
-
-
-def atomic_write_text(file: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary name beside ``file``, then rename."""
-    file = Path(file)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, file)
-    return file

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from recipes.runtime.files import atomic_write_text
+
 if TYPE_CHECKING:
     import lightning.pytorch as pl_
 
@@ -176,7 +178,7 @@ class Run:
     def write_info(self, **updates: Any) -> dict[str, Any]:
         """Merge ``updates`` into ``run.json`` (atomically) and return the result."""
         info = {**self.info, **to_plain(updates)}
-        _atomic_write_text(self.path / INFO_FILE, json.dumps(info, indent=2) + "\n")
+        atomic_write_text(self.path / INFO_FILE, json.dumps(info, indent=2) + "\n")
         return info
 
     # --- model ------------------------------------------------------------------------------------------
@@ -225,12 +227,6 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     if not file.is_file():
         return {}
     return yaml.safe_load(file.read_text()) or {}
-
-
-def _atomic_write_text(file: Path, text: str) -> None:
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, file)
 
 
 def _sort_key(run: Run) -> tuple[datetime, str]:

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from recipes.runtime.card import write_model_card
+from recipes.runtime.files import atomic_write_text
 from recipes.runtime.runs import (
     HPARAMS_FILE,
     METRICS_FILE,
     MODEL_FILE,
     RUN_ID_ENV,
     Run,
-    _atomic_write_text,
     new_run_id,
     resolve_run,
     runs_root,
@@ -335,8 +335,8 @@ def train(recipe_name: str, argv: list[str]) -> Run:
     previous_seconds = float(run.info.get("training", {}).get("train_seconds", 0.0)) if resumed else 0.0
     command = ["fusion", "train", recipe.name, *argv]
     if is_zero:
-        _atomic_write_text(run.config_path, _dump_config(cli))
-        _atomic_write_text(run.path / HPARAMS_FILE, yaml.safe_dump(_hparams(model), sort_keys=False))
+        atomic_write_text(run.config_path, _dump_config(cli))
+        atomic_write_text(run.path / HPARAMS_FILE, yaml.safe_dump(_hparams(model), sort_keys=False))
         if resumed:
             run.write_info(status="running", resumed=[*run.info.get("resumed", []), {"at": datetime.now().isoformat(timespec="seconds"), "command": command}])
         else:
@@ -376,9 +376,9 @@ def train(recipe_name: str, argv: list[str]) -> Run:
             signal.signal(signal.SIGINT, previous_sigint)
 
     if trainer.is_global_zero:
-        _atomic_write_text(run.path / HPARAMS_FILE, yaml.safe_dump(_hparams(model), sort_keys=False))
+        atomic_write_text(run.path / HPARAMS_FILE, yaml.safe_dump(_hparams(model), sort_keys=False))
         _save_model(model, run, recipe)
-        _atomic_write_text(run.path / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(run.path / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
         run.write_info(
             status="finished",
             training={

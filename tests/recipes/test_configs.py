@@ -1,5 +1,6 @@
 """Every shipped YAML config parses against its recipe's entry point (module, data module, Trainer), and so does
 every `fusion train` command of the README."""
+import shlex
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,9 @@ def _readme_train_commands() -> list[list[str]]:
     readme = (Path(__file__).parents[2] / "README.md").read_text().replace("\\\n", " ")
     commands = []
     for line in readme.splitlines():
-        words = line.split("#")[0].split()
+        if not line.startswith("fusion train "):
+            continue
+        words = shlex.split(line.split("#")[0])
         if len(words) >= 3 and words[:2] == ["fusion", "train"] and not words[2].startswith("-"):
             commands.append(words[2:])
     return commands
