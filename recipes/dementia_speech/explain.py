@@ -223,7 +223,7 @@ def write_report(run: "Run", predictor: "DementiaPredictor", frame: pl.DataFrame
     report.text(f"Branches: {', '.join(predictor.module.model.modalities)}; fusion `{cfg.fusion}`; label smoothing "
                 f"{cfg.label_smoothing}; optimal transport {transport}.")
     if run.metrics:
-        report.table(dict(run.metrics), caption="held-out metrics of the run (test/ = source domain, test/target_ = telephone domain)")
+        report.metrics(run.metrics, caption="held-out metrics of the run (test/ = source domain, test/target_ = telephone domain)")
     frame = frame.head(256)
     encoded = predictor.encode(frame)
     bad = [e for e in encoded.errors if e]

@@ -164,7 +164,7 @@ def write_report(module: "DrivingModule", run: "Run", table: pl.DataFrame, sourc
         f"decoder layers attend to {', '.join(module.detector.decoder.sources)} in turn."
     )
     if run.metrics:
-        report.table(dict(run.metrics), caption="held-out metrics of the run")
+        report.metrics(run.metrics, caption="held-out metrics of the run")
     bad = [(row, f) for row, f in zip(table["frame_id"].to_list(), loaded) if isinstance(f, str)]
     if bad:
         report.text(f"{len(bad)} frame(s) could not be read and are left out; first: {bad[0][0]}: {bad[0][1]}")

@@ -47,7 +47,7 @@ def write_report(run: "Run", predictor: "RecPredictor", input_path: Path | None,
         else f"the most recent {config.din_window} behaviours"
     report.text(f"`{config.model}` with {widths}; it attends to {attends}.")
     if run.metrics:
-        report.table(dict(run.metrics), caption="held-out metrics of the run")
+        report.metrics(run.metrics, caption="held-out metrics of the run")
 
     shap_rows = min(256, max(16, 2 * BEHAVIOURS_PER_STEP // predictor.max_history))
     encoded = predictor.encode(frame.head(shap_rows))

@@ -111,7 +111,7 @@ def write_report(predictor: MorePredictor, frame: pl.DataFrame, out_path: Path, 
         f"`{config.fusion}` fusion. Findings: " + ", ".join(predictor.findings) + "."
     )
     if metrics:
-        report.table(dict(sorted(metrics.items())), caption="held-out metrics of the run")
+        report.metrics(dict(sorted(metrics.items())), caption="held-out metrics of the run")
     rows = encoded.valid_rows
     bad = [e for e in encoded.errors if e is not None]
     if bad:

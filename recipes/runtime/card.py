@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recipes.runtime.subsets import SUBSET_MARK, subset_table
 from recipes.runtime.files import atomic_write_text
 from recipes.runtime.runs import CARD_FILE, Run
 
 if TYPE_CHECKING:
     from recipes.runtime.recipe import Recipe
 
-__all__ = ["write_model_card", "subset_table"]
+__all__ = ["write_model_card"]
 
 
 def _format_value(value: Any, limit: int = 80) -> str:
@@ -47,30 +48,6 @@ def _flat(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             rows.append((f"{prefix}{key}", value))
     return rows
-
-
-def subset_table(metrics: dict[str, float]) -> tuple[list[str], list[str], dict[tuple[str, str], float]] | None:
-    """The modality-subset table in ``metrics`` (``test/<name>@without_<m...>``): row names (metrics), column names
-    (``all`` then each dropped set), and the values; None when the run logged none."""
-    from recipes.runtime.module import SUBSET_MARK
-
-    cells: dict[tuple[str, str], float] = {}
-    columns: list[str] = []
-    for key, value in metrics.items():
-        if SUBSET_MARK not in key:
-            continue
-        name, _, dropped = key.partition(SUBSET_MARK)
-        if name not in metrics:
-            continue
-        column = "without " + dropped.replace("+", ", ")
-        cells[(name, column)] = value
-        cells[(name, "all")] = metrics[name]
-        if column not in columns:
-            columns.append(column)
-    if not cells:
-        return None
-    rows = sorted({name for name, _ in cells})
-    return rows, ["all", *sorted(columns, key=lambda c: (c.count(","), c))], cells
 
 
 def _subset_markdown(table: tuple[list[str], list[str], dict[tuple[str, str], float]]) -> str:
@@ -146,8 +123,6 @@ def write_model_card(run: Run, recipe: "Recipe | None" = None) -> Path:
     parts += ["## Model hyperparameters", "", _table(sorted(_flat(hparams)), ("hyperparameter", "value")) if hparams else "No hyperparameters saved.", ""]
     if settings:
         parts += ["## Training settings", "", _table(settings, ("setting", "value")), ""]
-    from recipes.runtime.module import SUBSET_MARK
-
     evaluation = [(k, v) for k, v in sorted(metrics.items()) if k != "train_seconds" and SUBSET_MARK not in k]
     parts += ["## Metrics (held-out split)", ""]
     parts += [_table(evaluation, ("metric", "value")) if evaluation else "No evaluation metrics were logged.", ""]

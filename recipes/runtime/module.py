@@ -37,17 +37,9 @@ from torchmetrics import Metric, MetricCollection
 
 from fusion_core import MissingnessBalancer
 from recipes.runtime.config import RecipeConfig
+from recipes.runtime.subsets import SUBSET_MARK, subset_suffix
 
 __all__ = ["RecipeConfig", "RecipeModule", "SUBSET_MARK", "subset_suffix"]
-
-SUBSET_MARK = "@without_"
-
-
-def subset_suffix(dropped: Iterable[str]) -> str:
-    """``@without_ecg+report`` for the dropped modalities (sorted), ``""`` for none."""
-    dropped = sorted(dropped)
-    return f"{SUBSET_MARK}{'+'.join(dropped)}" if dropped else ""
-
 
 class RecipeModule(pl.LightningModule):
     """Base module: see the module docstring. Subclasses set :attr:`config_class`, call

@@ -20,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from recipes.runtime.subsets import SUBSET_MARK, subset_table
+
 __all__ = ["HtmlReport"]
 
 _STYLE = """
@@ -123,6 +125,21 @@ class HtmlReport:
         note = f" (first {max_rows} of {len(rows)} rows)" if len(rows) > max_rows else ""
         cap = f"<caption>{_inline(caption)}{note}</caption>" if caption or note else ""
         self._parts.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+        return self
+
+    def metrics(self, metrics: Mapping[str, float], caption: str | None = None) -> "HtmlReport":
+        """A run's held-out metrics: one table of the figures with every modality, then — when the run logged the
+        modality-subset evaluation (``test/<name>@without_<m>``) — the robustness table, one row per metric and one
+        column per set of modalities switched off."""
+        plain = {k: v for k, v in metrics.items() if SUBSET_MARK not in k}
+        if plain:
+            self.table(plain, caption=caption)
+        table = subset_table(dict(metrics))
+        if table is not None:
+            rows, columns, cells = table
+            self.heading("Robustness to missing modalities", level=3)
+            self.table([{"metric": row, **{c: cells.get((row, c)) for c in columns}} for row in rows],
+                       caption="the same held-out rows with modalities switched off (`present` = False) at test time")
         return self
 
     @staticmethod

@@ -67,3 +67,18 @@ def test_explain_writes_the_recipes_report(trained_run, tmp_path):
         explain("toy", str(trained_run.path), tmp_path / "nowhere.parquet", tmp_path / "r.html")
     with pytest.raises(RunNotFoundError, match="not found"):
         explain("toy", "nope", None, tmp_path / "r.html", runs_dir=trained_run.path.parents[1])
+
+
+def test_metrics_section_shows_the_robustness_table():
+    from recipes.runtime.report import HtmlReport
+
+    metrics = {"test/auc": 0.8, "test/auc@without_history": 0.7, "test/auc@without_profile": 0.79,
+               "test/logloss": 0.5, "test/logloss@without_history": 0.6, "train_seconds": 3.0}
+    html = HtmlReport("t").metrics(metrics, caption="held-out").render()
+    assert "Robustness to missing modalities" in html
+    assert "<th>without history</th>" in html and "<th>without profile</th>" in html
+    plain, robustness = html.split("Robustness to missing modalities")
+    assert "@without_" not in plain  # the subset figures are in the table, not the plain list
+    assert "0.7" in robustness and "test/auc" in robustness and "test/logloss" in robustness
+    without = HtmlReport("t").metrics({"test/auc": 0.8}).render()
+    assert "Robustness" not in without
