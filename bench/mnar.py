@@ -28,8 +28,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
+from torchmetrics.functional.classification import binary_auroc
 
 from fusion_core.fusion import create_fusion, list_fusions
 from fusion_core.missing import MissingnessBalancer
@@ -162,7 +162,7 @@ def auroc(model: Model, split: Split, present: dict[str, Tensor], batch_size: in
     model.eval()
     # Batches of the training size: sequential_batchskip's skip decision depends on the batch, as in the reference.
     logits = torch.cat([model(*_take(split, present, idx))[0] for idx in torch.arange(split.labels.shape[0]).split(batch_size)])
-    return float(roc_auc_score(split.labels.numpy(), logits.numpy()))
+    return float(binary_auroc(logits, split.labels.long()))
 
 
 def main() -> None:
@@ -200,12 +200,12 @@ def main() -> None:
             "same": remove_b(test_split.labels, 1.0, args.p, seed=4000 + seed),
             "flipped": remove_b(test_split.labels, 0.0, args.p, seed=5000 + seed),
         }
-        y = test_split.labels.numpy()
+        y = test_split.labels.long()
         print(
             f"seed {seed}: train {args.n_train}, val {args.n_val} (positives {train_split.labels.mean():.2f}, "
             f"b missing {1 - train_present['b'].float().mean():.2f}), test {args.n_test}; oracle AUROC "
-            f"{roc_auc_score(y, test_split.score.numpy()):.3f}, oracle without b "
-            f"{roc_auc_score(y, test_split.score_without_b.numpy()):.3f}",
+            f"{float(binary_auroc(test_split.score, y)):.3f}, oracle without b "
+            f"{float(binary_auroc(test_split.score_without_b, y)):.3f}",
             flush=True,
         )
         for label, op, options, balanced in configs:
