@@ -183,6 +183,11 @@ def main() -> None:
     operators = args.operators or list_fusions()
     configs: list[tuple[str, str, dict, bool]] = []  # (label, operator, options, balanced)
     for op in operators:
+        try:  # an operator made for another number of modalities (``interaction``: two streams) cannot take part
+            create_fusion(op, modality_dims={m: FEATURE_DIM for m in MODALITIES}, dim=args.dim)
+        except ValueError as error:
+            print(f"skipping {op}: {error}", flush=True)
+            continue
         configs.append((op, op, {}, False))
         configs.append((f"{op}+balanced", op, {}, True))
     configs.append(("sequential_batchskip", "sequential", {"skip": "batch"}, False))
