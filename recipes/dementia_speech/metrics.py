@@ -23,19 +23,15 @@ SOURCE, TARGET = 0, 1
 TARGET_PREFIX = "target_"
 
 
-def _local() -> bool:
-    return False
-
-
 class DomainMetrics(Metric):
-    """The metrics of ``collection()`` (default: the runtime's binary classification metrics) over the rows of one
-    ``domain``: ``update(preds (N,), target (N,), domain (N,))``; ``compute()`` gives ``{prefix + name: value}``,
-    or ``{}`` when no process saw a row of the domain."""
+    """The metrics of ``collection(sync_on_compute=False)`` (default: the runtime's binary classification metrics)
+    over the rows of one ``domain``: ``update(preds (N,), target (N,), domain (N,))``; ``compute()`` gives
+    ``{prefix + name: value}``, or ``{}`` when no process saw a row of the domain."""
 
     full_state_update = False
 
     def __init__(self, domain: int, prefix: str = "",
-                 collection: Callable[[], MetricCollection] = binary_classification_metrics, **kwargs) -> None:
+                 collection: Callable[..., MetricCollection] = binary_classification_metrics, **kwargs) -> None:
         super().__init__(**kwargs)
         self.domain = int(domain)
         self.prefix = prefix
@@ -52,9 +48,8 @@ class DomainMetrics(Metric):
         preds, target = dim_zero_cat(self.preds), dim_zero_cat(self.target)  # every process's rows, after the sync
         if preds.numel() == 0:
             return {}
-        metrics = self.collection().to(preds.device)
-        for metric in metrics.values():
-            metric.distributed_available_fn = _local  # the rows are gathered already: computing must not gather again
+        # the rows are gathered from every process already: computing must not gather again
+        metrics = self.collection(sync_on_compute=False).to(preds.device)
         metrics.update(preds, target)
         return {f"{self.prefix}{name}": value for name, value in metrics.compute().items()}
 

@@ -13,6 +13,8 @@ Every metric here keeps its state as torchmetrics states with a reduction (``cat
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -162,18 +164,20 @@ class GroupAUROC(Metric):
         return group_auc(preds.cpu(), target.cpu(), groups.cpu()).float()
 
 
-def binary_classification_metrics(n_bins: int = 10) -> MetricCollection:
+def binary_classification_metrics(n_bins: int = 10, **metric_kwargs: Any) -> MetricCollection:
     """``acc, precision, recall, f1, auroc, ece, adaptive_ece, brier, nll`` of probabilities ``preds (N,)`` for 0/1
     ``target (N,)``: ``collection.update(preds, target)``. ECE is torchmetrics' equal-width-bin L1 calibration error
-    (Guo et al., 2017, Eq. 3); the Brier score is the mean squared error of the probability."""
+    (Guo et al., 2017, Eq. 3); the Brier score is the mean squared error of the probability. ``metric_kwargs`` go to
+    every metric (``sync_on_compute=False`` for rows that are already gathered from every process)."""
+    kw = metric_kwargs
     return MetricCollection({
-        "acc": BinaryAccuracy(),
-        "precision": BinaryPrecision(),
-        "recall": BinaryRecall(),
-        "f1": BinaryF1Score(),
-        "auroc": BinaryAUROC(),
-        "ece": BinaryCalibrationError(n_bins=n_bins, norm="l1"),
-        "adaptive_ece": AdaptiveCalibrationError(n_bins=n_bins),
-        "brier": MeanSquaredError(),
-        "nll": BinaryNLL(),
+        "acc": BinaryAccuracy(**kw),
+        "precision": BinaryPrecision(**kw),
+        "recall": BinaryRecall(**kw),
+        "f1": BinaryF1Score(**kw),
+        "auroc": BinaryAUROC(**kw),
+        "ece": BinaryCalibrationError(n_bins=n_bins, norm="l1", **kw),
+        "adaptive_ece": AdaptiveCalibrationError(n_bins=n_bins, **kw),
+        "brier": MeanSquaredError(**kw),
+        "nll": BinaryNLL(**kw),
     }, compute_groups=False)
