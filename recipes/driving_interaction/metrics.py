@@ -60,8 +60,6 @@ def nds_like(mean_ap: float, ate: float, ase: float, aoe: float) -> float:
     return float(0.5 * mean_ap + 0.5 * tp_score)
 
 
-
-
 class DetectionMetrics(Metric):
     """``map``, ``nds``, ``ate``, ``ase``, ``aoe`` and ``ap_<class>`` (lower-case; only for classes with ground
     truth in the split) of the module docstring, over every frame seen by every process.
