@@ -12,6 +12,7 @@ degraded sensor (``camera_blackout``, ``night``, ``lidar_beam_loss``, ``rain``) 
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,10 +51,20 @@ MAX_POINTS = 6000
 TRAIN_FAULTS = ("camera_blackout", "night", "lidar_beam_loss", "rain", "camera_failure", "lidar_failure")
 
 
+def frame_seed(frame_id: str) -> int:
+    """A seed that depends on the frame's id only (CRC32, the same in every process and on every machine)."""
+    return zlib.crc32(str(frame_id).encode())
+
+
 def frame_to_example(frame: Frame, image_size: tuple[int, int], x_range: tuple[float, float],
-                     y_range: tuple[float, float], max_points: int = MAX_POINTS, seed: int = 0) -> dict[str, torch.Tensor]:
+                     y_range: tuple[float, float], max_points: int = MAX_POINTS,
+                     seed: int | None = None) -> dict[str, torch.Tensor]:
     """Tensors of one frame: points cropped to the BEV range (at most ``max_points``, a seeded subsample), the
-    image resized to ``image_size`` with the projection rescaled to match, presence flags and ground truth."""
+    image resized to ``image_size`` with the projection rescaled to match, presence flags and ground truth.
+
+    The subsample's ``seed`` defaults to one derived from the frame's id (:func:`frame_seed`), so a frame gives the
+    same tensors wherever it sits in a batch or a scoring chunk."""
+    seed = frame_seed(frame.frame_id) if seed is None else seed
     H, W = image_size
     scale = np.diag([1.0, 1.0, 1.0])
     if frame.image is not None:

@@ -112,8 +112,8 @@ class DrivingModule(RecipeModule):
         out: list[Detections] = []
         for start in range(0, len(frames), batch_size):
             chunk = frames[start : start + batch_size]
-            batch = collate_examples([frame_to_example(f, cfg.image_size, cfg.x_range, cfg.y_range, seed=i)
-                                      for i, f in enumerate(chunk)])
+            # each frame's point subsample is seeded by its id, never its position: a score depends on its row only
+            batch = collate_examples([frame_to_example(f, cfg.image_size, cfg.x_range, cfg.y_range) for f in chunk])
             batch = {k: v.to(self.device) for k, v in batch.items()}
             if present is not None:
                 kept = self.present_of(batch)

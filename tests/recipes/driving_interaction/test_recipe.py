@@ -100,3 +100,34 @@ def test_full_config_holds_only_what_differs_from_quick():
     assert full["model"]["config"]["dim"] == 64 and quick["model"]["config"]["dim"] == 32
     assert full["data"]["limit_frames"] is None and quick["data"]["limit_frames"] == 240
     assert full["data"]["image_size"] == quick["data"]["image_size"]
+
+
+def test_a_frame_scores_the_same_wherever_it_sits(tiny_driving_run, tmp_path):
+    """Point subsampling is seeded by the frame's id, not its position: chunk sizes 1 and 3 give the same bytes."""
+    demo = pl.read_parquet(DRIVING.demo_input(tiny_driving_run, tmp_path / "demo.parquet"))
+    first = demo.head(1)
+    # the same frame at positions 0, 2 and 4, between others: its score may not depend on where it is
+    table = pl.concat([first, demo, first, demo, first]).head(7)
+    table.write_parquet(tmp_path / "in.parquet")
+    outputs = []
+    for chunk_size in (1, 3):
+        out = score_file("driving", tiny_driving_run, tmp_path / "in.parquet", tmp_path / f"out-{chunk_size}.parquet",
+                         chunk_size=chunk_size, progress=False)
+        outputs.append(pl.read_parquet(out).drop("row"))
+    assert outputs[0].equals(outputs[1])
+    scores = outputs[0]["score"].to_list()
+    repeated = [scores[i] for i, fid in enumerate(outputs[0]["frame_id"].to_list()) if fid == first["frame_id"][0]]
+    assert len(repeated) >= 2 and len(set(repeated)) == 1
+
+
+def test_point_subsample_depends_on_the_frame_id_only(tiny_driving_run):
+    from recipes.driving_interaction.data import frame_seed, frame_to_example
+
+    frame = frames_from_table(scoring_frame(datamodule_of(tiny_driving_run).root(), "test", limit=1))[0]
+    assert frame.points is not None and len(frame.points) > 50
+    a = frame_to_example(frame, (16, 48), (0.0, 48.0), (-24.0, 24.0), max_points=50)
+    b = frame_to_example(frame, (16, 48), (0.0, 48.0), (-24.0, 24.0), max_points=50)
+    other = frame_to_example(frame._replace(frame_id="another-id"), (16, 48), (0.0, 48.0), (-24.0, 24.0), max_points=50)
+    assert frame_seed(frame.frame_id) == frame_seed(str(frame.frame_id))
+    assert np.array_equal(a["points"].numpy(), b["points"].numpy())
+    assert not np.array_equal(a["points"].numpy(), other["points"].numpy())  # the id, not a constant, picks them
