@@ -2,11 +2,13 @@
 the gradients of one process on the whole batch (``gather_distributed=True``)."""
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import sys
 import types
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,7 +104,7 @@ def _check_info_nce(rank: int) -> None:
     torch.testing.assert_close(evaluated, reference.detach(), atol=1e-6, rtol=0)
 
 
-def _worker(rank: int, port: int) -> None:
+def _worker(rank: int, port: int, done: str) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
@@ -112,6 +114,11 @@ def _worker(rank: int, port: int) -> None:
         for split in ((4, 4), (5, 3)):  # equal halves, and a short batch on one rank
             _check_multi_anchor_under_ddp(rank, split)
         _check_info_nce(rank)
+        # every rank done, and the DDP reducers freed, before gloo's threads are torn down: tearing down a process
+        # group under a live reducer can abort the process ("terminate called without an active exception")
+        gc.collect()
+        dist.barrier()
+        Path(done, f"rank{rank}").touch()  # every check of this rank passed
     finally:
         dist.destroy_process_group()
 
@@ -124,11 +131,19 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
-def test_two_gloo_processes_give_the_one_process_loss_and_gradients_on_the_global_batch(monkeypatch):
+def test_two_gloo_processes_give_the_one_process_loss_and_gradients_on_the_global_batch(monkeypatch, tmp_path):
     # spawned workers re-run the parent's __main__ file; under pytest that may be a script another test left there
     # (Streamlit's AppTest runs pages as __main__), so spawn from a __main__ with no file to re-run
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
-    mp.spawn(_worker, args=(_free_port(),), nprocs=WORLD, join=True)
+    try:
+        mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    except mp.ProcessExitedException:
+        # a worker killed by a signal after every rank passed every check (seen once on a loaded machine: gloo's
+        # teardown aborting with "terminate called without an active exception") is not a failure of the loss;
+        # a worker that died before its checks passed is
+        if sorted(p.name for p in tmp_path.iterdir()) != [f"rank{r}" for r in range(WORLD)]:
+            raise
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"rank{r}" for r in range(WORLD)]
 
 
 def test_gather_is_a_no_op_without_torch_distributed():
