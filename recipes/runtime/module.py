@@ -37,6 +37,7 @@ from torchmetrics import Metric, MetricCollection
 
 from fusion_core import MissingnessBalancer
 from recipes.runtime.config import RecipeConfig
+from recipes.runtime.runs import to_plain
 from recipes.runtime.subsets import SUBSET_MARK, subset_suffix
 
 __all__ = ["RecipeConfig", "RecipeModule", "SUBSET_MARK", "subset_suffix"]
@@ -68,7 +69,7 @@ class RecipeModule(pl.LightningModule):
         if unknown:
             raise ValueError(f"modality_dropout names {unknown}, which this model does not have; its modalities are "
                              f"{list(self.modalities)}")
-        self.save_hyperparameters({"config": _plain(dataclasses.asdict(self.config))})
+        self.save_hyperparameters({"config": to_plain(dataclasses.asdict(self.config))})
         balancer = None
         if self.config.balance_missingness or _any_rate(dropout):
             balancer = MissingnessBalancer(dropout=dict(dropout) if isinstance(dropout, dict) else float(dropout),
@@ -211,12 +212,3 @@ def _computed(collection: MetricCollection) -> dict[str, float]:
 
 def _any_rate(dropout: float | dict[str, float]) -> bool:
     return any(float(v) > 0 for v in dropout.values()) if isinstance(dropout, dict) else float(dropout) > 0
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, so ``hparams.yaml`` stays readable by ``yaml.safe_load``."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
