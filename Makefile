@@ -22,7 +22,7 @@ $(BIN)/python:
 	$(PIP) install -q --upgrade pip setuptools wheel
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) install -c constraints.txt -e '.[all,test]'
+	$(PIP) install -c constraints.txt -e '.[all,test,distributed]'
 	@if $(PIP) list 2>/dev/null | grep -qi '^nvidia-'; then \
 		echo "error: a CUDA package slipped into $(VENV); check constraints.txt" >&2; exit 1; fi
 	@touch $@
