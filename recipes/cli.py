@@ -110,7 +110,7 @@ def _score(args: argparse.Namespace) -> int:
         raise _UsageError(str(error)) from None
     with _user_errors():
         score_file(recipe, args.run, args.input, args.output, chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, shard=shard,
-                   progress=not args.no_progress, runs_dir=args.runs_dir)
+                   progress=not args.no_progress, runs_dir=args.runs_dir, data_root=args.data_root)
     return 0
 
 
@@ -197,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="score a Parquet file with a trained run, in resumable chunks",
                                 description="Score INPUT with a run of RECIPE: one output row per input row, in order, "
-                                "with `row`, the recipe's passthrough columns, `score` and `error`.")
+                                "with `row`, the recipe's passthrough columns, `score`, `warnings` and `error`.")
     score.add_argument("recipe", help="recipe name (fusion train --help lists them)")
     score.add_argument("--run", default="latest", help="run id, run folder or 'latest' (default)")
     score.add_argument("--input", required=True, type=Path, help="Parquet file to score")
@@ -205,6 +205,9 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--chunk-size", type=_positive_int, default=None, help="rows per chunk (default 10000)")
     score.add_argument("--shard", help="i/n: score the i-th of n contiguous parts of the chunks (0-based)")
     score.add_argument("--runs-dir", help="runs root (default: $FUSION_RUNS_DIR, else ./runs)")
+    score.add_argument("--data-root", type=Path, default=None,
+                       help="folder every file the input names must lie in, symlinks resolved; relative paths are read "
+                            "from it (default: the input file's folder)")
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
     score.set_defaults(handler=_score)
 

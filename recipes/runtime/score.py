@@ -6,7 +6,12 @@ Chunk ``k`` covers input rows ``[k·C, (k+1)·C)``. Each finished chunk is writt
 parts into ``<output>`` (atomically) and removes the parts folder. The merged file holds one row per input row, in
 input order: ``row`` (Int64, input row index), the recipe's ``passthrough`` columns, ``score`` (Float64, null when
 the row could not be scored), the recipe's ``extra_outputs`` (e.g. one probability per finding, null where the
-row could not be scored) and ``error`` (Utf8, null when it could). It has the same bytes however the job ran.
+row could not be scored), ``warnings`` (Utf8: what a scored row was scored without, e.g. a modality whose file
+could not be read; null when nothing) and ``error`` (Utf8, null when it could). It has the same bytes however the
+job ran. A score is never NaN: a non-finite score becomes an ``error``.
+
+Every file path an input row names is confined to the data root (``data_root``, by default the input file's
+folder): see :mod:`recipes.runtime.inputs`.
 """
 from __future__ import annotations
 
@@ -25,10 +30,10 @@ if TYPE_CHECKING:
     from recipes.runtime.recipe import Recipe
     from recipes.runtime.runs import Run
 
-__all__ = ["score_file", "score_chunk", "ScoreInputError", "parse_shard", "DEFAULT_CHUNK_SIZE", "OUTPUT_COLUMNS"]
+__all__ = ["score_file", "score_chunk", "score_part", "ScoreInputError", "parse_shard", "DEFAULT_CHUNK_SIZE", "OUTPUT_COLUMNS"]
 
 DEFAULT_CHUNK_SIZE = 10_000
-OUTPUT_COLUMNS = ("row", "score", "error")
+OUTPUT_COLUMNS = ("row", "score", "warnings", "error")
 _MANIFEST = "manifest.json"
 
 
@@ -101,7 +106,7 @@ def _output_schema(input_path: Path, passthrough: list[str], extras: dict[str, "
     frame = pl.DataFrame(
         {"row": pl.Series([], dtype=pl.Int64), **{c: empty[c] for c in passthrough},
          "score": pl.Series([], dtype=pl.Float64), **{c: pl.Series([], dtype=t) for c, t in extras.items()},
-         "error": pl.Series([], dtype=pl.Utf8)}
+         "warnings": pl.Series([], dtype=pl.Utf8), "error": pl.Series([], dtype=pl.Utf8)}
     )
     return pa.schema([field.remove_metadata() for field in frame.to_arrow().schema])
 
@@ -124,8 +129,9 @@ def _write_manifest(parts: Path, manifest: dict[str, Any]) -> None:
 
 
 def _checked(result: Any, expected_rows: int, extras: dict[str, "pl.DataType"]) -> "pl.DataFrame":
-    """The recipe's result as ``score`` Float64, its extra outputs and ``error`` Utf8, or ValueError when it broke
-    the contract. An extra output the recipe left out is null."""
+    """The recipe's result as ``score`` Float64, its extra outputs, ``warnings`` and ``error`` Utf8, or ValueError when
+    it broke the contract. An extra output or ``warnings`` column the recipe left out is null. A non-finite score
+    becomes an error (with its extra outputs nulled): a NaN must never reach a user as a score."""
     import polars as pl
 
     if not isinstance(result, pl.DataFrame):
@@ -138,7 +144,14 @@ def _checked(result: Any, expected_rows: int, extras: dict[str, "pl.DataType"]) 
     result = result.select(
         pl.col("score").cast(pl.Float64),
         *[(pl.col(c) if c in result.columns else pl.lit(None)).cast(t).alias(c) for c, t in extras.items()],
+        (pl.col("warnings") if "warnings" in result.columns else pl.lit(None)).cast(pl.Utf8).alias("warnings"),
         pl.col("error").cast(pl.Utf8),
+    )
+    bad = pl.col("score").is_not_null() & ~pl.col("score").is_finite()
+    result = result.with_columns(
+        pl.when(bad).then(pl.lit("the model produced a non-finite score (NaN or inf) for this row; check its inputs "
+                                 "for non-finite or out-of-range values")).otherwise(pl.col("error")).alias("error"),
+        *[pl.when(bad).then(None).otherwise(pl.col(c)).alias(c) for c in ("score", *extras)],
     )
     # a row must carry a score or a reason why not
     return result.with_columns(
@@ -150,8 +163,16 @@ def _checked(result: Any, expected_rows: int, extras: dict[str, "pl.DataType"]) 
 
 
 def _describe(error: BaseException) -> str:
+    from recipes.runtime.inputs import RowInputError
+
     text = str(error).strip() or repr(error)
-    return f"{type(error).__name__}: {text}"
+    return text if isinstance(error, RowInputError) else f"{type(error).__name__}: {text}"
+
+
+def _result_schema(extras: dict[str, "pl.DataType"]) -> dict[str, "pl.DataType"]:
+    import polars as pl
+
+    return {"score": pl.Float64, **extras, "warnings": pl.Utf8, "error": pl.Utf8}
 
 
 def score_chunk(recipe: "Recipe", predictor: Any, chunk: "pl.DataFrame") -> "pl.DataFrame":
@@ -170,11 +191,22 @@ def score_chunk(recipe: "Recipe", predictor: Any, chunk: "pl.DataFrame") -> "pl.
         try:
             rows.append(_checked(recipe.score_frame(predictor, chunk.slice(i, 1)), 1, extras))
         except Exception as error:  # noqa: BLE001 - the row records what went wrong, the job goes on
-            failed = {"score": [None], **{c: [None] for c in extras}, "error": [_describe(error)]}
-            rows.append(pl.DataFrame(failed, schema={"score": pl.Float64, **extras, "error": pl.Utf8}))
+            failed = {"score": [None], **{c: [None] for c in extras}, "warnings": [None], "error": [_describe(error)]}
+            rows.append(pl.DataFrame(failed, schema=_result_schema(extras)))
     if not rows:
-        return pl.DataFrame(schema={"score": pl.Float64, **extras, "error": pl.Utf8})
+        return pl.DataFrame(schema=_result_schema(extras))
     return pl.concat(rows)
+
+
+def score_part(recipe: "Recipe", predictor: Any, chunk: "pl.DataFrame", offset: int, passthrough: list[str]) -> "pl.DataFrame":
+    """One part file's rows: ``row`` (the input row index, ``offset`` + position in the chunk — from the input,
+    never from the order results come back in), the passthrough columns, then :func:`score_chunk`'s columns.
+    Call it inside :func:`recipes.runtime.inputs.data_root` so the rows' paths are confined."""
+    import polars as pl
+
+    scored = score_chunk(recipe, predictor, chunk)
+    rows = pl.DataFrame({"row": pl.int_range(offset, offset + chunk.height, dtype=pl.Int64, eager=True)})
+    return rows.hstack([*chunk.select(passthrough).get_columns(), *scored.get_columns()])
 
 
 def _write_part(frame: "pl.DataFrame", path: Path) -> None:
@@ -211,14 +243,17 @@ def score_file(
     shard: tuple[int, int] | None = None,
     progress: bool = True,
     runs_dir: str | Path | None = None,
+    data_root: str | Path | None = None,
 ) -> Path:
     """Score ``input_path`` with ``run`` of ``recipe`` into ``output_path`` (see the module docstring).
 
     ``run`` is a :class:`Run`, a run folder, a run id or ``latest`` (looked up under ``runs_dir``).
+    ``data_root`` is the folder every file the rows name must lie in (default: ``input_path``'s folder).
     Returns ``output_path``; with ``shard`` it is written by whichever shard finishes last.
     """
     import polars as pl
 
+    from recipes.runtime.inputs import data_root as confined_to
     from recipes.runtime.recipe import Recipe
     from recipes.runtime.registry import get_recipe
     from recipes.runtime.runs import Run, resolve_run
@@ -234,6 +269,10 @@ def score_file(
         raise ScoreInputError(f"{input_path}: the output would overwrite the input; pass another --output")
 
     num_rows, columns = _inspect_input(recipe, input_path)
+    root = Path(data_root) if data_root is not None else input_path.resolve().parent
+    if not root.is_dir():
+        raise ScoreInputError(f"data root {root}: not a folder; pass --data-root with the folder that holds the files "
+                              f"the input names")
     passthrough = [c for c in dict.fromkeys(recipe.passthrough) if c in columns and c not in OUTPUT_COLUMNS]
     schema = _output_schema(input_path, passthrough, _extra_outputs(recipe))
     chunks = math.ceil(num_rows / chunk_size)
@@ -245,7 +284,7 @@ def score_file(
     _write_manifest(parts, {
         "recipe": recipe.name, "run": str(run.path.resolve()), "input": str(input_path.resolve()),
         "input_bytes": stat.st_size, "input_mtime_ns": stat.st_mtime_ns, "rows": num_rows, "chunk_size": chunk_size,
-        "columns": schema.names,
+        "columns": schema.names, "data_root": str(root.resolve()),
     })
     for stale in parts.glob(".part-*.tmp"):  # left by a killed process; only this shard writes its chunks
         chunk = int(stale.name[len(".part-"):][:6])
@@ -265,10 +304,8 @@ def score_file(
         for k in todo:
             offset = k * chunk_size
             chunk = scan.slice(offset, chunk_size).collect()
-            scored = score_chunk(recipe, predictor, chunk)
-            part = pl.DataFrame({"row": pl.int_range(offset, offset + chunk.height, dtype=pl.Int64, eager=True)}).hstack(
-                [*chunk.select(passthrough).get_columns(), *scored.get_columns()]
-            )
+            with confined_to(root):
+                part = score_part(recipe, predictor, chunk, offset, passthrough)
             _write_part(part, _part_path(parts, k))
             if bar is not None:
                 bar.update(1)

@@ -36,9 +36,9 @@ def clean_output(trained_run, scoring_input, tmp_path_factory):
 def test_one_row_per_input_row_in_order_with_errors_for_bad_rows(clean_output, scoring_input, trained_run):
     out = pl.read_parquet(clean_output)
     source = pl.read_parquet(scoring_input)
-    assert out.columns == ["row", "id", "score", "positive", "error"]
+    assert out.columns == ["row", "id", "score", "positive", "warnings", "error"]
     assert out.schema == pl.Schema(
-        {"row": pl.Int64, "id": pl.Utf8, "score": pl.Float64, "positive": pl.Boolean, "error": pl.Utf8}
+        {"row": pl.Int64, "id": pl.Utf8, "score": pl.Float64, "positive": pl.Boolean, "warnings": pl.Utf8, "error": pl.Utf8}
     )
     assert out["row"].to_list() == list(range(ROWS))
     assert out["id"].to_list() == source["id"].to_list()
@@ -109,7 +109,7 @@ def test_empty_input_gives_an_empty_typed_output(trained_run, tmp_path):
     path = tmp_path / "empty.parquet"
     toy_recipe.make_frame(0).write_parquet(path)
     out = pl.read_parquet(score_file(toy_recipe.TOY, trained_run, path, tmp_path / "o.parquet", progress=False))
-    assert out.height == 0 and out.columns == ["row", "id", "score", "positive", "error"]
+    assert out.height == 0 and out.columns == ["row", "id", "score", "positive", "warnings", "error"]
 
 
 def test_file_level_problems_raise_score_input_error(trained_run, scoring_input, tmp_path):
