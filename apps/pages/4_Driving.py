@@ -19,10 +19,10 @@ import streamlit as st  # noqa: E402
 
 from apps.common import load_predictor_cached, run_picker, runs_root  # noqa: E402
 from recipes.driving_interaction.config import CLASSES  # noqa: E402
-from recipes.driving_interaction.data import datamodule_of, frames_from_table, scoring_frame  # noqa: E402
+from recipes.driving_interaction.data import ScoringRow, datamodule_of, frames_from_table, read_scoring_row, scoring_frame  # noqa: E402
 from recipes.driving_interaction.explain import detection_shapley, detections_table, plot_bev, plot_camera  # noqa: E402
-from recipes.driving_interaction.readers import KittiFormatError, load_frame  # noqa: E402
 from recipes.driving_interaction.scenes import apply_fault  # noqa: E402
+from recipes.runtime.inputs import data_root  # noqa: E402
 from recipes.runtime.runs import Run, list_runs  # noqa: E402
 
 RECIPE = "driving_interaction"
@@ -42,15 +42,31 @@ def scene_table(run_path: str) -> pl.DataFrame:
     return scoring_frame(datamodule_of(Run(run_path)).root(), "test")
 
 
-def uploaded_frame(velodyne: Any, image: Any, calib: Any):
-    """A frame from uploaded KITTI files (written to a temporary folder and read by the recipe's reader)."""
-    with tempfile.TemporaryDirectory() as folder:
-        paths = {}
-        for name, upload, suffix in (("velodyne", velodyne, ".bin"), ("image", image, ".png"), ("calib", calib, ".txt")):
+def uploaded_frame(velodyne: Any, image: Any, calib: Any, image_size: tuple[int, int]) -> ScoringRow:
+    """A frame from uploaded KITTI files, read as scoring reads a row: saved under generated names in a temporary
+    folder (removed afterwards; the client's file names are never used as paths) and confined to it as the data
+    root. Returns the row with its error or warnings."""
+    with tempfile.TemporaryDirectory() as folder, data_root(folder):
+        row: dict[str, str] = {"frame_id": "upload"}
+        for column, upload, suffix in (("velodyne_path", velodyne, ".bin"), ("calib_path", calib, ".txt"),
+                                       ("image_path", image, _image_suffix(image))):
             if upload is not None:
-                paths[name] = Path(folder) / f"upload{suffix}"
-                paths[name].write_bytes(upload.getvalue())
-        return load_frame("upload", paths.get("velodyne"), paths.get("image"), paths["calib"])
+                (Path(folder) / f"{column}{suffix}").write_bytes(upload.getvalue())
+                row[column] = f"{column}{suffix}"
+        loaded = read_scoring_row(row, image_size)
+    folder_text = str(Path(folder).resolve())
+    return loaded._replace(error=_without(loaded.error, folder_text),
+                           warnings=tuple(_without(w, folder_text) for w in loaded.warnings))
+
+
+def _image_suffix(upload: Any) -> str:
+    name = "" if upload is None else str(getattr(upload, "name", "")).lower()
+    return ".jpg" if name.endswith((".jpg", ".jpeg")) else ".png"
+
+
+def _without(text: str | None, folder: str) -> str | None:
+    """``text`` with the temporary folder's path cut out (the user knows the files by their upload fields)."""
+    return None if text is None else text.replace(folder + "/", "").replace(folder, "upload")
 
 
 def with_faults(frame, faults: list[str]):
@@ -109,16 +125,18 @@ if source == "Generated scene":
 else:
     columns = st.columns(3)
     velodyne = columns[0].file_uploader("velodyne .bin", type=["bin"], key="driving-bin")
-    image = columns[1].file_uploader("image_2 .png", type=["png"], key="driving-png")
+    image = columns[1].file_uploader("camera image (PNG or JPEG)", type=["png", "jpg", "jpeg"], key="driving-image")
     calib = columns[2].file_uploader("calib .txt (required)", type=["txt"], key="driving-calib")
     if calib is None or (velodyne is None and image is None):
         st.info("Upload the calibration file and at least one of the LiDAR scan and the camera image.")
         st.stop()
-    try:
-        frame = uploaded_frame(velodyne, image, calib)
-    except KittiFormatError as error:
-        st.error(str(error).replace(str(Path(tempfile.gettempdir())), "upload"))
+    uploaded = uploaded_frame(velodyne, image, calib, config.image_size)
+    if uploaded.frame is None:
+        st.error(uploaded.error)
         st.stop()
+    for warning in uploaded.warnings:
+        st.warning(warning)
+    frame = uploaded.frame
 
 st.subheader("Sensor faults")
 toggle_columns = st.columns(len(FAULT_TOGGLES))

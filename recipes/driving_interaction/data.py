@@ -15,15 +15,19 @@ import json
 import zlib
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from recipes.driving_interaction.readers import Frame, KittiFormatError, frame_paths, list_frames, load_frame, load_split, split_ids
+from recipes.driving_interaction.letterbox import Letterbox
+from recipes.driving_interaction.readers import (CalibrationMismatchError, Frame, KittiFormatError, check_image_fits_calibration, frame_paths,
+                                                 list_frames, load_frame, load_split, read_image, read_velodyne,
+                                                 split_ids, with_labels)
 from recipes.driving_interaction.scenes import FAULTS, SceneConfig, apply_fault, generate_dataset
 from recipes.runtime.datamodule import SPLITS, RecipeDataModule
+from recipes.runtime.inputs import RowInputError, resolve_input_path
 from recipes.runtime.datasets import DatasetSpec, data_home, fetch_dataset, progress, register_dataset, replace_dir
 
 if TYPE_CHECKING:
@@ -41,6 +45,8 @@ __all__ = [
     "DrivingDataModule",
     "scoring_frame",
     "frames_from_table",
+    "read_scoring_row",
+    "ScoringRow",
     "datamodule_of",
 ]
 
@@ -60,17 +66,15 @@ def frame_to_example(frame: Frame, image_size: tuple[int, int], x_range: tuple[f
                      y_range: tuple[float, float], max_points: int = MAX_POINTS,
                      seed: int | None = None) -> dict[str, torch.Tensor]:
     """Tensors of one frame: points cropped to the BEV range (at most ``max_points``, a seeded subsample), the
-    image resized to ``image_size`` with the projection rescaled to match, presence flags and ground truth.
+    image letterboxed into ``image_size`` (:class:`recipes.driving_interaction.letterbox.Letterbox`: scaled without
+    distortion, black borders) with the projection mapped to match, presence flags and ground truth.
 
     The subsample's ``seed`` defaults to one derived from the frame's id (:func:`frame_seed`), so a frame gives the
     same tensors wherever it sits in a batch or a scoring chunk."""
     seed = frame_seed(frame.frame_id) if seed is None else seed
     H, W = image_size
-    scale = np.diag([1.0, 1.0, 1.0])
-    if frame.image is not None:
-        height, width = frame.image.shape[:2]
-        scale = np.diag([W / width, H / height, 1.0])
-    projection = scale @ frame.calib.to_matrix()
+    letterbox = Letterbox.fit(frame.image.shape[:2] if frame.image is not None else (H, W), (H, W))
+    projection = letterbox.matrix @ frame.calib.to_matrix()
     points = np.zeros((0, 4), dtype=np.float32) if frame.points is None else frame.points
     inside = ((points[:, 0] >= x_range[0]) & (points[:, 0] < x_range[1]) & (points[:, 1] >= y_range[0])
               & (points[:, 1] < y_range[1]))
@@ -79,12 +83,7 @@ def frame_to_example(frame: Frame, image_size: tuple[int, int], x_range: tuple[f
         keep = np.random.default_rng(seed).choice(len(points), max_points, replace=False)
         points = points[np.sort(keep)]
     if frame.image is not None:
-        picture = np.array(frame.image)  # a writable copy
-        if picture.shape[:2] != (H, W):
-            from PIL import Image
-
-            picture = np.array(Image.fromarray(picture).resize((W, H), Image.BILINEAR))
-        image = torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1).float() / 255.0
+        image = torch.from_numpy(np.ascontiguousarray(letterbox.apply(frame.image))).permute(2, 0, 1).float() / 255.0
     else:
         image = torch.zeros(3, H, W)
     return {
@@ -273,28 +272,100 @@ def scoring_frame(root: Path, split: str = "test", limit: int | None = None) -> 
     return pl.DataFrame(rows, schema={k: pl.Utf8 for k in rows})
 
 
-def _path_or_none(row: dict[str, Any], column: str) -> str | None:
+class ScoringRow(NamedTuple):
+    """One row of the scoring schema as read: the frame (None when the row cannot be scored), the error that says
+    why, and what the row is scored without (``warnings``, each naming the column, the file and the fix)."""
+
+    frame: Frame | None
+    error: str | None
+    warnings: tuple[str, ...]
+
+
+def _path_or_none(row: dict[str, Any], column: str) -> Path | None:
+    """The row's ``column`` as a path under the data root (:func:`recipes.runtime.inputs.resolve_input_path`), None
+    when the column is missing, null or blank."""
     value = row.get(column)
-    return None if value is None or (isinstance(value, str) and not value.strip()) else str(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return resolve_input_path(value, column)
 
 
-def frames_from_table(frame: "pl.DataFrame") -> list[Frame | str]:
-    """Each row of the scoring schema read from disk, or an error text naming the file and the fix."""
-    out: list[Frame | str] = []
-    for row in frame.iter_rows(named=True):
-        calib = _path_or_none(row, "calib_path")
-        if calib is None:
-            out.append("no calib_path: every frame needs its KITTI calibration file (P2, R0_rect, Tr_velo_to_cam)")
-            continue
-        velodyne, image = _path_or_none(row, "velodyne_path"), _path_or_none(row, "image_path")
-        if velodyne is None and image is None:
-            out.append("neither velodyne_path nor image_path is set: give at least one sensor file")
+def read_scoring_row(row: dict[str, Any], image_size: tuple[int, int] | None = None) -> ScoringRow:
+    """Read one row of the scoring schema.
+
+    The calibration is required (an error without it). A sensor file that cannot be read (missing, truncated,
+    corrupt, empty, too large) costs the row that sensor and adds a warning, as long as the other sensor is read;
+    with neither, the row is an error naming both. A label file that cannot be read costs the row only its ground
+    truth (labels are passed through, never scored). A path outside the data root, or a value that is not a path,
+    is an error (:func:`recipes.runtime.inputs.resolve_input_path`). With ``image_size`` (the model's input), an
+    image of another aspect ratio is letterboxed, with a warning."""
+    try:
+        paths = {column: _path_or_none(row, column) for column in ("calib_path", "velodyne_path", "image_path",
+                                                                     "label_path")}
+    except RowInputError as error:
+        return ScoringRow(None, str(error), ())
+    if paths["calib_path"] is None:
+        return ScoringRow(None, "calib_path is empty: every frame needs its KITTI calibration file (P2, R0_rect, "
+                                "Tr_velo_to_cam); fill in calib_path", ())
+    if paths["velodyne_path"] is None and paths["image_path"] is None:
+        return ScoringRow(None, "neither velodyne_path nor image_path is set: give at least one sensor file", ())
+    frame_id = str(row.get("frame_id"))
+    try:
+        frame = load_frame(frame_id, None, None, paths["calib_path"])
+    except KittiFormatError as error:
+        return ScoringRow(None, f"calib_path: {error}", ())
+    problems: list[str] = []
+    for column, reader in (("velodyne_path", _read_points), ("image_path", _read_picture)):
+        if paths[column] is None:
             continue
         try:
-            out.append(load_frame(str(row.get("frame_id")), velodyne, image, calib, _path_or_none(row, "label_path")))
+            frame = reader(frame, paths[column], paths["calib_path"])
+        except CalibrationMismatchError as error:  # which of the two is wrong is unknown: nothing can be trusted
+            return ScoringRow(None, f"{column}: {error}", ())
         except KittiFormatError as error:
-            out.append(str(error))
-    return out
+            problems.append(f"{column}: {error}")
+    if frame.points is None and frame.image is None:
+        return ScoringRow(None, "; ".join(problems) + "; no sensor of the row could be read, so it cannot be scored", ())
+    warnings = [f"{problem}; the row is scored without this sensor" for problem in problems]
+    if paths["label_path"] is not None and paths["label_path"].is_file():
+        try:
+            frame = with_labels(frame, paths["label_path"])
+        except KittiFormatError as error:
+            warnings.append(f"label_path: {error}; the row is scored without its ground truth")
+    if frame.image is not None and image_size is not None:
+        letterbox = Letterbox.fit(frame.image.shape[:2], image_size)
+        if not letterbox.is_identity_aspect:
+            height, width = frame.image.shape[:2]
+            warnings.append(f"image_path: {paths['image_path'].name} is {width}×{height}, another aspect ratio than "
+                            f"the model's {image_size[1]}×{image_size[0]}; it was letterboxed (scaled without distortion, "
+                            "black borders), so objects look smaller than in training")
+    return ScoringRow(frame, None, tuple(warnings))
+
+
+def _read_points(frame: Frame, path: Path, calib: Path) -> Frame:
+    if not path.is_file():
+        raise KittiFormatError(f"{path}: no such velodyne file; fix the path, or leave it empty to go on without "
+                               "the LiDAR")
+    points = read_velodyne(path)
+    if not len(points):
+        raise KittiFormatError(f"{path}: the scan holds no points; check that it is the frame's velodyne file")
+    return frame._replace(points=points)
+
+
+def _read_picture(frame: Frame, path: Path, calib: Path) -> Frame:
+    if not path.is_file():
+        raise KittiFormatError(f"{path}: no such image file; fix the path, or leave it empty to go on without the "
+                               "camera")
+    picture = read_image(path)
+    check_image_fits_calibration(frame.calib, picture.shape[:2], str(path), str(calib))
+    return frame._replace(image=picture)
+
+
+def frames_from_table(frame: "pl.DataFrame", image_size: tuple[int, int] | None = None) -> list[Frame | str]:
+    """Each row of the scoring schema read from disk, or an error text naming the column, the file and the fix
+    (:func:`read_scoring_row`; its warnings are dropped here)."""
+    rows = [read_scoring_row(row, image_size) for row in frame.iter_rows(named=True)]
+    return [row.frame if row.frame is not None else str(row.error) for row in rows]
 
 
 def datamodule_of(run: "Run") -> DrivingDataModule:

@@ -22,8 +22,10 @@ from recipes.driving_interaction.config import CLASSES
 
 __all__ = [
     "KittiFormatError",
+    "CalibrationMismatchError",
     "Frame",
     "load_frame",
+    "with_labels",
     "split_ids",
     "load_split",
     "Calibration",
@@ -31,6 +33,8 @@ __all__ = [
     "read_velodyne",
     "write_velodyne",
     "read_calib",
+    "check_calibration",
+    "check_image_fits_calibration",
     "write_calib",
     "read_labels",
     "write_labels",
@@ -43,10 +47,22 @@ __all__ = [
 ]
 
 SUBFOLDERS = {"velodyne": ".bin", "image_2": ".png", "calib": ".txt", "label_2": ".txt"}
+#: a KITTI scan is ~2 MB and a calibration or label file a few kB: anything far larger is not one
+MAX_VELODYNE_BYTES = 64 * 2**20
+MAX_TEXT_BYTES = 2**20
+MAX_IMAGE_BYTES = 64 * 2**20
+#: no focal length (pixels), rotation entry or translation (metres) of a real calibration comes near this
+MAX_CALIBRATION_VALUE = 1e6
+#: the camera image formats read (Pillow format names)
+IMAGE_FORMATS = ("PNG", "JPEG")
 
 
 class KittiFormatError(ValueError):
     """A KITTI file that cannot be read; the message names the file and how to fix it."""
+
+
+class CalibrationMismatchError(KittiFormatError):
+    """An image and a calibration that cannot belong together (:func:`check_image_fits_calibration`)."""
 
 
 @dataclass(frozen=True)
@@ -136,13 +152,27 @@ def _wrap(angle):
 # --- velodyne -----------------------------------------------------------------------------------------------
 
 
+def _check_size(path: Path, limit: int, what: str) -> None:
+    """Refuse a file larger than ``limit`` bytes before reading it (a wrong path or a hostile input, not a frame)."""
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise KittiFormatError(f"{path}: cannot read the {what} file ({error.strerror or 'unreadable'}); check the "
+                               "path") from None
+    if size > limit:
+        raise KittiFormatError(f"{path}: {size / 2**20:.0f} MiB is too large for a {what} file (at most "
+                               f"{limit / 2**20:.0f} MiB); check that the column names the right file")
+
+
 def read_velodyne(path: str | Path) -> np.ndarray:
-    """``(N, 4)`` float32 points of a KITTI ``.bin`` file."""
+    """``(N, 4)`` float32 points of a KITTI ``.bin`` file (at most :data:`MAX_VELODYNE_BYTES`)."""
     path = Path(path)
+    _check_size(path, MAX_VELODYNE_BYTES, "velodyne")
     try:
         raw = path.read_bytes()
     except OSError as error:
-        raise KittiFormatError(f"{path}: cannot read the velodyne file ({error.strerror}); check the path") from None
+        raise KittiFormatError(f"{path}: cannot read the velodyne file ({error.strerror or 'unreadable'}); check the "
+                               "path") from None
     if len(raw) % 16:
         raise KittiFormatError(
             f"{path}: {len(raw)} bytes is not a whole number of points (16 bytes = 4 float32 x, y, z, reflectance "
@@ -168,12 +198,15 @@ _CALIB_SHAPES = {"P2": (3, 4), "R0_rect": (3, 3), "Tr_velo_to_cam": (3, 4)}
 
 
 def read_calib(path: str | Path) -> Calibration:
-    """The ``P2``, ``R0_rect`` and ``Tr_velo_to_cam`` entries of a KITTI calibration file (others ignored)."""
+    """The ``P2``, ``R0_rect`` and ``Tr_velo_to_cam`` entries of a KITTI calibration file (others ignored), checked
+    by :func:`check_calibration`. Errors name the file and the entry, never the file's content."""
     path = Path(path)
+    _check_size(path, MAX_TEXT_BYTES, "calibration")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
-        raise KittiFormatError(f"{path}: cannot read the calibration file ({error}); check the path") from None
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "not UTF-8 text"
+        raise KittiFormatError(f"{path}: cannot read the calibration file ({reason}); check the path") from None
     found: dict[str, np.ndarray] = {}
     for line in text.splitlines():
         key, sep, values = line.partition(":")
@@ -183,7 +216,8 @@ def read_calib(path: str | Path) -> Calibration:
         try:
             numbers = np.array([float(v) for v in values.split()], dtype=np.float64)
         except ValueError:
-            raise KittiFormatError(f"{path}: entry {key} holds a value that is not a number: {values.strip()[:80]!r}") from None
+            raise KittiFormatError(f"{path}: entry {key} holds a value that is not a number; write it as "
+                                   f"'{key}: ' followed by plain decimal numbers") from None
         shape = _CALIB_SHAPES[key]
         if numbers.size != shape[0] * shape[1]:
             raise KittiFormatError(
@@ -197,7 +231,48 @@ def read_calib(path: str | Path) -> Calibration:
             f"{path}: missing calibration entries {missing}; a KITTI object calib file needs lines "
             "'P2: 12 numbers', 'R0_rect: 9 numbers' and 'Tr_velo_to_cam: 12 numbers'"
         )
-    return Calibration(found["P2"], found["R0_rect"], found["Tr_velo_to_cam"])
+    calibration = Calibration(found["P2"], found["R0_rect"], found["Tr_velo_to_cam"])
+    check_calibration(calibration, str(path))
+    return calibration
+
+
+def check_calibration(calib: Calibration, source: str) -> None:
+    """Raise :class:`KittiFormatError` (naming ``source``) unless every entry is finite, ``R0_rect · Tr_velo_to_cam``
+    is an invertible rigid-looking map and ``P2`` a pinhole projection with a positive focal length: the detector
+    inverts both (camera rays onto the BEV grid), so a zero or singular calibration cannot give a meaningful score."""
+    for key in _CALIB_SHAPES:
+        if not np.isfinite(getattr(calib, key)).all():
+            raise KittiFormatError(f"{source}: entry {key} holds NaN or infinite numbers; use the frame's real "
+                                   "calibration file")
+        if np.abs(getattr(calib, key)).max() > MAX_CALIBRATION_VALUE:
+            raise KittiFormatError(f"{source}: entry {key} holds implausibly large numbers (above "
+                                   f"{MAX_CALIBRATION_VALUE:.0e}; pixels and metres are far smaller); use the frame's "
+                                   "real calibration file")
+    rotation = calib.velo_to_rect[:3, :3]
+    if abs(np.linalg.det(rotation)) < 1e-6 or np.linalg.cond(rotation) > 1e6:
+        raise KittiFormatError(f"{source}: R0_rect · Tr_velo_to_cam is singular (all zeros or degenerate), so LiDAR "
+                               "points cannot be placed in the camera; use the frame's real calibration file")
+    intrinsics = calib.P2[:, :3]
+    if abs(np.linalg.det(intrinsics)) < 1e-9 or np.linalg.cond(intrinsics) > 1e9 or calib.P2[0, 0] <= 0 \
+            or calib.P2[1, 1] <= 0:
+        raise KittiFormatError(f"{source}: P2 is not a pinhole projection (its left 3×3 block is singular or has a "
+                               "focal length <= 0); use the frame's real calibration file")
+
+
+def check_image_fits_calibration(calib: Calibration, image_size: tuple[int, int], image_source: str,
+                                 calib_source: str) -> None:
+    """Raise :class:`KittiFormatError` when ``P2``'s principal point cannot belong to an image of ``image_size``
+    ``(H, W)``: a real camera's principal point lies near the middle of the width and well inside the height, so a
+    calibration of another camera, or an image that was cropped, rotated or resized, is caught before it is scored
+    with boxes in the wrong place."""
+    height, width = image_size
+    cx, cy = calib.P2[0, 2] / calib.P2[2, 2], calib.P2[1, 2] / calib.P2[2, 2]
+    if not (0.3 * width <= cx <= 0.7 * width and 0.1 * height <= cy <= 0.9 * height):
+        raise CalibrationMismatchError(
+            f"{image_source}: the image is {width}×{height} pixels but the calibration {calib_source} has its principal "
+            f"point at ({cx:.0f}, {cy:.0f}), which belongs to an image of another size; use the calibration of this "
+            "camera at this resolution (do not crop, rotate or resize the image)"
+        )
 
 
 def write_calib(path: str | Path, calib: Calibration) -> None:
@@ -218,10 +293,12 @@ def write_calib(path: str | Path, calib: Calibration) -> None:
 
 def read_labels(path: str | Path) -> list[ObjectLabel]:
     path = Path(path)
+    _check_size(path, MAX_TEXT_BYTES, "label")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
-        raise KittiFormatError(f"{path}: cannot read the label file ({error}); check the path") from None
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "not UTF-8 text"
+        raise KittiFormatError(f"{path}: cannot read the label file ({reason}); check the path") from None
     labels = []
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
@@ -232,7 +309,7 @@ def read_labels(path: str | Path) -> list[ObjectLabel]:
         try:
             v = [float(x) for x in fields[1:]]
         except ValueError:
-            raise KittiFormatError(f"{path}:{number}: a field after the type is not a number: {line[:80]!r}") from None
+            raise KittiFormatError(f"{path}:{number}: a field after the type is not a number") from None
         labels.append(ObjectLabel(fields[0], v[0], int(v[1]), v[2], tuple(v[3:7]), tuple(v[7:10]), tuple(v[10:13]), v[13],
                                   v[14] if len(v) == 15 else None))
     return labels
@@ -247,15 +324,22 @@ def write_labels(path: str | Path, labels: list[ObjectLabel]) -> None:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB."""
+    """``(H, W, 3)`` uint8 RGB of a PNG or JPEG file."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    _check_size(path, MAX_IMAGE_BYTES, "image")
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=IMAGE_FORMATS) as image:
             return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as error:
-        raise KittiFormatError(f"{path}: not a readable image ({error}); export it again as PNG") from None
+    except Image.DecompressionBombError:
+        raise KittiFormatError(f"{path}: the image has more pixels than Pillow's safety limit (a decompression bomb or "
+                               "a huge photo); resize it below 40 megapixels") from None
+    except UnidentifiedImageError:
+        raise KittiFormatError(f"{path}: not a PNG or JPEG image; export it again as PNG or JPEG") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "truncated or corrupt"
+        raise KittiFormatError(f"{path}: not a readable image ({reason}); export it again as PNG or JPEG") from None
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
@@ -296,7 +380,8 @@ class Frame(NamedTuple):
 def load_frame(frame_id: str, velodyne: str | Path | None, image: str | Path | None, calib: str | Path,
                label: str | Path | None = None) -> Frame:
     """Read one frame; raises :class:`KittiFormatError` naming the bad file. Objects of other types than
-    :data:`recipes.driving_interaction.config.CLASSES` (``Van``, ``DontCare``, ...) are left out."""
+    :data:`recipes.driving_interaction.config.CLASSES` (``Van``, ``DontCare``, ...) are left out. The image must fit
+    the calibration (:func:`check_image_fits_calibration`)."""
     for what, path in (("calibration", calib), ("velodyne", velodyne), ("image", image)):
         if path is not None and not Path(path).is_file():
             optional = "" if what == "calibration" else ", or leave the path empty to go on without that sensor"
@@ -304,13 +389,22 @@ def load_frame(frame_id: str, velodyne: str | Path | None, image: str | Path | N
     calibration = read_calib(calib)
     points = read_velodyne(velodyne) if velodyne is not None else None
     picture = read_image(image) if image is not None else None
-    boxes, labels = np.zeros((0, 7)), np.zeros(0, dtype=np.int64)
-    if label is not None and Path(label).is_file():
-        objects = [o for o in read_labels(label) if o.type in CLASSES]
-        if objects:
-            boxes = np.stack([o.velo_box(calibration) for o in objects])
-            labels = np.array([CLASSES.index(o.type) for o in objects], dtype=np.int64)
-    return Frame(str(frame_id), points, picture, calibration, boxes, labels)
+    if picture is not None:
+        check_image_fits_calibration(calibration, picture.shape[:2], str(image), str(calib))
+    frame = Frame(str(frame_id), points, picture, calibration, np.zeros((0, 7)), np.zeros(0, dtype=np.int64))
+    return with_labels(frame, label) if label is not None and Path(label).is_file() else frame
+
+
+def with_labels(frame: Frame, label: str | Path) -> Frame:
+    """``frame`` with the boxes of the known classes of the label file ``label`` (velodyne coordinates)."""
+    objects = [o for o in read_labels(label) if o.type in CLASSES]
+    if not objects:
+        return frame
+    boxes = np.stack([o.velo_box(frame.calib) for o in objects])
+    if not np.isfinite(boxes).all():
+        raise KittiFormatError(f"{label}: a label holds a non-finite location or size; fix or drop the line")
+    labels = np.array([CLASSES.index(o.type) for o in objects], dtype=np.int64)
+    return frame._replace(gt_boxes=boxes, gt_labels=labels)
 
 
 def split_ids(root: str | Path, split: str) -> list[str]:

@@ -2,14 +2,19 @@
 by the runtime.
 
 Scoring input: one row per frame, ``frame_id`` plus any of ``velodyne_path`` (KITTI ``.bin``), ``image_path``
-(PNG) and ``calib_path`` (KITTI calib ``.txt``, required); ``label_path`` is passed through when present. A missing
-column or a null path means the sensor is absent for that frame and the model runs without it.
+(PNG or JPEG) and ``calib_path`` (KITTI calib ``.txt``, required); ``label_path`` is passed through when present
+(a label file that cannot be read only adds a warning). A missing column or a null path means the sensor is absent
+for that frame and the model runs without it. Every path is resolved under the data root
+(:func:`recipes.runtime.inputs.resolve_input_path`). An image of another aspect ratio than the model's input is
+letterboxed, with a ``warnings`` entry; a calibration that does not fit the image, or is non-finite or singular, is
+an ``error``. Each frame is scored alone, so its score depends on its row only.
 The ``score`` column is the **highest detection confidence in the frame** (0.0 when nothing is detected): it
 ranks frames by how sure the model is that something is there. The detections themselves (one row per box)
 come from :func:`recipes.driving_interaction.explain.detections_table`; the dashboard and ``fusion explain`` show them.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,39 +52,64 @@ class DrivingRecipe(Recipe):
 
     # --- scoring --------------------------------------------------------------------------------------------
     def score_frame(self, predictor: "DrivingModule", frame: pl.DataFrame) -> pl.DataFrame:
-        from recipes.driving_interaction.data import frames_from_table
+        from recipes.driving_interaction.data import read_scoring_row
 
-        loaded = frames_from_table(frame)
+        rows = [read_scoring_row(row, predictor.config.image_size) for row in frame.iter_rows(named=True)]
         scores: list[float | None] = [None] * frame.height
-        errors: list[str | None] = [None] * frame.height
-        good = [i for i, f in enumerate(loaded) if not isinstance(f, str)]
-        for i, f in enumerate(loaded):
-            if isinstance(f, str):
-                errors[i] = f
+        errors = [row.error for row in rows]
+        warnings = ["; ".join(row.warnings) or None for row in rows]
+        good = [i for i, row in enumerate(rows) if row.frame is not None]
         if good:
-            detections = predictor.detect_frames([loaded[i] for i in good])
+            # one frame per forward pass: a batch's shape changes how its kernels round, and a score must not
+            # depend on the rows beside it (chunk sizes 1, 7 and the default give the same bytes)
+            detections = predictor.detect_frames([rows[i].frame for i in good], batch_size=1)
             for i, det in zip(good, detections):
-                scores[i] = float(det.scores.max()) if len(det.scores) else 0.0
-        return pl.DataFrame({"score": pl.Series(scores, dtype=pl.Float64), "error": pl.Series(errors, dtype=pl.Utf8)})
+                best = float(det.scores.max()) if len(det.scores) else 0.0
+                if math.isfinite(best):
+                    scores[i] = best
+                else:
+                    errors[i] = "the detector returned a non-finite confidence for this frame; check its sensor files"
+        return pl.DataFrame({"score": pl.Series(scores, dtype=pl.Float64), "warnings": pl.Series(warnings, dtype=pl.Utf8),
+                             "error": pl.Series(errors, dtype=pl.Utf8)})
 
     def demo_input(self, run: "Run", path: Path) -> Path:
+        """The run's test frames in the scoring schema, their files copied next to ``path`` into ``<stem>_files/``
+        and named relative to ``path``'s folder, the data root ``fusion score`` confines them to by default."""
+        import shutil
+
         from recipes.driving_interaction.data import datamodule_of, scoring_frame
 
+        files = path.parent / f"{path.stem}_files"
+        table = scoring_frame(datamodule_of(run).root(), "test")
+        columns = ("velodyne_path", "image_path", "calib_path", "label_path")
+        copied: dict[str, list[str]] = {column: [] for column in columns}
+        for row in table.iter_rows(named=True):
+            for column in columns:
+                source = Path(row[column])
+                target = files / column.removesuffix("_path") / source.name
+                if source.is_file():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source, target)
+                copied[column].append(str(target.relative_to(path.parent)))
         path.parent.mkdir(parents=True, exist_ok=True)
-        scoring_frame(datamodule_of(run).root(), "test").write_parquet(path)
+        table.with_columns(pl.Series(column, values, dtype=pl.Utf8) for column, values in copied.items()).write_parquet(path)
         return path
 
     # --- explaining -----------------------------------------------------------------------------------------
     def explain(self, run: "Run", input_path: Path | None, out_path: Path, *, max_examples: int = 4) -> Path:
         from recipes.driving_interaction.data import datamodule_of, scoring_frame
         from recipes.driving_interaction.explain import write_report
+        from recipes.runtime.inputs import data_root
 
         if input_path is not None:
-            table, source = pl.read_parquet(input_path), f"`{Path(input_path).name}`"
+            # the input's paths are read as `fusion score` reads them: relative to, and confined to, its folder
+            table, source, root = pl.read_parquet(input_path), f"`{Path(input_path).name}`", Path(input_path).resolve().parent
         else:
             table, source = scoring_frame(datamodule_of(run).root(), "test", limit=max_examples), "the run's test split"
-        return write_report(self.load_predictor(run), run, table, source, out_path, title=self.name,
-                            max_examples=max_examples)
+            root = None
+        with data_root(root):
+            return write_report(self.load_predictor(run), run, table, source, out_path, title=self.name,
+                                max_examples=max_examples)
 
 
 RECIPE = DrivingRecipe(

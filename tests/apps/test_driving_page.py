@@ -56,6 +56,48 @@ def test_upload_mode_asks_for_the_calibration_and_a_sensor(driving_env):
     assert "Upload the calibration file" in at.info[0].value
 
 
+def _upload(at: AppTest, key: str, name: str, content: bytes, mime: str) -> None:
+    at.file_uploader(key=key).set_value((name, content, mime))
+
+
+def test_a_jpeg_upload_is_scored_and_a_wrong_calibration_is_a_clear_error(driving_env):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from recipes.driving_interaction.data import datamodule_of, scoring_frame
+
+    run, _, _ = driving_env
+    row = scoring_frame(datamodule_of(run).root(), "test", limit=1).row(0, named=True)
+    picture = Image.open(row["image_path"]).convert("RGB")
+    jpeg = io.BytesIO()
+    picture.save(jpeg, format="JPEG", quality=90)
+    calib = open(row["calib_path"], "rb").read()
+
+    at = AppTest.from_file(str(PAGE), default_timeout=120).run()
+    at.radio(key="driving-source").set_value("Upload a KITTI frame").run()
+    assert at.file_uploader(key="driving-image").allowed_type == [".png", ".jpg", ".jpeg"]
+    _upload(at, "driving-calib", "../../calib.txt", calib, "text/plain")  # a hostile client name is never a path
+    _upload(at, "driving-image", "street.JPG", jpeg.getvalue(), "image/jpeg")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["Labelled objects"]) == 0 and "Detections" in metrics  # scored from the camera alone
+    assert at.subheader[0].value == "Sensor faults"
+
+    # the same photo turned portrait: its size cannot belong to this calibration, and the page says so
+    portrait = io.BytesIO()
+    Image.fromarray(np.asarray(picture).transpose(1, 0, 2)).save(portrait, format="JPEG")
+    _upload(at, "driving-image", "portrait.jpg", portrait.getvalue(), "image/jpeg")
+    at.run()
+    assert not at.exception
+    (error,) = at.error
+    assert error.value.startswith("image_path: image_path.jpg: the image is 96×320 pixels") and "principal point" in error.value
+    assert "/tmp" not in error.value
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_driving_page_in_headless_chromium(driving_env, browser, tmp_path):

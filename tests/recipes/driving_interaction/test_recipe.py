@@ -10,7 +10,7 @@ from recipes.driving_interaction.data import datamodule_of, frames_from_table, s
 from recipes.driving_interaction.explain import detection_shapley
 from recipes.driving_interaction.recipe import RECIPE as DRIVING
 from recipes.runtime.registry import get_recipe
-from recipes.runtime.score import score_file
+from recipes.runtime.score import DEFAULT_CHUNK_SIZE, score_file
 from recipes.runtime.train import parse_config
 
 
@@ -30,7 +30,7 @@ def test_training_writes_a_run_with_detection_metrics(tiny_driving_run):
     module = tiny_driving_run.load_module()
     assert module.config.variant == "interaction" and module.config.grid_size == (8, 8)
     # the data's camera input size reached the model's config through the recipe's links
-    assert module.config.image_size == (16, 48) == tuple(tiny_driving_run.config["data"]["image_size"])
+    assert module.config.image_size == (24, 80) == tuple(tiny_driving_run.config["data"]["image_size"])
 
 
 def test_scoring_keeps_every_row_and_names_bad_files(tiny_driving_run, tmp_path):
@@ -39,7 +39,7 @@ def test_scoring_keeps_every_row_and_names_bad_files(tiny_driving_run, tmp_path)
     assert frame.columns[:4] == ["frame_id", "velodyne_path", "image_path", "calib_path"] and frame.height >= 1
     good = frame.row(0, named=True)
     truncated = tmp_path / "000900.bin"
-    truncated.write_bytes(open(good["velodyne_path"], "rb").read()[:-6])
+    truncated.write_bytes((tmp_path / good["velodyne_path"]).read_bytes()[:-6])
     bad_calib = tmp_path / "000901.txt"
     bad_calib.write_text("P2: 1 2 3\n")
     rows = [
@@ -56,14 +56,17 @@ def test_scoring_keeps_every_row_and_names_bad_files(tiny_driving_run, tmp_path)
                                      chunk_size=4, progress=False))
     assert out.height == len(rows) and out["row"].to_list() == list(range(len(rows)))
     assert out["frame_id"].to_list() == [r["frame_id"] for r in rows]
-    errors = out["error"].to_list()
+    errors, warnings = out["error"].to_list(), out["warnings"].to_list()
     assert errors[0] is None and errors[3] is None  # a camera-only frame is scored without the LiDAR
+    assert warnings[0] is None and warnings[3] is None
     assert 0 <= out["score"][0] <= 1 and 0 <= out["score"][3] <= 1
-    assert "000900.bin" in errors[1] and "truncated" in errors[1]
-    assert "000901.txt" in errors[2] and "P2 has 3 numbers" in errors[2]
+    # an unreadable sensor file costs the row that sensor, with a warning naming the column, the file and the fix
+    assert errors[1] is None and warnings[1].startswith("velodyne_path: ") and "000900.bin" in warnings[1]
+    assert "truncated" in warnings[1] and "scored without this sensor" in warnings[1]
+    assert errors[5] is None and "image_path: " in warnings[5] and "missing.png: no such image file" in warnings[5]
+    assert "000901.txt" in errors[2] and "P2 has 3 numbers" in errors[2] and errors[2].startswith("calib_path: ")
     assert "calib_path" in errors[4]
-    assert "missing.png: no such image file" in errors[5] and "leave the path empty" in errors[5]
-    assert out["score"][1] is None and out["score"][2] is None
+    assert out["score"][2] is None and out["score"][4] is None
 
 
 def test_shapley_values_add_up(tiny_driving_run):
@@ -103,23 +106,26 @@ def test_full_config_holds_only_what_differs_from_quick():
 
 
 def test_a_frame_scores_the_same_wherever_it_sits(tiny_driving_run, tmp_path):
-    """Point subsampling is seeded by the frame's id, not its position: chunk sizes 1 and 3 give the same scores."""
+    """Each frame is scored alone with its point subsample seeded by its id: chunk sizes 1, 7 and the default give
+    byte-identical output files, and a frame repeated between others scores the same everywhere."""
     demo = pl.read_parquet(DRIVING.demo_input(tiny_driving_run, tmp_path / "demo.parquet"))
     first = demo.head(1)
-    # the same frame at positions 0, 2 and 4, between others: its score may not depend on where it is
-    table = pl.concat([first, demo, first, demo, first]).head(7)
+    broken = first.with_columns(pl.lit("broken").alias("frame_id"), pl.lit("missing.bin").alias("velodyne_path"))
+    # the same frame at many positions, between others and next to a row that fails (its chunk falls back to rows)
+    table = pl.concat([first, demo, broken, first, demo, first, demo, broken, first, demo, first])
     table.write_parquet(tmp_path / "in.parquet")
     outputs = []
-    for chunk_size in (1, 3):
+    for chunk_size in (1, 7, DEFAULT_CHUNK_SIZE):
         out = score_file("driving", tiny_driving_run, tmp_path / "in.parquet", tmp_path / f"out-{chunk_size}.parquet",
                          chunk_size=chunk_size, progress=False)
-        outputs.append(pl.read_parquet(out).drop("row"))
-    assert outputs[0].drop("score").equals(outputs[1].drop("score"))
-    # the same points reach the model; what remains is float rounding of batched kernels (issue 16: exact bytes)
-    assert outputs[0]["score"].to_numpy() == pytest.approx(outputs[1]["score"].to_numpy(), abs=1e-5)
+        outputs.append(pl.read_parquet(out))
+    for other in outputs[1:]:
+        assert other.equals(outputs[0])
+        assert other["score"].to_numpy().tobytes() == outputs[0]["score"].to_numpy().tobytes()
     scores = outputs[0]["score"].to_list()
-    repeated = [scores[i] for i, fid in enumerate(outputs[0]["frame_id"].to_list()) if fid == first["frame_id"][0]]
-    assert len(repeated) >= 2 and max(repeated) - min(repeated) <= 1e-5
+    repeated = {scores[i] for i, fid in enumerate(outputs[0]["frame_id"].to_list()) if fid == first["frame_id"][0]}
+    assert len(repeated) == 1 and None not in repeated
+    assert outputs[0].filter(pl.col("frame_id") == "broken")["error"].str.contains("missing.bin").all()
 
 
 def test_point_subsample_depends_on_the_frame_id_only(tiny_driving_run):
@@ -127,9 +133,9 @@ def test_point_subsample_depends_on_the_frame_id_only(tiny_driving_run):
 
     frame = frames_from_table(scoring_frame(datamodule_of(tiny_driving_run).root(), "test", limit=1))[0]
     assert frame.points is not None and len(frame.points) > 50
-    a = frame_to_example(frame, (16, 48), (0.0, 48.0), (-24.0, 24.0), max_points=50)
-    b = frame_to_example(frame, (16, 48), (0.0, 48.0), (-24.0, 24.0), max_points=50)
-    other = frame_to_example(frame._replace(frame_id="another-id"), (16, 48), (0.0, 48.0), (-24.0, 24.0), max_points=50)
+    a = frame_to_example(frame, (24, 80), (0.0, 48.0), (-24.0, 24.0), max_points=50)
+    b = frame_to_example(frame, (24, 80), (0.0, 48.0), (-24.0, 24.0), max_points=50)
+    other = frame_to_example(frame._replace(frame_id="another-id"), (24, 80), (0.0, 48.0), (-24.0, 24.0), max_points=50)
     assert frame_seed(frame.frame_id) == frame_seed(str(frame.frame_id))
     assert np.array_equal(a["points"].numpy(), b["points"].numpy())
     assert not np.array_equal(a["points"].numpy(), other["points"].numpy())  # the id, not a constant, picks them

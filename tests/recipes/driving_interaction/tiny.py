@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 # ``fusion train driving --config quick`` shrunk to seconds: 16 generated frames (12 train / 2 val / 2 test, an even
-# test split), an 8-wide model on an 8×8 BEV grid and 16×48 images, one optimizer step (one batch per process)
+# test split), an 8-wide model on an 8×8 BEV grid and 24×80 images (the generated images' aspect ratio), one optimizer step (one batch per process)
 TINY_OVERRIDES: tuple[str, ...] = (
     "--config", "quick",
     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
     "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1",
     "--model.config.dim", "8", "--model.config.num_heads", "2", "--model.config.grid_size", "[8, 8]",
     "--model.config.decoder_layers", "2", "--model.config.num_queries", "4",
-    "--data.num_frames", "16", "--data.limit_frames", "null", "--data.batch_size", "4", "--data.image_size", "[16, 48]",
+    "--data.num_frames", "16", "--data.limit_frames", "null", "--data.batch_size", "4", "--data.image_size", "[24, 80]",
 )
 # the detector fuses its two streams spatially (BEV cells and image cells attend to each other; ``concat`` merges
 # BEV maps); it never fuses pooled modality vectors, so there is no ``sequential`` fusion to switch to
