@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recipes.medical_more.cohort import LEADS, patient_rng, synthesize_ecg
+from recipes.medical_more.cohort import LEADS, patient_rng, synthesize_ecg, synthesize_xray
 from recipes.medical_more.readers import (
+    INTENSITY_PERCENTILES,
     InputFileError,
     load_ecg,
     load_xray,
+    normalise_intensity,
     normalise_lead_name,
     parse_report_text,
     read_iu_report,
@@ -26,33 +28,88 @@ def gradient_image() -> np.ndarray:
     return np.outer(lin, np.ones(32, dtype=np.float32))  # dark top row, bright bottom row
 
 
-@pytest.mark.parametrize("bits", [12, 16])
-def test_dicom_monochrome2_round_trip(tmp_path, gradient_image, bits):
+def _reference_scaling(image: np.ndarray) -> np.ndarray:
+    """MONAI's ScaleIntensityRangePercentiles at the readers' percentiles: the reference the readers must match."""
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    low, high = INTENSITY_PERCENTILES
+    return np.asarray(ScaleIntensityRangePercentiles(low, high, 0.0, 1.0, clip=True)(image[None].astype(np.float32)))[0]
+
+
+@pytest.fixture(scope="module")
+def radiograph() -> np.ndarray:
+    return synthesize_xray({"cardiomegaly": 1, "effusion": 1, "effusion_side": 1}, patient_rng("xray-fixture"), 64)
+
+
+def test_normalise_intensity_matches_monai_per_image(radiograph, gradient_image):
+    stack = np.stack([radiograph, 0.3 + 0.2 * radiograph, np.full((64, 64), 0.5, np.float32)])
+    scaled = normalise_intensity(stack)
+    np.testing.assert_allclose(scaled[0], _reference_scaling(radiograph), atol=1e-5)
+    np.testing.assert_allclose(scaled[1], scaled[0], atol=1e-5)  # an affine change of exposure changes nothing
+    assert np.all(scaled[2] == 0.0)  # a flat image has no contrast to stretch
+    np.testing.assert_allclose(normalise_intensity(gradient_image), _reference_scaling(gradient_image), atol=1e-5)
+
+
+@pytest.mark.parametrize("bits", [8, 12, 16])
+def test_dicom_monochrome2_is_scaled_by_its_percentiles(tmp_path, gradient_image, bits):
     path = write_xray_dicom(gradient_image, tmp_path / "x.dcm", bits_stored=bits)
-    np.testing.assert_allclose(load_xray(path, 32), gradient_image, atol=2e-3)
+    np.testing.assert_allclose(load_xray(path, 32), _reference_scaling(gradient_image), atol=4e-3 if bits == 8 else 1e-3)
 
 
 def test_dicom_monochrome1_is_inverted_back(tmp_path, gradient_image):
     path = write_xray_dicom(gradient_image, tmp_path / "x.dcm", bits_stored=12, monochrome1=True)
     image = load_xray(path, 32)
     assert image[0].mean() < 0.05 and image[-1].mean() > 0.95  # dense (bright) stays at the bottom
-    np.testing.assert_allclose(image, gradient_image, atol=2e-3)
+    np.testing.assert_allclose(image, _reference_scaling(gradient_image), atol=1e-3)
 
 
-def test_dicom_voi_window_is_applied(tmp_path, gradient_image):
-    # a window over the middle half of the 12-bit range: the outer quarters saturate
-    path = write_xray_dicom(gradient_image, tmp_path / "x.dcm", bits_stored=12, window=(2047.5, 2047.5))
-    image = load_xray(path, 32)
-    assert image[:7].max() == 0.0 and image[-7:].min() == 1.0
-    np.testing.assert_allclose(image[16], (gradient_image[16] - 0.25) / 0.5, atol=3e-3)
+def test_15_bit_monochrome1_with_a_full_range_window_is_not_washed_out(tmp_path, radiograph):
+    """A real radiograph's pixels fill a narrow part of a 15-bit range whose VOI window spans nearly all of it: the
+    window-based reading gave a mean near 0.75 with the lungs mid-grey; percentiles give the trained contrast."""
+    stored = 0.35 + 0.3 * radiograph  # what the detector used of its range
+    path = write_xray_dicom(stored, tmp_path / "x.dcm", bits_stored=15, monochrome1=True, window=(16383.5, 32000.0))
+    image = load_xray(path, 64)
+    expected = normalise_intensity(radiograph)
+    np.testing.assert_allclose(image, expected, atol=2e-3)
+    np.testing.assert_allclose(image, _reference_scaling(radiograph), atol=2e-3)
+    lung = image[20:40, 8:20]  # the patient's right lung field, away from the heart: dark
+    assert lung.mean() < 0.35 and abs(image.mean() - expected.mean()) < 1e-3
+
+
+def test_voi_window_and_bit_depth_do_not_change_the_image(tmp_path, radiograph):
+    plain = load_xray(write_xray_dicom(radiograph, tmp_path / "a.dcm", bits_stored=12), 64)
+    windowed = load_xray(write_xray_dicom(radiograph, tmp_path / "b.dcm", bits_stored=16, window=(30000.0, 4000.0)), 64)
+    png = load_xray(write_xray_png(radiograph, tmp_path / "c.png", bits=16), 64)
+    np.testing.assert_allclose(windowed, plain, atol=1e-3)
+    np.testing.assert_allclose(png, plain, atol=1e-3)
 
 
 @pytest.mark.parametrize("bits", [8, 16])
-def test_png_round_trip_and_resize(tmp_path, gradient_image, bits):
+def test_png_is_scaled_and_resized(tmp_path, gradient_image, bits):
     path = write_xray_png(gradient_image, tmp_path / "x.png", bits=bits)
-    np.testing.assert_allclose(load_xray(path, 32), gradient_image, atol=3e-3)
+    np.testing.assert_allclose(load_xray(path, 32), _reference_scaling(gradient_image), atol=5e-3)
     small = load_xray(path, 16)
     assert small.shape == (16, 16) and small[0].mean() < small[-1].mean()
+
+
+@pytest.mark.parametrize("shape, axis", [((32, 64), 0), ((64, 32), 1)])
+def test_a_non_square_radiograph_keeps_its_aspect_and_is_padded(tmp_path, shape, axis):
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0.2, 1.0, size=shape).astype(np.float32)
+    image[0, 0], image[-1, -1] = 0.0, 1.0
+    square = load_xray(write_xray_png(image, tmp_path / "x.png", bits=16), 32)
+    assert square.shape == (32, 32)
+    pad = [slice(None), slice(None)]
+    pad[axis] = slice(0, 8)
+    assert np.all(square[tuple(pad)] == 0.0)  # 8 padded rows (or columns) at each side: 32 → 16 centred
+    pad[axis] = slice(24, 32)
+    assert np.all(square[tuple(pad)] == 0.0)
+    content = [slice(None), slice(None)]
+    content[axis] = slice(8, 24)
+    from monai.transforms import Resize
+
+    expected = np.asarray(Resize((16, 32) if axis == 0 else (32, 16), mode="area")(normalise_intensity(image)[None]))[0]
+    np.testing.assert_allclose(square[tuple(content)], np.clip(expected, 0, 1), atol=2e-3)  # not stretched
 
 
 def test_jpg_rgb_is_read_as_grey(tmp_path, gradient_image):
@@ -62,7 +119,7 @@ def test_jpg_rgb_is_read_as_grey(tmp_path, gradient_image):
     Image.fromarray(rgb).save(tmp_path / "x.jpg", quality=95)
     image = load_xray(tmp_path / "x.jpg", 32)
     assert image.shape == (32, 32)
-    np.testing.assert_allclose(image, gradient_image, atol=0.03)
+    np.testing.assert_allclose(image, _reference_scaling(gradient_image), atol=0.03)
 
 
 def test_xray_errors_name_the_file_and_fix(tmp_path):
@@ -117,6 +174,103 @@ def test_ecg_errors(tmp_path, ecg_500hz):
         load_ecg(base)
     assert normalise_lead_name("Lead aVR") == "aVR" and normalise_lead_name("AVL") == "aVL"
     assert normalise_lead_name("MLII") is None
+
+
+VENDOR = ("Lead I (Einthoven)", "Lead II", "Lead III (Einthoven)", "Lead aVR (Goldberger)", "Lead aVL (Goldberger)",
+          "Lead aVF (Goldberger)", *(f"Lead V{k} (Chest)" for k in range(1, 7)))
+PTBXL = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
+OTHER = ("MDC_ECG_LEAD_I", "ECG Lead II", "DIII", "lead-avr", "Lead_aVL", "aVF lead", "C1", "v2", "V3 ", "Lead V4",
+         "MDC_ECG_LEAD_V5", "V6 (chest)")
+
+
+@pytest.mark.parametrize("spellings", [VENDOR, PTBXL, OTHER, LEADS], ids=["vendor", "ptbxl", "other", "standard"])
+def test_lead_names_in_every_spelling(spellings):
+    assert tuple(normalise_lead_name(name) for name in spellings) == LEADS
+
+
+@pytest.mark.parametrize("name", ["MLII", "V7", "Lead X", "aVX", "", "Lead", "12", "ECG"])
+def test_names_of_no_standard_lead(name):
+    assert normalise_lead_name(name) is None
+
+
+def test_scp_ecg_codes_name_a_lead_whose_label_is_unknown():
+    assert normalise_lead_name("channel 4", "5.6.3-9-62") == "aVR" and normalise_lead_name("x", "5.6.3-9-8") == "V6"
+    assert normalise_lead_name("x", "9.9.9") is None
+
+
+def test_dicom_ecg_with_vendor_lead_labels_is_read(tmp_path, ecg_500hz):
+    order = [3, 0, 11, 5, 1, 2, 4, 6, 7, 8, 9, 10]
+    path = write_ecg_dicom(ecg_500hz[order], tmp_path / "vendor.dcm", 500, leads=tuple(LEADS[i] for i in order),
+                           labels=tuple(VENDOR[i] for i in order))
+    np.testing.assert_allclose(load_ecg(path, 500, 5000), ecg_500hz, atol=1e-3)
+
+
+def test_pydicoms_real_12_lead_ecg():
+    """The 12-lead DICOM ECG pydicom ships (a real recording: 1000 Hz, 10 s, leads labelled "Lead I (Einthoven)" …, a
+    rhythm group and a median-beat group)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("waveform_ecg.dcm")
+    signal = load_ecg(path, sampling_rate=100, num_samples=1000)
+    assert signal.shape == (12, 1000) and signal.dtype == np.float32 and np.isfinite(signal).all()
+    assert 0.3 < np.abs(signal).max() < 5.0  # millivolts
+    # Einthoven: II = I + III; Goldberger: aVR = -(I + II) / 2 (holds sample by sample on a real recording)
+    i, ii, iii, avr = (signal[LEADS.index(name)] for name in ("I", "II", "III", "aVR"))
+    assert np.abs(ii - (i + iii)).max() < 0.05 and np.abs(avr + (i + ii) / 2).max() < 0.05
+    raw = pydicom.dcmread(path).waveform_array(0)[:, 1] / 1000.0  # lead II of the rhythm group, mV at 1000 Hz
+    assert np.corrcoef(signal[1], raw[::10])[0, 1] > 0.95
+
+
+@pytest.mark.parametrize("rate", [0.37, 0.0, 10.0, 1e6])
+def test_an_implausible_sampling_rate_is_refused(tmp_path, ecg_500hz, rate):
+    path = write_ecg_dicom(ecg_500hz, tmp_path / "ecg.dcm", rate)
+    with pytest.raises(InputFileError, match=r"implausible sampling rate .* fix the sampling frequency"):
+        load_ecg(path)
+
+
+def test_a_wfdb_header_with_an_implausible_rate_is_refused(tmp_path, ecg_500hz):
+    base = write_ecg_wfdb(ecg_500hz, tmp_path / "rec", 500)
+    header = base.with_suffix(".hea")
+    header.write_text(header.read_text().replace(" 500 ", " 0.37 ", 1))
+    with pytest.raises(InputFileError, match="implausible sampling rate 0.37 Hz"):
+        load_ecg(base)
+
+
+def _with_gaps(signal: np.ndarray, fraction: float, value: float = np.nan) -> np.ndarray:
+    out = signal.astype(np.float64).copy()
+    mask = np.random.default_rng(0).random(out.shape) < fraction
+    out[mask] = value
+    return out
+
+
+def test_non_finite_ecg_samples(tmp_path, ecg_500hz):
+    base = write_ecg_wfdb(np.full_like(ecg_500hz, np.nan), tmp_path / "nan", 500)
+    with pytest.raises(InputFileError, match=r"lead\(s\) \['I', 'II'.*hold no finite sample"):
+        load_ecg(base)
+    one_lead = ecg_500hz.astype(np.float64).copy()
+    one_lead[4] = np.nan
+    with pytest.raises(InputFileError, match=r"\['aVL'\] hold no finite sample"):
+        load_ecg(write_ecg_wfdb(one_lead, tmp_path / "lead", 500))
+    with pytest.raises(InputFileError, match="40% of the samples are NaN"):
+        load_ecg(write_ecg_wfdb(_with_gaps(ecg_500hz, 0.4), tmp_path / "gappy", 500))
+    few = load_ecg(write_ecg_wfdb(_with_gaps(ecg_500hz, 0.02), tmp_path / "few", 500), 500, 5000)
+    assert np.isfinite(few).all()  # a few dropped samples are zero-filled
+
+
+def test_implausible_amplitudes_and_short_recordings(tmp_path, ecg_500hz):
+    import wfdb
+
+    # microvolts written under a millivolt unit: 1000 times too large
+    wfdb.wrsamp("uv", fs=500, units=["mV"] * 12, sig_name=list(LEADS), p_signal=ecg_500hz.T.astype(np.float64) * 1000,
+                fmt=["32"] * 12, adc_gain=[1.0] * 12, baseline=[0] * 12, write_dir=str(tmp_path))
+    with pytest.raises(InputFileError, match=r"beyond the ±50 mV of any ECG; check the channel units"):
+        load_ecg(tmp_path / "uv")
+    wfdb.wrsamp("volts", fs=500, units=["V"] * 12, sig_name=list(LEADS), p_signal=ecg_500hz.T.astype(np.float64) / 1000,
+                fmt=["32"] * 12, adc_gain=[1e6] * 12, baseline=[0] * 12, write_dir=str(tmp_path))
+    np.testing.assert_allclose(load_ecg(tmp_path / "volts", 500, 5000), ecg_500hz, atol=2e-3)  # volts → mV
+    with pytest.raises(InputFileError, match=r"lasts 0.40 s, less than the 1 s"):
+        load_ecg(write_ecg_wfdb(ecg_500hz[:, :200], tmp_path / "short", 500))
 
 
 IU_XML = """<?xml version="1.0" encoding="utf-8"?>
