@@ -44,7 +44,8 @@ class MoreConfig(RecipeConfig):
 
     Objective: InfoNCE(report, X-ray) + InfoNCE(report, ECG) at a learnable temperature starting at
     ``temperature``; with ``semantic_positives``, patients whose reports describe the same radiograph / ECG are
-    matches of each other. Epochs ``< pretrain_epochs`` train it alone; later epochs train the diagnosis head, a
+    matches of each other; ``finding_target_weight`` ``w`` mixes in finding-aware soft targets (``(1 − w)`` on the
+    instance's matches, ``w`` spread over every patient whose report names the same findings). Epochs ``< pretrain_epochs`` train it alone; later epochs train the diagnosis head, a
     ``fusion`` operator of fusion_core (``fusion_options`` its keyword arguments, ``fusion_dim`` wide) over the
     projections, with binary cross-entropy plus ``contrastive_weight`` × the contrastive loss, and with
     ``modality_dropout`` (default: ECG 0.3 as in MoRE, report 0.5).
@@ -69,6 +70,7 @@ class MoreConfig(RecipeConfig):
     projection_dim: int = 128
     temperature: float = 0.07
     semantic_positives: bool = True
+    finding_target_weight: float = 0.0
     fusion: str = "gated_self_attention"
     fusion_dim: int = 64
     fusion_options: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +92,8 @@ class MoreConfig(RecipeConfig):
                              f"{self.contrastive_weight}")
         if self.projection_dim <= 0 or self.fusion_dim <= 0:
             raise ValueError(f"projection_dim and fusion_dim must be positive; got {self.projection_dim}, {self.fusion_dim}")
+        if not 0.0 <= self.finding_target_weight <= 1.0:
+            raise ValueError(f"finding_target_weight must be in [0, 1]; got {self.finding_target_weight}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0; got {self.temperature}")
 

@@ -9,6 +9,7 @@ radiograph / ECG share one).
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +22,75 @@ from recipes.medical_more.cohort import ECG_DETAILS, ECG_SECONDS, cohort_arrays,
 from recipes.medical_more.config import MODALITIES, REPORT_ENCODERS
 from recipes.medical_more.datasets import write_cohort
 from recipes.medical_more.labels import ATTRIBUTES, DISEASE_FINDINGS, FINDINGS
+from recipes.medical_more.readers import normalise_intensity
 from recipes.runtime.datamodule import SPLITS, RecipeDataModule, TensorRows, atomic_save
 from recipes.runtime.datasets import data_home, fetch_dataset, progress
 
-__all__ = ["PROMPTS", "report_groups", "group_ids", "report_embeddings", "report_inputs", "MoreDataModule"]
+__all__ = ["PROMPTS", "PROMPTS_PER_SIDE", "prompt_texts", "finding_ids", "report_groups", "group_ids", "report_embeddings", "report_inputs", "MoreDataModule"]
 
-# Zero-shot prompts per finding: (present, absent), in the report's own FINDINGS/IMPRESSION form.
-PROMPTS: dict[str, tuple[str, str]] = {
-    "cardiomegaly": ("FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly.",
-                     "FINDINGS: The heart size is normal. IMPRESSION: No cardiomegaly."),
-    "effusion": ("FINDINGS: There is a pleural effusion. IMPRESSION: Pleural effusion.",
-                 "FINDINGS: No pleural effusion. IMPRESSION: No effusion."),
-    "opacity": ("FINDINGS: There is an airspace opacity. IMPRESSION: Focal consolidation.",
-                "FINDINGS: The lungs are clear without focal consolidation. IMPRESSION: No opacity."),
-    "normal": ("FINDINGS: The heart and lungs are normal. IMPRESSION: No acute cardiopulmonary abnormality.",
-               "FINDINGS: Cardiomegaly with effusion and opacity. IMPRESSION: Abnormal chest."),
+# Zero-shot prompts: per finding, sentences a radiologist writes when the finding is present and when it is absent,
+# in the report's own FINDINGS/IMPRESSION form. Each side's prompts are averaged (their normalised projections, as
+# CLIP's prompt ensembles), then the present/absent pair is softmaxed (CheXzero). Every finding has as many prompts
+# per side as every other (``PROMPTS_PER_SIDE``).
+PROMPTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "cardiomegaly": {
+        "present": ("FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly.",
+                    "FINDINGS: The cardiac silhouette is enlarged. IMPRESSION: Cardiomegaly.",
+                    "FINDINGS: Heart size is mildly enlarged. IMPRESSION: Mild cardiomegaly.",
+                    "FINDINGS: Moderate cardiomegaly. IMPRESSION: Enlarged heart."),
+        "absent": ("FINDINGS: The heart size is normal. IMPRESSION: No cardiomegaly.",
+                   "FINDINGS: Heart size and mediastinal contours are within normal limits. IMPRESSION: Normal heart size.",
+                   "FINDINGS: The cardiomediastinal silhouette is normal. IMPRESSION: No acute cardiopulmonary disease.",
+                   "FINDINGS: Normal heart size. IMPRESSION: The heart is not enlarged."),
+    },
+    "effusion": {
+        "present": ("FINDINGS: There is a pleural effusion. IMPRESSION: Pleural effusion.",
+                    "FINDINGS: Small left pleural effusion. IMPRESSION: Left effusion.",
+                    "FINDINGS: Small right pleural effusion with blunting of the costophrenic angle. IMPRESSION: Right effusion.",
+                    "FINDINGS: Bilateral pleural effusions. IMPRESSION: Bilateral effusions."),
+        "absent": ("FINDINGS: No pleural effusion. IMPRESSION: No effusion.",
+                   "FINDINGS: No pleural effusion or pneumothorax. IMPRESSION: No acute disease.",
+                   "FINDINGS: The costophrenic angles are sharp. IMPRESSION: No pleural effusion.",
+                   "FINDINGS: There is no effusion. IMPRESSION: Clear lungs."),
+    },
+    "opacity": {
+        "present": ("FINDINGS: There is an airspace opacity. IMPRESSION: Focal consolidation.",
+                    "FINDINGS: Patchy right basilar opacity. IMPRESSION: Pneumonia.",
+                    "FINDINGS: Left lower lobe consolidation. IMPRESSION: Airspace disease.",
+                    "FINDINGS: Bilateral airspace opacities. IMPRESSION: Infiltrates."),
+        "absent": ("FINDINGS: The lungs are clear without focal consolidation. IMPRESSION: No opacity.",
+                   "FINDINGS: The lungs are clear. IMPRESSION: No acute cardiopulmonary abnormality.",
+                   "FINDINGS: No focal airspace disease. IMPRESSION: No pneumonia.",
+                   "FINDINGS: No focal consolidation, pneumothorax or effusion. IMPRESSION: Clear lungs."),
+    },
+    "normal": {
+        "present": ("FINDINGS: The heart and lungs are normal. IMPRESSION: No acute cardiopulmonary abnormality.",
+                    "FINDINGS: Heart size is normal. The lungs are clear. IMPRESSION: Normal chest.",
+                    "FINDINGS: The cardiomediastinal silhouette is normal. No pleural effusion or focal consolidation. "
+                    "IMPRESSION: No acute disease.",
+                    "FINDINGS: Clear lungs, normal heart. IMPRESSION: Negative chest x-ray."),
+        "absent": ("FINDINGS: Cardiomegaly with effusion and opacity. IMPRESSION: Abnormal chest.",
+                   "FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly.",
+                   "FINDINGS: Small pleural effusion. IMPRESSION: Pleural effusion.",
+                   "FINDINGS: Patchy airspace opacity. IMPRESSION: Pneumonia."),
+    },
 }
+PROMPTS_PER_SIDE = 4
+PROMPT_SIDES: tuple[str, str] = ("present", "absent")
+
+
+def prompt_texts(findings: tuple[str, ...] = FINDINGS) -> list[str]:
+    """The prompts in the order :meth:`MoreDataModule.prompt_inputs` encodes them: for each finding, its present
+    prompts then its absent ones (``(F, 2, PROMPTS_PER_SIDE)`` flattened)."""
+    return [text for finding in findings for side in PROMPT_SIDES for text in PROMPTS[finding][side]]
+
+
+def finding_ids(labels: np.ndarray) -> np.ndarray:
+    """``(P,)`` int64 keys of the disease-label combination of each row (``labels (P, >=3)``, :data:`DISEASE_FINDINGS`
+    first): patients whose reports name the same findings share one (the finding-level soft targets,
+    ``MoreConfig.finding_target_weight``)."""
+    disease = np.asarray(labels)[:, : len(DISEASE_FINDINGS)].astype(np.int64)
+    return (disease << np.arange(disease.shape[1])).sum(axis=1)
 
 
 def report_groups(cohort: pl.DataFrame, modality: str = "xray") -> list[tuple[int, ...]]:
@@ -191,12 +245,14 @@ class MoreDataModule(RecipeDataModule):
         rng = np.random.default_rng(self.seed + 1)
         present = {m: torch.from_numpy(rng.random(len(rows)) >= self.missing.get(m, 0.0)) for m in MODALITIES}
         tensors: dict[str, torch.Tensor] = {
-            "xray": torch.from_numpy(np.asarray(arrays["xray"][rows], dtype=np.float32)).unsqueeze(1),
+            # the scaling every radiograph read from a file gets (readers.load_xray), so training sees what scoring sees
+            "xray": torch.from_numpy(normalise_intensity(np.asarray(arrays["xray"][rows], dtype=np.float32))).unsqueeze(1),
             "ecg": torch.from_numpy(np.asarray(arrays["ecg"][rows], dtype=np.float32)),
             "labels": torch.from_numpy(self.cohort.select(FINDINGS).to_numpy().astype(np.float32)),
             "index": torch.from_numpy(rows.astype(np.int64)),
             "group_xray": torch.from_numpy(group_ids(cohort, "xray")[rows]),
             "group_ecg": torch.from_numpy(group_ids(cohort, "ecg")[rows]),
+            "group_finding": torch.from_numpy(finding_ids(self.cohort.select(DISEASE_FINDINGS).to_numpy())),
             **{f"present_{m}": mask for m, mask in present.items()},
         }
         if self.report_encoder == "minilm":  # the cohort's embeddings are cached by report_embeddings
@@ -211,10 +267,11 @@ class MoreDataModule(RecipeDataModule):
                 for name in SPLITS}
 
     def prompt_inputs(self) -> dict[str, torch.Tensor]:
-        """Report inputs of the zero-shot prompts: rows ``2f`` (present) and ``2f+1`` (absent) for finding ``f``."""
-        texts = [text for finding in FINDINGS for text in PROMPTS[finding]]
+        """Report inputs of the zero-shot prompts, in :func:`prompt_texts` order (``F · 2 · PROMPTS_PER_SIDE`` rows)."""
+        texts = prompt_texts(FINDINGS)
         if self.report_encoder == "minilm":
-            file = self.folder / "prompts-minilm.npy"
+            # named by the prompts' checksum: editing a prompt embeds the new set
+            file = self.folder / f"prompts-minilm-{zlib.crc32(chr(10).join(texts).encode()):08x}.npy"
             if not file.is_file():
                 atomic_save(minilm_encode(texts).pooled.numpy(), file)
             return {"report_embedding": torch.from_numpy(np.load(file).astype(np.float32))}

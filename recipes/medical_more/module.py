@@ -31,7 +31,7 @@ from recipes.medical_more.metrics import FindingAUROC, ReportAlignment
 from recipes.medical_more.model import Diagnosis, MoreModel, build_more_model
 from recipes.runtime.module import RecipeModule
 
-__all__ = ["MoreModule"]
+__all__ = ["MoreModule", "prompt_ensemble"]
 
 
 class MoreModule(RecipeModule):
@@ -76,6 +76,23 @@ class MoreModule(RecipeModule):
             return None
         return {f"report-{m}": keys for m, keys in self.groups_of(batch).items()} or None
 
+    def contrastive_loss(self, batch: Mapping[str, Tensor], embeddings: Mapping[str, Tensor],
+                         present: dict[str, Tensor]):
+        """The MoRE loss with finding-aware soft targets: ``(1 − w) · InfoNCE(instance targets) + w · InfoNCE(finding
+        targets)``, ``w = finding_target_weight``. Instance targets: the row's own pair (and, with
+        ``semantic_positives``, the rows whose reports describe the same radiograph / ECG); finding targets: every row
+        whose report names the same findings (``group_finding``). Cross-entropy is linear in its target, so the sum is
+        the cross-entropy against the mixed, soft target — without it the many near-identical normal reports of a
+        batch are pushed apart as negatives although nothing in their images tells them apart."""
+        weight = float(self.config.finding_target_weight)
+        instance = self.model.contrastive_loss(embeddings, present, self.contrastive_groups(batch))
+        if weight == 0.0 or "group_finding" not in batch:
+            return instance
+        keys = batch["group_finding"]
+        finding = self.model.contrastive_loss(embeddings, present, {"report-xray": keys, "report-ecg": keys})
+        return instance._replace(loss=(1.0 - weight) * instance.loss + weight * finding.loss,
+                                 per_pair={k: (1.0 - weight) * v + weight * finding.per_pair[k] for k, v in instance.per_pair.items()})
+
     # ------------------------------------------------------------------------------------------ steps
     def forward(self, batch: Mapping[str, Tensor], present: dict[str, Tensor] | None = None) -> Tensor:
         """``(B, F)`` finding probabilities of the diagnosis head."""
@@ -86,7 +103,7 @@ class MoreModule(RecipeModule):
         present = self.present_of(batch)
         embeddings = self.model.encode(batch).embeddings
         size = batch["xray"].shape[0]
-        contrastive = self.model.contrastive_loss(embeddings, present, self.contrastive_groups(batch))
+        contrastive = self.contrastive_loss(batch, embeddings, present)
         self.log("train/contrastive_loss", contrastive.loss, prog_bar=True, batch_size=size)
         self.log("train/temperature", 1.0 / contrastive.logit_scale, batch_size=size)
         if self.pretraining:
@@ -148,8 +165,9 @@ class MoreModule(RecipeModule):
             metrics["zero_shot_auroc"].update(self.model.zero_shot(embeddings["xray"][keep], prompts), labels[keep])
 
     def prompt_embeddings(self) -> Tensor | None:
-        """``(2F, P)`` projected zero-shot prompts, from the data module's ``prompt_inputs()`` (None without one);
-        computed once per evaluation epoch, since the weights do not change within it."""
+        """``(2F, P)`` zero-shot prompt ensembles, rows ``2f`` (present) and ``2f + 1`` (absent): the mean of the
+        normalised projections of each side's prompts (the data module's ``prompt_inputs()``, ``F · 2 · K`` rows;
+        None without one). Computed once per evaluation epoch, since the weights do not change within it."""
         if self._prompt_embeddings is not None:
             return self._prompt_embeddings
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -157,7 +175,8 @@ class MoreModule(RecipeModule):
             self._prompts = datamodule.prompt_inputs()
         if self._prompts is None:
             return None
-        self._prompt_embeddings = self.model.encode_report({k: v.to(self.device) for k, v in self._prompts.items()})
+        projected = self.model.encode_report({k: v.to(self.device) for k, v in self._prompts.items()})
+        self._prompt_embeddings = prompt_ensemble(projected, len(self.findings))
         return self._prompt_embeddings
 
     def on_validation_epoch_start(self) -> None:
@@ -165,6 +184,17 @@ class MoreModule(RecipeModule):
 
     def on_test_epoch_start(self) -> None:
         self._prompt_embeddings = None
+
+
+def prompt_ensemble(prompts: Tensor, num_findings: int) -> Tensor:
+    """``(F · 2 · K, P)`` prompt projections (per finding: K present, then K absent) → ``(2F, P)``: each side's
+    normalised projections averaged (CLIP's prompt ensembling)."""
+    if prompts.shape[0] % (2 * num_findings):
+        raise ValueError(f"{prompts.shape[0]} prompts do not split into {num_findings} findings × 2 sides of equal size; "
+                         "give every finding as many present as absent prompts, the same number for each finding")
+    per_side = prompts.shape[0] // (2 * num_findings)
+    sides = F.normalize(prompts, dim=-1).reshape(2 * num_findings, per_side, -1)  # (2F, K, P)
+    return sides.mean(dim=1)
 
 
 def _total(out: Diagnosis) -> Tensor:

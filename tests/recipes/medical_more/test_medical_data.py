@@ -17,7 +17,9 @@ from recipes.medical_more.cohort import (
     synthesize_xray,
     template_reports,
 )
-from recipes.medical_more.data import MoreDataModule, report_groups
+from recipes.medical_more.data import PROMPTS, PROMPTS_PER_SIDE, MoreDataModule, prompt_texts, report_groups
+from recipes.medical_more.labels import FINDINGS, extract_labels
+from recipes.medical_more.readers import normalise_intensity
 from recipes.medical_more.datasets import fetch_iu_reports, fetch_more_cohort
 
 XML = """<?xml version="1.0" encoding="utf-8"?><eCitation><uId id="CXR{n}"/><MedlineCitation><Article><Abstract>
@@ -101,10 +103,28 @@ def test_datamodule_batches(toy_cohort):
     with pytest.raises(ValueError, match="modality must be"):
         report_groups(cohort, "report")
     prompts = datamodule.prompt_inputs()
-    assert prompts["report_ids"].shape == (8, 16)
+    assert prompts["report_ids"].shape == (len(FINDINGS) * 2 * PROMPTS_PER_SIDE, 16)
     cached = cohort_arrays(toy_cohort, 16, 50, 0.1, 0)
-    np.testing.assert_array_equal(np.asarray(cached["xray"][datamodule.splits["train"].tensors["index"][0]], dtype=np.float32),
-                                  datamodule.splits["train"].tensors["xray"][0, 0].numpy())
+    # the training radiographs get the readers' percentile scaling, as every scored file does
+    raw = np.asarray(cached["xray"][datamodule.splits["train"].tensors["index"][0]], dtype=np.float32)
+    np.testing.assert_array_equal(normalise_intensity(raw), datamodule.splits["train"].tensors["xray"][0, 0].numpy())
+    # the finding-level keys: equal exactly when the three disease labels are
+    train = datamodule.splits["train"].tensors
+    disease = train["labels"][:, :3]
+    same_key = train["group_finding"][:, None] == train["group_finding"][None, :]
+    assert torch.equal(same_key, (disease[:, None, :] == disease[None, :, :]).all(-1))
+
+
+def test_prompts_are_an_ensemble_per_finding_and_side():
+    texts = prompt_texts()
+    assert len(texts) == len(FINDINGS) * 2 * PROMPTS_PER_SIDE and len(set(texts)) >= len(texts) - 4
+    for f, finding in enumerate(FINDINGS):
+        block = texts[f * 2 * PROMPTS_PER_SIDE:(f + 1) * 2 * PROMPTS_PER_SIDE]
+        assert block[:PROMPTS_PER_SIDE] == list(PROMPTS[finding]["present"])
+        assert block[PROMPTS_PER_SIDE:] == list(PROMPTS[finding]["absent"])
+    for finding in FINDINGS[:3]:  # every present prompt names the finding; no absent prompt affirms it
+        assert all(extract_labels(t)[finding] for t in PROMPTS[finding]["present"]), finding
+        assert not any(extract_labels(t)[finding] for t in PROMPTS[finding]["absent"]), finding
 
 
 def test_template_reports_build_a_cohort_without_a_download(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import torch
 
 from fusion_core.losses.contrastive import info_nce
 from recipes.medical_more.config import MoreConfig
-from recipes.medical_more.module import MoreModule
+from recipes.medical_more.module import MoreModule, prompt_ensemble
 
 TINY = dict(image_size=16, ecg_samples=100, report_encoder="scratch", vocab_size=64, text_max_len=8, patch_size=8,
             ecg_patch=25, encoder_dim=16, depth=1, num_heads=2, projection_dim=8, fusion_dim=8,
@@ -78,6 +78,59 @@ def test_training_treats_same_description_patients_as_positives():
             expected = {p: info_nce(embeddings["report"], embeddings[p.split("-")[1]], temperature) for p in out.per_pair}
         for pair, value in expected.items():
             torch.testing.assert_close(out.per_pair[pair], value)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+def test_finding_targets_mix_instance_and_finding_level_infonce(weight):
+    """Cross-entropy is linear in its target: the module's loss is the soft-target cross-entropy, written out here
+    with the targets built by hand (instance group ∪ self, then every row of the same findings)."""
+    torch.manual_seed(0)
+    batch = make_batch(6)
+    batch["group_xray"] = torch.tensor([0, 0, 1, 2, 3, 4])
+    batch["group_ecg"] = torch.arange(6)
+    batch["group_finding"] = torch.tensor([5, 5, 5, 0, 0, 2])
+    module = make_module(finding_target_weight=weight).eval()
+    embeddings = module.model.encode(batch).embeddings
+    out = module.contrastive_loss(batch, embeddings, {m: torch.ones(6, dtype=torch.bool) for m in ("xray", "ecg", "report")})
+    scale = module.model.logit_scale()
+
+    def soft_infonce(a, b, keys):
+        logits = scale * torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T
+        targets = []
+        for group in (keys, batch["group_finding"]):
+            same = (group[:, None] == group[None, :]).float()
+            targets.append(same / same.sum(1, keepdim=True))
+        target = (1 - weight) * targets[0] + weight * targets[1]
+        rows = -(target * logits.log_softmax(1)).sum(1).mean()
+        columns = -(target.T * logits.T.log_softmax(1)).sum(1).mean()
+        return (rows + columns) / 2
+
+    expected = (soft_infonce(embeddings["report"], embeddings["xray"], batch["group_xray"])
+                + soft_infonce(embeddings["report"], embeddings["ecg"], batch["group_ecg"]))
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="finding_target_weight"):
+        make_module(finding_target_weight=1.5)
+
+
+def test_prompt_ensemble_averages_each_sides_normalised_prompts():
+    torch.manual_seed(0)
+    prompts = torch.randn(2 * 2 * 3, 5)  # 2 findings × (present, absent) × 3 prompts
+    ensemble = prompt_ensemble(prompts, num_findings=2)
+    assert ensemble.shape == (4, 5)
+    normalised = torch.nn.functional.normalize(prompts, dim=-1)
+    for side in range(4):
+        torch.testing.assert_close(ensemble[side], normalised[3 * side:3 * side + 3].mean(0))
+    with pytest.raises(ValueError, match="as many present as absent"):
+        prompt_ensemble(torch.randn(10, 5), num_findings=2)
+
+
+def test_zero_shot_with_an_ensemble_follows_the_nearer_side(module):
+    # present prompts scattered around e0, absent ones around e1: the ensemble's pair softmax picks the nearer side
+    present = torch.tensor([[1.0, 0.2], [1.0, -0.2]])
+    absent = torch.tensor([[0.2, 1.0], [-0.2, 1.0]])
+    ensemble = prompt_ensemble(torch.cat([present, absent]), num_findings=1)
+    probs = module.model.zero_shot(torch.tensor([[1.0, 0.1], [0.1, 1.0]]), ensemble)
+    assert probs[0, 0] > 0.5 > probs[1, 0]
 
 
 def test_every_parameter_gets_a_gradient():
