@@ -90,6 +90,34 @@ class FieldEmbedding(nn.Module):
             parts.append(torch.where(keep[..., None], part, part.new_zeros(())))
         return torch.cat(parts, dim=-1)  # (*S, dim)
 
+    def dot(self, query: Tensor, ids: Mapping[str, Tensor], via: str = "lookup") -> Tensor:
+        """``(B, L)`` scores ``query · embedding(ids)``, summed field by field, without building the ``(B, L, dim)``
+        embeddings.
+
+        query ``(B, dim)`` (field ``f`` in ``slices[f]``), ids ``{field: Long (B, L)}`` for every field, already
+        padded (id 0, a zero row) wherever a behaviour or a field must not count. ``via="lookup"`` embeds each field
+        of each behaviour and takes the dot product: O(B·L·dim). ``via="table"`` scores the query against each
+        field's whole table once and picks the scores by id: O(B·(cardinality·part_dim + L)), far cheaper when the
+        tables are smaller than the history. Both give the same scores up to float rounding.
+        """
+        if via not in ("lookup", "table"):
+            raise ValueError(f"via must be 'lookup' or 'table'; got {via!r}")
+        missing = sorted(set(self.tables) - set(ids))
+        if missing:
+            raise ValueError(f"ids lacks fields {missing}; dot needs every field of the table ({list(self.tables)})")
+        if query.dim() != 2 or query.shape[-1] != self.dim:
+            raise ValueError(f"query has shape {tuple(query.shape)}; expected (B, {self.dim})")
+        scores = None
+        for name, table in self.tables.items():
+            field_query = query[:, self.slices[name]]  # (B, d_f)
+            field_ids = ids[name]  # (B, L)
+            if via == "table":
+                part = (field_query @ table.weight.T).gather(1, field_ids)  # (B, N_f) → (B, L)
+            else:
+                part = torch.bmm(table(field_ids), field_query.unsqueeze(-1)).squeeze(-1)  # (B, L, d_f) → (B, L)
+            scores = part if scores is None else scores + part
+        return scores
+
     def extra_repr(self) -> str:
         parts = ", ".join(f"{n}={t.num_embeddings}x{t.embedding_dim}" for n, t in self.tables.items())
         return f"dim={self.dim}, {parts}"

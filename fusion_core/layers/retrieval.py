@@ -19,6 +19,7 @@ __all__ = [
     "SearchResult",
     "AttentionPool",
     "top_k_search",
+    "top_k_of_scores",
     "gather_history",
     "masked_softmax_pool",
     "target_attention",
@@ -53,9 +54,23 @@ def top_k_search(query: Tensor, keys: Tensor, key_mask: Tensor, k: int) -> Searc
         raise ValueError(f"expected query (B, D) and keys (B, L, D); got {tuple(query.shape)} and {tuple(keys.shape)}")
     if key_mask.shape != keys.shape[:2]:
         raise ValueError(f"key_mask has shape {tuple(key_mask.shape)}; expected {tuple(keys.shape[:2])}")
+    scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (B, L)
+    return top_k_of_scores(scores, key_mask, k)
+
+
+def top_k_of_scores(scores: Tensor, key_mask: Tensor, k: int) -> SearchResult:
+    """The ``k`` largest of ``scores (B, L)`` among the positions where ``key_mask (B, L)`` is True, best first.
+
+    For searches that score the history without materialising its ``(B, L, D)`` keys (a per-field dot product, or
+    one score per catalogue item gathered by id: :meth:`fusion_core.encoders.FieldEmbedding.dot`). Same padding
+    rules as :func:`top_k_search`.
+    """
+    if k <= 0:
+        raise ValueError(f"k must be positive; got {k}")
+    if key_mask.shape != scores.shape:
+        raise ValueError(f"key_mask has shape {tuple(key_mask.shape)}; expected {tuple(scores.shape)}")
     batch, length = key_mask.shape
     key_mask = key_mask.bool()
-    scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (B, L)
     scores = scores.masked_fill(~key_mask, float("-inf"))
     kept = min(k, length)
     top_scores, indices = scores.topk(kept, dim=-1)  # (B, kept), descending

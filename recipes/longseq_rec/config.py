@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 from recipes.runtime.config import RecipeConfig
 
-__all__ = ["MODEL_NAMES", "RecConfig"]
+__all__ = ["MODEL_NAMES", "SEARCH_PATHS", "OPTIMIZERS", "RecConfig"]
 
 MODEL_NAMES: tuple[str, ...] = ("din", "twin", "dare")
+SEARCH_PATHS: tuple[str, ...] = ("auto", "lookup", "table")
+OPTIMIZERS: tuple[str, ...] = ("adam", "adamw")
 
 
 @dataclass(kw_only=True)
@@ -26,7 +28,16 @@ class RecConfig(RecipeConfig):
     ``profile_dim`` the width of each profile field's embedding; ``user_dim`` > 0 adds a user-id embedding to the
     profile (ids of unseen users carry no signal, so it is off by default); ``top_k`` the behaviours the search stage
     keeps (TWIN, DARE), ``din_window`` the recent behaviours DIN attends to; ``temperature`` the stage-2 softmax
-    temperature (None: √ of the attention width).
+    temperature (None: 1 with ``per_part_scaling``, else √ of the attention width).
+
+    Training choices of the DARE reference code (thuml/DARE), each on by default and switchable for the ablation in
+    ``bench/longseq.py``: ``embedding_std`` initialises every embedding table N(0, std²) (None: PyTorch's N(0, 1));
+    ``per_part_scaling`` scores a behaviour as ``(item, category)·/√d + time·/√d_time`` in both stages (False: one
+    dot product, divided by ``temperature`` in stage 2 only); ``head_norm`` puts BatchNorm + PReLU after each hidden
+    layer of the prediction MLP (False: GELU); ``optimizer`` ``adam`` applies ``weight_decay`` as an L2 penalty (the
+    reference's Adam with 1e-6), ``adamw`` as decoupled decay. ``search`` picks the stage-1 path: ``lookup`` embeds
+    every behaviour (O(L·d)), ``table`` scores the target against the whole attention table once and gathers the
+    scores by id (O(catalogue·d + L)); ``auto`` takes ``table`` when the item catalogue is smaller than the history.
     """
 
     num_users: int = 0
@@ -44,6 +55,11 @@ class RecConfig(RecipeConfig):
     mlp_hidden: tuple[int, ...] = (200, 80)
     dropout: float = 0.0
     temperature: float | None = None
+    embedding_std: float | None = 0.01
+    per_part_scaling: bool = True
+    head_norm: bool = True
+    optimizer: str = "adam"
+    search: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -69,5 +85,11 @@ class RecConfig(RecipeConfig):
             raise ValueError(f"mlp_hidden {list(self.mlp_hidden)}: widths must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+        if self.embedding_std is not None and not self.embedding_std > 0:
+            raise ValueError(f"embedding_std must be positive or null (PyTorch's N(0, 1)); got {self.embedding_std}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer = {self.optimizer!r}; choose one of {list(OPTIMIZERS)}")
+        if self.search not in SEARCH_PATHS:
+            raise ValueError(f"search = {self.search!r}; choose one of {list(SEARCH_PATHS)}")
         if self.temperature is not None and self.temperature <= 0:
             raise ValueError(f"temperature must be positive or null; got {self.temperature}")

@@ -6,12 +6,20 @@ Following "Long-Sequence Recommendation Models Need Decoupled Embeddings" (DARE,
   unit (an MLP on ``[target, behaviour, target − behaviour, target ⊙ behaviour]``, Zhou et al. 2018) and
   softmax-normalised over the window, as in the DARE authors' DIN baseline.
 - ``twin`` one embedding table. Stage 1 scores the whole history by ``target · behaviour`` and keeps the
-  top-k; stage 2 softmaxes ``target · behaviour / √D`` over those k and sums the *same* embeddings.
+  top-k; stage 2 softmaxes the same score over those k and sums the *same* embeddings. As in the authors' code the
+  score is ``(item, category)·/√d_sem + time·/√d_time`` (``per_part_scaling``; else ``target · behaviour`` in
+  stage 1 and ``/ temperature`` in stage 2).
 - ``dare`` two tables: the ``attention_table`` (shared by target and history, its own, possibly smaller,
   width) drives both stages; the ``representation_table`` supplies what is summed and what the prediction
   MLP sees. Only the k kept behaviours are looked up in the representation table.
 
-Every model predicts with an MLP on ``[target_repr, interest, target_repr ⊙ interest, profile]``.
+Every model predicts with an MLP on ``[target_repr, interest, target_repr ⊙ interest, profile]`` (BatchNorm + PReLU
+after each hidden layer with ``head_norm``, as the reference; embeddings start N(0, ``embedding_std``²)).
+
+Stage 1 never builds the ``(B, L, D)`` history embeddings: it sums per-field dot products
+(:meth:`FieldEmbedding.dot`), either by looking each behaviour up (O(L·D)) or, when the item catalogue is smaller
+than the history, by scoring the target against the whole table once and gathering the scores by id
+(O(catalogue·D + L)); both keep the same top-k.
 
 Each behaviour table has an item, a category and a time-gap part (:class:`~fusion_core.encoders.FieldEmbedding`,
 id 0 = padding). The time part has one extra id, ``num_time_buckets``, the target's own "gap 0" bucket: the
@@ -34,6 +42,7 @@ from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fusion_core.encoders import FieldEmbedding
@@ -44,7 +53,7 @@ from fusion_core.layers.retrieval import (
     gather_history,
     masked_softmax_pool,
     target_attention,
-    top_k_search,
+    top_k_of_scores,
 )
 
 from recipes.longseq_rec.config import MODEL_NAMES, RecConfig
@@ -58,6 +67,8 @@ __all__ = [
     "behaviour_table",
     "profile_table",
     "prediction_head",
+    "init_embeddings",
+    "part_scales",
     "build_din",
     "build_twin",
     "build_dare",
@@ -99,9 +110,45 @@ def profile_table(
     return FieldEmbedding(fields) if fields else None
 
 
-def prediction_head(representation_dim: int, profile_dim: int, hidden: tuple[int, ...], dropout: float) -> MLP:
-    """MLP on ``[target_repr, interest, target_repr ⊙ interest, profile]`` → one logit."""
-    return MLP(3 * representation_dim + profile_dim, list(hidden), 1, dropout=dropout)
+class OneRowSafeBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d that normalises a one-row training batch with its running statistics (a single row has no
+    batch variance; the last partial batch of an epoch can be one row)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+def prediction_head(
+    representation_dim: int, profile_dim: int, hidden: tuple[int, ...], dropout: float, norm: bool = False
+) -> nn.Module:
+    """MLP on ``[target_repr, interest, target_repr ⊙ interest, profile]`` → one logit; with ``norm`` each hidden
+    layer is ``Linear → BatchNorm → PReLU`` (the DARE reference's head), else ``Linear → GELU``."""
+    in_dim = 3 * representation_dim + profile_dim
+    if not norm:
+        return MLP(in_dim, list(hidden), 1, dropout=dropout)
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_dim, width), OneRowSafeBatchNorm(width), nn.PReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        in_dim = width
+    return nn.Sequential(*layers, nn.Linear(in_dim, 1))
+
+
+def init_embeddings(model: nn.Module, std: float | None) -> None:
+    """Every embedding table of ``model`` drawn from N(0, std²), padding rows kept at zero; None keeps PyTorch's
+    N(0, 1). Small initial embeddings make the first attention scores nearly uniform and keep the head's input
+    small, which is what most of the gap to the authors' code came from (bench/longseq.py's ablation)."""
+    if std is None:
+        return
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Embedding):
+                module.weight.normal_(0.0, std)
+                if module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
 
 
 # --- models ---------------------------------------------------------------------------------------------------
@@ -127,7 +174,7 @@ def resolve_groups(batch: Batch, present: Mapping[str, Tensor] | None) -> dict[s
 class _RecModel(nn.Module):
     """What the three models share: target and behaviour embedding, the profile vector and the head."""
 
-    def __init__(self, head: MLP, profile: FieldEmbedding | None) -> None:
+    def __init__(self, head: nn.Module, profile: FieldEmbedding | None) -> None:
         super().__init__()
         self.head = head
         self.profile_table = profile
@@ -182,7 +229,7 @@ class DIN(_RecModel):
         self,
         embedding_table: FieldEmbedding,
         activation_unit: ActivationUnit,
-        head: MLP,
+        head: nn.Module,
         profile: FieldEmbedding | None = None,
         window: int = 50,
     ) -> None:
@@ -215,57 +262,90 @@ class TwoStageModel(_RecModel):
     ``representation_table=None`` is TWIN: the ``attention_table`` is the only table, searched, attended
     and summed. With a ``representation_table`` it is DARE: attention embeddings decide which behaviours
     are kept and how much each weighs, representation embeddings are what gets summed and predicted from.
+
+    ``part_scales`` ``{field: factor}`` multiplies each field's part of the target's attention embedding before
+    both stages' dot products (the reference's ``/√d_sem`` and ``/√d_time``); None leaves them as they are.
+    ``search``: ``lookup``, ``table`` or ``auto`` (``table`` when the item table is smaller than the history).
     """
 
     def __init__(
         self,
         attention_table: FieldEmbedding,
-        head: MLP,
+        head: nn.Module,
         representation_table: FieldEmbedding | None = None,
         profile: FieldEmbedding | None = None,
         top_k: int = 32,
         temperature: float | None = None,
+        part_scales: Mapping[str, float] | None = None,
+        search: str = "auto",
     ) -> None:
         super().__init__(head, profile)
         if top_k <= 0:
             raise ValueError(f"top_k must be positive; got {top_k}")
+        if search not in ("auto", "lookup", "table"):
+            raise ValueError(f"search must be 'auto', 'lookup' or 'table'; got {search!r}")
+        unknown = sorted(set(part_scales or {}) - set(attention_table.fields))
+        if unknown:
+            raise ValueError(f"part_scales has fields {unknown}; the attention table's are {list(attention_table.fields)}")
         self.attention_table = attention_table
         self.representation_table = representation_table
         self.top_k = top_k
-        self.temperature = temperature if temperature is not None else math.sqrt(attention_table.dim)
+        self.search_path = search
+        scale = torch.ones(attention_table.dim)
+        for name, factor in (part_scales or {}).items():
+            scale[attention_table.slices[name]] = factor
+        # not saved: it follows from the config, and runs saved before it existed still load
+        self.register_buffer("query_scale", scale, persistent=False)
+        self.part_scaled = part_scales is not None
+        default = 1.0 if self.part_scaled else math.sqrt(attention_table.dim)
+        self.temperature = temperature if temperature is not None else default
 
     @property
     def decoupled(self) -> bool:
         return self.representation_table is not None
 
-    def search(self, batch: Batch, present: Mapping[str, Tensor] | None = None) -> SearchResult:
-        """Stage 1 alone: the top-k behaviours of the whole history by attention-embedding dot product."""
-        return self._search(batch, resolve_groups(batch, present))
+    def search_via(self, length: int) -> str:
+        """The stage-1 path for histories of ``length``: ``lookup`` or ``table``."""
+        if self.search_path != "auto":
+            return self.search_path
+        return "table" if self.attention_table.cardinality("item") < length else "lookup"
 
-    def _search(self, batch: Batch, groups: dict[str, Tensor]) -> SearchResult:
-        # The top-k selection is not differentiable, so the whole-history pass runs without autograd: the
-        # (B, L, Da) embeddings are neither kept nor back-propagated through. Stage 2 re-embeds the k kept
-        # behaviours with gradients, which gives the attention table exactly the gradient a differentiable
-        # pass would (only kept keys receive any) at O(k) instead of O(L) cost.
+    def search(self, batch: Batch, present: Mapping[str, Tensor] | None = None, via: str | None = None) -> SearchResult:
+        """Stage 1 alone: the top-k behaviours of the whole history by attention score (``via`` overrides the
+        model's path)."""
+        return self._search(batch, resolve_groups(batch, present), via)
+
+    def attention_query(self, batch: Batch, groups: dict[str, Tensor]) -> Tensor:
+        """``(B, Da)`` the target's attention embedding with its parts scaled."""
+        return self.embed_target(self.attention_table, batch, groups) * self.query_scale
+
+    def _search(self, batch: Batch, groups: dict[str, Tensor], via: str | None = None) -> SearchResult:
+        # The top-k selection is not differentiable, so the whole-history pass runs without autograd; stage 2
+        # re-embeds the k kept behaviours with gradients, which gives the attention table exactly the gradient a
+        # differentiable pass would (only kept keys receive any) at O(k) instead of O(L) cost. Ids that must not
+        # count become the padding id (a zero row) once, on the (B, L) ids, instead of masking (B, L, D) floats.
         mask = self.history_mask(batch, groups)
-        history = {f: batch[f"hist_{f}"] for f in ("item", "cate", "time")}
+        time_on = mask & groups["time"][:, None]
+        zero = torch.zeros((), dtype=batch["hist_item"].dtype, device=mask.device)
+        ids = {"item": torch.where(mask, batch["hist_item"], zero), "cate": torch.where(mask, batch["hist_cate"], zero),
+               "time": torch.where(time_on, batch["hist_time"], zero)}
         with torch.no_grad():
-            target_attention_emb = self.embed_target(self.attention_table, batch, groups)  # (B, Da)
-            history_attention_emb = self.embed_behaviours(self.attention_table, history, mask, groups)  # (B, L, Da)
-            return top_k_search(target_attention_emb, history_attention_emb, mask, self.top_k)
+            query = self.attention_query(batch, groups)  # (B, Da)
+            scores = self.attention_table.dot(query, ids, via=via or self.search_via(mask.shape[1]))  # (B, L)
+            return top_k_of_scores(scores, mask, self.top_k)
 
     def forward(self, batch: Batch, present: Mapping[str, Tensor] | None = None) -> RecOutput:
         groups = resolve_groups(batch, present)
         found = self._search(batch, groups)
         top_k_history = {f: gather_history(batch[f"hist_{f}"], found.indices) for f in ("item", "cate", "time")}
-        target_attention_emb = self.embed_target(self.attention_table, batch, groups)  # (B, Da)
+        query = self.attention_query(batch, groups)  # (B, Da)
         keys = self.embed_behaviours(self.attention_table, top_k_history, found.valid, groups)  # (B, k, Da)
         if self.representation_table is None:
-            target_repr, values = target_attention_emb, keys
+            target_repr, values = self.embed_target(self.attention_table, batch, groups), keys
         else:
             target_repr = self.embed_target(self.representation_table, batch, groups)  # (B, Dr)
             values = self.embed_behaviours(self.representation_table, top_k_history, found.valid, groups)  # (B, k, Dr)
-        pool = target_attention(target_attention_emb, keys, values, found.valid, self.temperature)
+        pool = target_attention(query, keys, values, found.valid, self.temperature)
         retrieved = torch.where(found.valid, found.indices, torch.full_like(found.indices, -1))
         logit = self.predict(target_repr, pool.interest, self.embed_profile(batch, groups))
         return RecOutput(logit, retrieved, pool.weights)
@@ -282,25 +362,40 @@ def _profile(config: RecConfig) -> FieldEmbedding | None:
     return profile_table(config.profile_cardinalities, config.profile_dim, config.num_users, config.user_dim)
 
 
+def _head(config: RecConfig, representation_dim: int) -> nn.Module:
+    return prediction_head(representation_dim, _profile_width(config), config.mlp_hidden, config.dropout, config.head_norm)
+
+
+def part_scales(table: FieldEmbedding) -> dict[str, float]:
+    """The reference's scaling: item and category parts by 1/√(their width), the time part by 1/√(its width)."""
+    semantic = table.part_dim("item") + table.part_dim("cate")
+    return {"item": semantic**-0.5, "cate": semantic**-0.5, "time": table.part_dim("time") ** -0.5}
+
+
+def _two_stage(config: RecConfig, attention: FieldEmbedding, representation: FieldEmbedding | None) -> TwoStageModel:
+    head = _head(config, (representation or attention).dim)
+    return TwoStageModel(
+        attention, head, representation, _profile(config), top_k=config.top_k, temperature=config.temperature,
+        part_scales=part_scales(attention) if config.per_part_scaling else None, search=config.search,
+    )
+
+
 def build_din(config: RecConfig) -> DIN:
     table = behaviour_table(config.num_items, config.num_cates, config.num_time_buckets, config.representation_dim)
-    head = prediction_head(table.dim, _profile_width(config), config.mlp_hidden, config.dropout)
-    return DIN(table, ActivationUnit(table.dim), head, _profile(config), window=config.din_window)
+    return DIN(table, ActivationUnit(table.dim), _head(config, table.dim), _profile(config), window=config.din_window)
 
 
 def build_twin(config: RecConfig) -> TwoStageModel:
     """One ``representation_dim``-wide table for search, attention and representation."""
     table = behaviour_table(config.num_items, config.num_cates, config.num_time_buckets, config.representation_dim)
-    head = prediction_head(table.dim, _profile_width(config), config.mlp_hidden, config.dropout)
-    return TwoStageModel(table, head, None, _profile(config), top_k=config.top_k, temperature=config.temperature)
+    return _two_stage(config, table, None)
 
 
 def build_dare(config: RecConfig) -> TwoStageModel:
     """An ``attention_dim``-wide attention table and a ``representation_dim``-wide representation table."""
     attention = behaviour_table(config.num_items, config.num_cates, config.num_time_buckets, config.attention_dim)
     representation = behaviour_table(config.num_items, config.num_cates, config.num_time_buckets, config.representation_dim)
-    head = prediction_head(representation.dim, _profile_width(config), config.mlp_hidden, config.dropout)
-    return TwoStageModel(attention, head, representation, _profile(config), top_k=config.top_k, temperature=config.temperature)
+    return _two_stage(config, attention, representation)
 
 
 _BUILDERS: dict[str, Callable[[RecConfig], nn.Module]] = {"din": build_din, "twin": build_twin, "dare": build_dare}
@@ -310,4 +405,6 @@ def build_model(config: RecConfig) -> DIN | TwoStageModel:
     """``config.model`` (``din`` | ``twin`` | ``dare``) built at the sizes in ``config``."""
     if config.model not in _BUILDERS:
         raise ValueError(f"unknown model {config.model!r}; choose one of {list(MODEL_NAMES)}")
-    return _BUILDERS[config.model](config)
+    model = _BUILDERS[config.model](config)
+    init_embeddings(model, config.embedding_std)
+    return model

@@ -64,6 +64,14 @@ class RecModule(RecipeModule):
         metrics["logloss"].update(F.binary_cross_entropy_with_logits(out.logit, label, reduction="none"))
         metrics["search_recall"].update(out.retrieved, batch["relevant"], label)
 
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """``adam``: Adam with ``weight_decay`` as an L2 penalty in the gradient (the DARE reference, 1e-6);
+        ``adamw``: the runtime's decoupled decay."""
+        if self.config.optimizer == "adamw":
+            return super().configure_optimizers()
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(trainable, lr=self.config.lr, weight_decay=self.config.weight_decay)
+
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         out = self(batch, self.training_present(batch))
         loss = F.binary_cross_entropy_with_logits(out.logit, batch["label"].float())
