@@ -53,6 +53,15 @@ class DrivingModule(RecipeModule):
         """``batch`` with its sensor flags replaced by ``present``."""
         return {**batch, **{f"{m}_present": p for m, p in present.items()}}
 
+    def training_present(self, batch: Mapping[str, Tensor], present: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """The base's per-frame sensor dropout (``modality_dropout: {camera: p, lidar: p}``), except that a frame keeps
+        its sensors when the draw took every one of them: a frame with nothing to see teaches the detector nothing.
+        Thinned LiDAR beams, a blacked-out or night camera are drawn per frame by the data set (``fault_prob``)."""
+        original = self.present_of(batch) if present is None else present
+        dropped = super().training_present(batch, original)
+        nothing_left = ~torch.stack([dropped[m] for m in self.modalities]).any(0)  # (B,)
+        return {m: torch.where(nothing_left, original[m], dropped[m]) for m in self.modalities}
+
     def strata_of(self, batch: Mapping[str, Tensor]) -> Tensor:
         """``Long (B,)``: how crowded each frame is, the number of labelled objects bucketed by
         :data:`OBJECT_STRATA` (0: up to 6, 1: 7-8, 2: 9 or more). With ``balance_missingness`` a sensor is then

@@ -188,3 +188,35 @@ def test_seeded_regression():
     second = tiny_module(variant="interaction").eval()(make_batch(1)).class_logits
     torch.testing.assert_close(first, second)
     assert torch.isfinite(first).all()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_batch_with_one_dead_sensor_per_frame_equals_each_frame_alone(variant):
+    """Frame 0 has lost its camera, frame 1 its LiDAR, frame 2 has both: every output of the batch is what the frame
+    gives on its own, so a dead stream is skipped per frame and never leaks into its neighbours."""
+    torch.manual_seed(0)
+    module = tiny_module(variant=variant).eval()
+    batch = make_batch(3, seed=4)
+    batch["camera_present"] = torch.tensor([False, True, True])
+    batch["lidar_present"] = torch.tensor([True, False, True])
+    together = module(batch)
+    for i in range(3):
+        alone = module({k: v[i : i + 1] for k, v in batch.items()})
+        for name in ("heatmap", "query_cells", "class_logits", "boxes", "stream_updates"):
+            torch.testing.assert_close(getattr(together, name)[i : i + 1], getattr(alone, name), atol=1e-5, rtol=1e-5,
+                                       msg=f"{variant} frame {i}: {name}")
+    if variant in ("interaction", "camera"):  # the frame without a camera drew nothing from the image layers
+        assert (together.stream_updates[0, :, 1] == 0).all() and (together.stream_updates[1:, :, 1] > 0).all()
+
+
+def test_training_keeps_a_sensor_in_every_frame_and_drops_each_per_frame():
+    module = tiny_module(modality_dropout={"camera": 0.6, "lidar": 0.6}).train()
+    batch = make_batch(256)
+    batch["camera_present"][:64] = False  # frames that never had a camera keep their LiDAR whatever the draw
+    torch.manual_seed(1)
+    present = module.training_present(batch)
+    assert (present["lidar"][:64]).all() and not present["camera"][:64].any()
+    both = torch.stack([present["camera"][64:], present["lidar"][64:]])
+    assert both.any(0).all()
+    patterns = {tuple(column.tolist()) for column in both.T}
+    assert patterns == {(True, True), (True, False), (False, True)}  # per frame, not per batch

@@ -70,8 +70,10 @@ def test_modality_dropout_and_balancing_act_in_training_only():
     batch["gt_mask"] = torch.rand(64, 2, generator=torch.Generator().manual_seed(0)) > 0.5
     torch.manual_seed(0)
     present = module.train().training_present(batch)
-    kept = torch.stack([present["camera"], present["lidar"]]).float().mean(1)
-    assert ((kept > 0.25) & (kept < 0.75)).all()  # about half of each sensor dropped
+    kept = torch.stack([present["camera"], present["lidar"]]).float()
+    assert kept.any(0).all()  # a frame whose draw dropped both sensors keeps them
+    # each sensor is dropped with probability 0.5 and given back when the other went too: kept 0.75 of the time
+    assert ((kept.mean(1) > 0.55) & (kept.mean(1) < 0.95)).all()
     assert module.eval().training_present(batch)["camera"].all()
     assert torch.isfinite(module.train().training_step(batch, 0))
 
