@@ -1,5 +1,6 @@
-"""``fusion explain medical``: modality Shapley values per finding, X-ray occlusion saliency, ECG gradient×input
-saliency over leads and time, and report word attributions, in one self-contained HTML report.
+"""``fusion explain medical``: which modalities the scores used, modality Shapley values per finding, X-ray occlusion
+saliency, ECG gradient×input saliency over leads and time, report word attributions, and zero-shot diagnosis from the
+X-ray with its prompts, in one self-contained HTML report.
 
 :func:`write_report` takes the predictor and the frame to explain; the recipe chooses them (the run's held-out
 patients by default), so this module never imports the recipe.
@@ -116,15 +117,55 @@ def write_report(predictor: MorePredictor, frame: pl.DataFrame, out_path: Path, 
     bad = [e for e in encoded.errors if e is not None]
     if bad:
         report.text(f"{len(bad)} of {frame.height} rows could not be read and are left out (first error: {bad[0]}).")
+    partial = [w for i, w in enumerate(encoded.warnings) if w is not None and i in set(rows)]
+    if partial:
+        report.text(f"{len(partial)} of {len(rows)} scored rows are scored without a modality file that could not be "
+                    f"read (first: {partial[0]}).")
     if not rows:
         report.heading("Nothing to explain")
         report.text("None of the rows could be scored.")
         return report.save(out_path)
+    used = [encoded.modalities_used(i) for i in rows]
     batch, present = encoded.rows(rows)
-    frame = frame[rows]
+    frame = frame[rows].with_columns(pl.Series("modalities", used, dtype=pl.Utf8))
+    counts = pl.DataFrame({"modalities": used}).group_by("modalities").len().sort("len", descending=True)
+    report.table({"scored from": counts["modalities"].to_list(), "rows": counts["len"].to_list()},
+                 caption="which modalities the scores used")
     _shapley_section(report, predictor, batch, present, frame, max_examples)
     _saliency_sections(report, predictor, batch, present, frame, max_examples)
+    _zero_shot_section(report, predictor, batch, present, frame, max_examples)
     return report.save(out_path)
+
+
+def _zero_shot_section(report: "HtmlReport", predictor: MorePredictor, batch, present, frame: pl.DataFrame,
+                       max_examples: int) -> None:
+    """The prompts of zero-shot diagnosis and, for the first patients with a radiograph, its zero-shot probabilities."""
+    from recipes.medical_more.data import PROMPT_SIDES, PROMPTS, prompt_texts
+    from recipes.medical_more.module import prompt_ensemble
+
+    findings = [f for f in predictor.findings if f in PROMPTS]
+    report.heading("Zero-shot diagnosis from the X-ray alone")
+    report.text(
+        "Each finding is scored from the radiograph's embedding alone, without training a classifier: the normalised "
+        "projections of the prompts below are averaged per side (a prompt ensemble), and the similarity to the "
+        "'present' average is softmaxed against the 'absent' one (CheXzero) at the learned temperature."
+    )
+    report.table({"finding": [f for f in findings for _ in PROMPT_SIDES],
+                  "side": [side for _ in findings for side in PROMPT_SIDES],
+                  "prompts": [" | ".join(PROMPTS[f][side]) for f in findings for side in PROMPT_SIDES]},
+                 caption="zero-shot prompts")
+    keep = present["xray"].nonzero().flatten()[:max_examples]
+    if len(keep) == 0 or len(findings) != len(predictor.findings):
+        return
+    with torch.no_grad():
+        model = predictor.module.model
+        prompts = prompt_ensemble(model.encode_report(predictor.encode_texts(prompt_texts(tuple(findings)))), len(findings))
+        xray = model.encode({k: v[keep] for k, v in batch.items()}).embeddings["xray"]
+        probabilities = model.zero_shot(xray, prompts)  # (K, F)
+    ids = frame["patient_id"] if "patient_id" in frame.columns else pl.Series([f"row {i}" for i in range(len(frame))])
+    report.table({"patient": [str(ids[int(i)]) for i in keep],
+                  **{f: probabilities[:, k].tolist() for k, f in enumerate(findings)}},
+                 caption="zero-shot probabilities from the X-ray alone")
 
 
 def _shapley_section(report: "HtmlReport", predictor: MorePredictor, batch, present, frame: pl.DataFrame,
@@ -209,7 +250,9 @@ def _saliency_sections(report: "HtmlReport", predictor: MorePredictor, batch, pr
         else:
             ax.text(0.5, 0.5, "no ECG", ha="center", va="center")
             ax.axis("off")
-        fig.suptitle(f"patient {pid}: P({MAIN_FINDING}) = {probability:.3f}", fontsize=10)
+        used = frame["modalities"][k] if "modalities" in frame.columns else ""
+        fig.suptitle(f"patient {pid}: P({MAIN_FINDING}) = {probability:.3f}, scored from {used.replace('+', ' + ')}",
+                     fontsize=10)
         fig.tight_layout()
         report.figure(fig, caption=f"patient {pid}: saliency for {MAIN_FINDING}")
         text = frame["report_text"][k] if "report_text" in frame.columns else None

@@ -18,21 +18,40 @@ from recipes.medical_more.config import MODALITIES
 from recipes.medical_more.data import MoreDataModule, report_inputs
 from recipes.medical_more.module import MoreModule
 from recipes.medical_more.readers import InputFileError, load_ecg, load_xray
+from recipes.runtime.inputs import RowInputError, resolve_input_path
 
-__all__ = ["MorePredictor", "EncodedFrame", "MAIN_FINDING", "INPUT_COLUMNS"]
+__all__ = ["MorePredictor", "EncodedFrame", "MAIN_FINDING", "INPUT_COLUMNS", "MAX_REPORT_CHARS", "report_value"]
 
 MAIN_FINDING = "cardiomegaly"
 INPUT_COLUMNS = ("xray_path", "ecg_path", "report_text")
+# the report encoder reads the first 128 word pieces; a longer text is cut here so a huge cell costs nothing
+MAX_REPORT_CHARS = 20_000
+
+
+def report_value(value: Any) -> str:
+    """A ``report_text`` cell as the text the encoder reads ("" for blank), or :class:`RowInputError` for a value that
+    is not text."""
+    if not isinstance(value, str):
+        raise RowInputError(f"report_text: expected the report as text, got {type(value).__name__}; store report_text "
+                            "as a string column (FINDINGS / IMPRESSION text)")
+    return " ".join(value[:MAX_REPORT_CHARS].split())
+
+
+def _column_message(column: str, error: Exception) -> str:
+    """``"<column>: <message>"``, the column named once."""
+    text = str(error)
+    return text if text.startswith(f"{column}:") else f"{column}: {text}"
 
 
 @dataclass
 class EncodedFrame:
-    """A frame turned into model inputs: ``batch`` (all rows, absent values zero), ``present`` masks, and a per-row
-    ``errors`` list (None where the row can be scored)."""
+    """A frame turned into model inputs: ``batch`` (all rows, absent values zero), ``present`` masks, and per row
+    ``errors`` (None where the row can be scored) and ``warnings`` (None, or what the row is scored without and why)."""
 
     batch: dict[str, torch.Tensor]
     present: dict[str, torch.Tensor]
     errors: list[str | None]
+    warnings: list[str | None]
 
     @property
     def valid_rows(self) -> list[int]:
@@ -42,6 +61,10 @@ class EncodedFrame:
         """``(batch, present)`` of the given rows."""
         index = torch.tensor(rows, dtype=torch.long)
         return {k: v[index] for k, v in self.batch.items()}, {k: v[index] for k, v in self.present.items()}
+
+    def modalities_used(self, row: int) -> str:
+        """``"xray+ecg+report"``: the modalities row ``row`` is scored from, in :data:`MODALITIES` order."""
+        return "+".join(m for m in MODALITIES if bool(self.present[m][row]))
 
 
 class MorePredictor:
@@ -63,40 +86,51 @@ class MorePredictor:
         return report_inputs(texts, self.report_encoder, int(config.text_max_len), int(config.vocab_size))
 
     def encode_frame(self, frame: pl.DataFrame) -> EncodedFrame:
+        """Read every row's files (paths through :func:`recipes.runtime.inputs.resolve_input_path`) and texts. A
+        modality that cannot be read is left out of the row with a warning naming its column, file and fix; a row
+        left with no modality gets that as its error."""
         size = frame.height
         xray = np.zeros((size, 1, self.image_size, self.image_size), dtype=np.float32)
         ecg = np.zeros((size, 12, self.ecg_samples), dtype=np.float32)
         present = {m: np.zeros(size, dtype=bool) for m in MODALITIES}
         errors: list[str | None] = [None] * size
+        warnings: list[str | None] = [None] * size
         column = {c: frame[c].to_list() if c in frame.columns else [None] * size for c in INPUT_COLUMNS}
         texts = [""] * size
         for i in range(size):
             problems = []
-            path = column["xray_path"][i]
-            if path is not None and str(path).strip():
+            value = column["xray_path"][i]
+            if value is not None:
                 try:
-                    xray[i, 0] = load_xray(str(path), self.image_size)
+                    xray[i, 0] = load_xray(resolve_input_path(value, "xray_path"), self.image_size)
                     present["xray"][i] = True
-                except InputFileError as error:
-                    problems.append(f"xray_path: {error}")
-            path = column["ecg_path"][i]
-            if path is not None and str(path).strip():
+                except (InputFileError, RowInputError) as error:
+                    problems.append(_column_message("xray_path", error))
+            value = column["ecg_path"][i]
+            if value is not None:
                 try:
-                    ecg[i] = load_ecg(str(path), self.sampling_rate, self.ecg_samples)
+                    ecg[i] = load_ecg(resolve_input_path(value, "ecg_path"), self.sampling_rate, self.ecg_samples)
                     present["ecg"][i] = True
-                except InputFileError as error:
-                    problems.append(f"ecg_path: {error}")
-            text = column["report_text"][i]
-            if text is not None and str(text).strip():
-                texts[i], present["report"][i] = str(text), True
-            if problems:
+                except (InputFileError, RowInputError) as error:
+                    problems.append(_column_message("ecg_path", error))
+            value = column["report_text"][i]
+            if value is not None:
+                try:
+                    texts[i] = report_value(value)
+                    present["report"][i] = bool(texts[i])
+                except RowInputError as error:
+                    problems.append(str(error))
+            if any(present[m][i] for m in MODALITIES):
+                if problems:
+                    warnings[i] = "; ".join(f"scored without {p}" for p in problems)
+            elif problems:
                 errors[i] = "; ".join(problems)
-            elif not any(present[m][i] for m in present):
+            else:
                 errors[i] = ("the row has no modality: give at least one of xray_path (DICOM/PNG/JPG), ecg_path "
                              "(WFDB record or DICOM waveform) or report_text")
         batch = {"xray": torch.from_numpy(xray), "ecg": torch.from_numpy(ecg), **self.encode_texts(texts)}
         masks = {m: torch.from_numpy(v) for m, v in present.items()}
-        return EncodedFrame(batch, masks, errors)
+        return EncodedFrame(batch, masks, errors, warnings)
 
     # -------------------------------------------------------------------------------------- outputs
     @torch.no_grad()

@@ -4,7 +4,9 @@ Scoring input (Parquet), every column optional per row: ``patient_id``; ``xray_p
 ``ecg_path`` (a WFDB record base path, PTB-XL layout, or a DICOM 12-lead waveform); ``report_text`` (FINDINGS /
 IMPRESSION text). A row needs at least one modality; the others are scored as missing. ``score`` is the
 probability of :data:`MAIN_FINDING`; known labels (``cardiomegaly``, ``effusion``, ``opacity``, ``normal``) and
-``patient_id`` pass through.
+``patient_id`` pass through. ``modalities`` says which modalities a score used (``"xray+ecg+report"``); a modality
+file that cannot be read leaves the row scored without it and says so in ``warnings``; ``error`` is for rows that
+cannot be scored at all (no readable modality).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
+import torch
 
 from recipes.medical_more.explain import write_report
 from recipes.medical_more.labels import FINDINGS
@@ -54,21 +57,31 @@ class MedicalRecipe(Recipe):
 
     def score_frame(self, predictor: MorePredictor, frame: pl.DataFrame) -> pl.DataFrame:
         """``score`` = P(:data:`MAIN_FINDING`); ``p_<finding>`` for every finding the model was trained on (null for
-        the others and for rows that could not be scored)."""
+        the others and for rows that could not be scored); ``modalities``: what the score used (``"xray+report"``);
+        ``warnings``: what a scored row was scored without and why; ``error``: why a row has no score."""
         encoded = predictor.encode_frame(frame)
+        errors = list(encoded.errors)
         probabilities: dict[str, list[float | None]] = {f: [None] * frame.height for f in FINDINGS}
         rows = encoded.valid_rows
         if rows:
             batch, present = encoded.rows(rows)
             values = predictor.probabilities(batch, present).double()  # (rows, findings)
+            finite = torch.isfinite(values).all(dim=1).tolist()
+            for row, ok in zip(rows, finite):
+                if not ok:
+                    errors[row] = ("the model gave a non-finite probability for this row; check its files (they were "
+                                   "read without error) and report the row")
             for column, finding in enumerate(predictor.findings):
                 if finding in probabilities:
-                    for row, value in zip(rows, values[:, column].tolist()):
-                        probabilities[finding][row] = value
+                    for row, ok, value in zip(rows, finite, values[:, column].tolist()):
+                        probabilities[finding][row] = value if ok else None
+        used = [encoded.modalities_used(i) if errors[i] is None else None for i in range(frame.height)]
         return pl.DataFrame({
             "score": pl.Series(probabilities[MAIN_FINDING], dtype=pl.Float64),
             **{f"p_{f}": pl.Series(probabilities[f], dtype=pl.Float64) for f in FINDINGS},
-            "error": pl.Series(encoded.errors, dtype=pl.Utf8),
+            "modalities": pl.Series(used, dtype=pl.Utf8),
+            "warnings": pl.Series([w if e is None else None for w, e in zip(encoded.warnings, errors)], dtype=pl.Utf8),
+            "error": pl.Series(errors, dtype=pl.Utf8),
         })
 
     def demo_input(self, run: "Run", path: Path) -> Path:
@@ -131,7 +144,7 @@ RECIPE = MedicalRecipe(
     ),
     score_columns=(),
     passthrough=("patient_id", *FINDINGS),
-    extra_outputs=tuple((f"p_{f}", "Float64") for f in FINDINGS),
+    extra_outputs=(*((f"p_{f}", "Float64") for f in FINDINGS), ("modalities", "Utf8")),
     datasets=("iu-reports", "more-cohort"),
     description=(
         "MoRE-style contrastive pre-training of X-ray, 12-lead ECG and report encoders (report as anchor), "

@@ -3,6 +3,7 @@ and every shipped config parses against the module and data module."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import polars as pl
@@ -93,20 +94,29 @@ def test_scoring_with_missing_modalities_and_bad_files(tiny_medical_run, demo_fr
     ]
     source = tmp_path / "in.parquet"
     pl.DataFrame(rows).write_parquet(source)
-    out = pl.read_parquet(score_file("medical", tiny_medical_run, source, tmp_path / "out.parquet", chunk_size=3, progress=False))
+    # the demo's files and this test's lie in two temporary folders: the data root is the folder holding both
+    root = os.path.commonpath([first["xray_path"], str(tmp_path)])
+    out = pl.read_parquet(score_file("medical", tiny_medical_run, source, tmp_path / "out.parquet", chunk_size=3,
+                                     progress=False, data_root=root))
     assert out["row"].to_list() == list(range(len(rows)))
     assert out["patient_id"].to_list() == [r["patient_id"] for r in rows]
     scored = out.filter(pl.col("score").is_not_null())
-    assert scored["patient_id"].to_list() == ["all", "xray only", "ecg only", "report only"]
+    assert scored["patient_id"].to_list() == ["all", "xray only", "ecg only", "report only", "broken"]
     assert scored["score"].is_between(0, 1).all() and scored["error"].is_null().all()
+    # which modalities each score used; the broken radiograph is left out and the warning says so
+    assert scored["modalities"].to_list() == ["xray+ecg+report", "xray", "ecg", "report", "report"]
+    warnings = dict(zip(out["patient_id"], out["warnings"]))
+    assert warnings["all"] is None and warnings["report only"] is None
+    assert warnings["broken"].startswith("scored without xray_path: ") and "broken.png" in warnings["broken"]
+    assert "PNG" in warnings["broken"]
     # one probability per finding next to the main score, which is the cardiomegaly one
     assert scored["score"].to_list() == scored["p_cardiomegaly"].to_list()
     findings = [c for c in out.columns if c.startswith("p_")]
     assert len(findings) >= 2 and all(scored[c].is_between(0, 1).all() for c in findings)
-    assert all(out.filter(pl.col("score").is_null())[c].null_count() == len(rows) - 4 for c in findings)
+    unscored = out.filter(pl.col("score").is_null())
+    assert all(unscored[c].null_count() == unscored.height == 2 for c in [*findings, "modalities", "warnings"])
     errors = dict(zip(out["patient_id"], out["error"]))
     assert "no modality" in errors["nothing"]
-    assert "xray_path" in errors["broken"] and "broken.png" in errors["broken"] and "PNG" in errors["broken"]
     assert "ecg_path" in errors["no record"] and "WFDB" in errors["no record"]
 
 
