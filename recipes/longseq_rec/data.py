@@ -43,6 +43,7 @@ class RecDataModule(RecipeDataModule):
     or the Taobao ``UserBehavior.csv`` (required). ``max_users`` keeps a seeded random subset of users (all
     catalogue items stay in the vocabulary for MovieLens). ``user_hash_buckets``: size of the hashed user field
     that is the profile of lifelong and Taobao users. ``taobao_behaviors``: behaviour types kept (None = all).
+    ``lifelong_popularity``: Zipf exponent of the lifelong items' and categories' popularity (0 = uniform).
     """
 
     drop_last_train = False  # train on every sample, as this recipe always has
@@ -65,6 +66,7 @@ class RecDataModule(RecipeDataModule):
         lifelong_interests: int = 4,
         lifelong_relevant: int = 3,
         lifelong_targets_per_user: int = 8,
+        lifelong_popularity: float = 0.0,
         taobao_behaviors: list[str] | None = None,
         user_hash_buckets: int = 1_000,
     ) -> None:
@@ -143,7 +145,7 @@ class RecDataModule(RecipeDataModule):
             num_users=min(hp.lifelong_users, hp.max_users or hp.lifelong_users), history_length=hp.lifelong_history,
             num_items=hp.lifelong_items, num_cates=hp.lifelong_cates, num_interests=hp.lifelong_interests,
             relevant_per_target=hp.lifelong_relevant, seed=hp.seed, num_themes=hp.lifelong_themes,
-            targets_per_user=hp.lifelong_targets_per_user,
+            targets_per_user=hp.lifelong_targets_per_user, popularity_exponent=hp.get("lifelong_popularity", 0.0),
         )
 
     @property

@@ -37,13 +37,15 @@ __all__ = [
     "BatchBuilder",
     "built_batch",
     "EncodedRows",
+    "TIMESTAMP_RANGE",
     "encode_scoring_frame",
     "raw_scoring_frame",
 ]
 
 SCORING_SCHEMA = (
-    "user_id (int), target_item (int), history_items (list of int, oldest first); optional "
-    "history_timestamps (list of int, same length), target_timestamp (int), label (ignored)"
+    "target_item (int); user_id (int) and history_items (list of int, oldest first), each scored without when "
+    "missing; optional history_timestamps (list of int Unix seconds, same length), target_timestamp (int Unix "
+    "seconds), label (passed through)"
 )
 
 
@@ -270,15 +272,23 @@ def _to_batch(**arrays: np.ndarray) -> dict[str, torch.Tensor]:
 # Raw scoring frames
 # ----------------------------------------------------------------------------------------------------------
 class EncodedRows(NamedTuple):
-    """``batch`` holds the valid rows only, in order; ``valid_rows[i]`` is the frame row of batch row i;
-    ``errors[r]`` is None for a valid row r and the reason otherwise (``len(errors) == len(frame)``)."""
+    """``batch`` holds the rows that can be scored, in order; ``valid_rows[i]`` is the frame row of batch row i;
+    ``errors[r]`` is None for a row that can be scored and the reason otherwise; ``warnings[r]`` says what a scored
+    row was scored without (None when nothing). Both lists have one entry per frame row."""
 
     batch: dict[str, torch.Tensor]
     valid_rows: list[int]
     errors: list[str | None]
+    warnings: list[str | None]
 
 
-def _as_int(value: Any) -> int | None:
+#: plausible Unix times in seconds: 1970-01-01 up to 2100-01-01 (a millisecond stamp of today is far above it)
+TIMESTAMP_RANGE = (0, 4_102_444_800)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _parse_int(value: Any) -> int | None:
+    """A cell as a Python int (any size), or None when it is not an integer."""
     if isinstance(value, (bool, np.bool_)):
         return None
     if isinstance(value, (int, np.integer)):
@@ -293,23 +303,32 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
+def _int_problem(value: Any, name: str) -> tuple[int, str | None]:
+    """``(value as int64, None)`` or ``(0, why not)`` for one scalar cell (null included)."""
+    if value is None:
+        return 0, f"{name} is missing (null)"
+    parsed = _parse_int(value)
+    if parsed is None:
+        return 0, f"{name} {value!r:.40} is not an integer"
+    if not _INT64[0] <= parsed <= _INT64[1]:
+        return 0, f"{name} {str(parsed)[:24]}… is outside the 64-bit integer range"
+    return parsed, None
+
+
 def _int_cells(series: pl.Series, name: str) -> tuple[np.ndarray, list[str | None]]:
-    """Integer values of a scalar column (0 where bad) and a problem text per row."""
+    """Integer values of a scalar column (0 where bad) and a problem text per row (null cells included)."""
     values = np.zeros(series.len(), dtype=np.int64)
     problems: list[str | None] = [None] * series.len()
-    if series.dtype.is_integer():
-        values[:] = series.fill_null(0).to_numpy()
-        for row in np.flatnonzero(series.is_null().to_numpy()):
-            problems[row] = f"{name} is missing (null)"
+    if series.dtype.is_integer():  # UInt64 / Int128 values beyond int64 become null in the cast
+        cast = series.cast(pl.Int64, strict=False)
+        values[:] = cast.fill_null(0).to_numpy()
+        null = series.is_null().to_numpy()
+        for row in np.flatnonzero(cast.is_null().to_numpy()):
+            problems[row] = (f"{name} is missing (null)" if null[row]
+                             else f"{name} {str(series[int(row)])[:24]}… is outside the 64-bit integer range")
         return values, problems
     for row, value in enumerate(series.to_list()):
-        parsed = _as_int(value)
-        if value is None:
-            problems[row] = f"{name} is missing (null)"
-        elif parsed is None:
-            problems[row] = f"{name} {value!r} is not an integer"
-        else:
-            values[row] = parsed
+        values[row], problems[row] = _int_problem(value, name)
     return values, problems
 
 
@@ -317,7 +336,7 @@ _LIST_SPLIT = re.compile(r"[\s,;]+")
 
 
 def _as_int_list(value: Any, name: str) -> list[int] | str | None:
-    """A cell as a list of ints, a problem text, or None for a null cell."""
+    """A cell as a list of int64s, a problem text, or None for a null cell."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -331,9 +350,12 @@ def _as_int_list(value: Any, name: str) -> list[int] | str | None:
         return f"{name} must be a list of integers, got {type(value).__name__} {value!r:.40}"
     parsed = []
     for position, element in enumerate(value):
-        number = _as_int(element)
-        if number is None:
-            return f"{name} element {element!r:.40} at position {position} is not an integer"
+        number, problem = _int_problem(element, f"{name} element")
+        if problem is not None:
+            if element is None:
+                return f"{name} has a null at position {position}"
+            return f"{problem} (position {position})" if "range" in problem else \
+                f"{name} element {element!r:.40} at position {position} is not an integer"
         parsed.append(number)
     return parsed
 
@@ -347,14 +369,20 @@ def _list_cells(series: pl.Series, name: str) -> tuple[np.ndarray, np.ndarray, l
     if isinstance(dtype, pl.List) and dtype.inner.is_integer():
         null = series.is_null().to_numpy()
         lengths = series.list.len().fill_null(0).to_numpy().astype(np.int64)
-        flat_series = series.filter(pl.Series(lengths > 0)).explode()
+        original = series.filter(pl.Series(lengths > 0)).explode()
+        flat_series = original.cast(pl.Int64, strict=False)  # values beyond int64 become null
         missing = flat_series.is_null().to_numpy()
         if missing.any():
+            was_null = original.is_null().to_numpy()
             rows = np.repeat(np.arange(n), lengths)
             starts = np.concatenate([[0], np.cumsum(lengths)])
             for row in np.unique(rows[missing]):
                 position = int(np.flatnonzero(missing[starts[row] : starts[row + 1]])[0])
-                problems[row] = f"{name} has a null at position {position}"
+                if was_null[starts[row] + position]:
+                    problems[row] = f"{name} has a null at position {position}"
+                else:
+                    problems[row] = f"{name} element {str(original[int(starts[row]) + position])[:24]}… at position " \
+                                    f"{position} is outside the 64-bit integer range"
             bad_rows = np.array([p is not None for p in problems])
             keep_flat = ~bad_rows[rows]
             flat = flat_series.fill_null(0).to_numpy().astype(np.int64)[keep_flat]
@@ -377,61 +405,82 @@ def _list_cells(series: pl.Series, name: str) -> tuple[np.ndarray, np.ndarray, l
     return flat, lengths, problems, null
 
 
+def _implausible(stamps: np.ndarray) -> np.ndarray:
+    return (stamps < TIMESTAMP_RANGE[0]) | (stamps > TIMESTAMP_RANGE[1])
+
+
 def encode_scoring_frame(vocab: RecVocab, frame: pl.DataFrame, max_history: int,
                          num_time_buckets: int) -> EncodedRows:
     """Encode a raw scoring frame into a batch for the rows that can be scored.
 
-    Schema: ``user_id`` (int), ``target_item`` (int), ``history_items`` (list of int, oldest first);
-    optional ``history_timestamps`` (list of int, same length as history_items) and ``target_timestamp`` (int);
-    ``label`` is copied into the batch when numeric and otherwise ignored. Lists may also arrive as strings
-    (``"[1, 2, 3]"``) or lists of numeric strings.
+    Schema: ``target_item`` (int); ``user_id`` (int), ``history_items`` (list of int, oldest first),
+    ``history_timestamps`` (list of int seconds, same length as history_items) and ``target_timestamp`` (int seconds)
+    may be missing, as a column or in a row; ``label`` is copied into the batch when numeric and otherwise ignored.
+    Lists may also arrive as strings (``"[1, 2, 3]"``) or lists of numeric strings.
 
-    A row gets an error text (never an exception) for: a non-integer or null id, an unknown target item, a
-    null/empty history, a history that is not a list of integers, timestamps of another length or type, or a
-    history none of whose items are known. Unknown history items are dropped when at least one item is known.
-    An unknown user is not an error: user index 0 and profile 0. When timestamps are given the history is
-    ordered by them; the target time is ``target_timestamp``, else the latest history timestamp; a row without
-    history timestamps gets time bucket 0 ("unknown") for every behaviour. The last ``max_history`` known
-    behaviours are kept; L is always ``max_history``.
+    Only the target is required: a row gets an error text (never an exception) when its ``target_item`` is null, not an
+    integer, outside 64 bits or not in the training vocabulary. Everything else falls back to what is there, with a
+    ``warnings`` text naming the column, what was left out and how to fix it: a missing, unknown or malformed user id
+    scores without the user's profile; a null, empty, malformed or wholly unknown history scores without the history
+    (unknown history items alone are left out); timestamps that are malformed, of another length than the history or
+    not plausible Unix seconds (1970–2100) are ignored (time bucket 0, "unknown"), and an implausible
+    ``target_timestamp`` is replaced by the latest history timestamp. When timestamps are given the history is ordered
+    by them; the last ``max_history`` known behaviours are kept; L is always ``max_history``.
 
-    A missing required column raises ``ValueError`` naming the column and the expected schema.
+    A frame without a ``target_item`` column raises ``ValueError`` naming the column and the expected schema.
     """
-    for column in ("user_id", "target_item", "history_items"):
-        if column not in frame.columns:
-            raise ValueError(f"scoring input has no column {column!r}; expected {SCORING_SCHEMA}")
+    if "target_item" not in frame.columns:
+        raise ValueError(f"scoring input has no column 'target_item'; expected {SCORING_SCHEMA}")
     n = frame.height
     problems: list[list[str]] = [[] for _ in range(n)]
+    notes: list[list[str]] = [[] for _ in range(n)]
 
-    def collect(found: list[str | None]) -> None:
-        for row, text in enumerate(found):
-            if text is not None:
-                problems[row].append(text)
+    def column(name: str, dtype: pl.DataType) -> pl.Series:
+        return frame[name] if name in frame.columns else pl.Series(name, [None] * n, dtype=dtype)
 
-    user_raw, found = _int_cells(frame["user_id"], "user_id")
-    collect(found)
     target_raw, found = _int_cells(frame["target_item"], "target_item")
-    collect(found)
+    for row, text in enumerate(found):
+        if text is not None:
+            problems[row].append(f"{text}; every row needs the integer id of the item to score")
     target_ok = np.array([p is None for p in found], dtype=bool)
-    items_flat, items_len, found, items_null = _list_cells(frame["history_items"], "history_items")
-    collect(found)
+
+    user_raw, found = _int_cells(column("user_id", pl.Int64), "user_id")
+    user_ok = np.array([p is None for p in found], dtype=bool)
+    for row, text in enumerate(found):
+        if text is not None:
+            notes[row].append(f"{text}: scored without the user profile (give the user's integer id to use it)")
+
+    items_flat, items_len, found, items_null = _list_cells(column("history_items", pl.List(pl.Int64)), "history_items")
     items_ok = np.array([p is None for p in found], dtype=bool)
+    for row, text in enumerate(found):
+        if text is not None:
+            notes[row].append(f"{text}: scored without the history (give a list of integer item ids, oldest first)")
     for row in np.flatnonzero(items_ok & (items_null | (items_len == 0))):
-        problems[row].append("history_items is empty or null; a row needs at least one past interaction")
+        notes[row].append("history_items is empty or null: scored from the target and the user alone (add the user's "
+                          "past items, oldest first, for a better score)")
 
     has_times = np.zeros(n, dtype=bool)
     times_flat = np.zeros(items_flat.size, dtype=np.int64)
+    item_rows = np.repeat(np.arange(n), items_len)
+    item_starts = np.concatenate([[0], np.cumsum(items_len)])[:-1]
     if "history_timestamps" in frame.columns:
         ts_flat, ts_len, found, ts_null = _list_cells(frame["history_timestamps"], "history_timestamps")
-        collect(found)
         ts_ok = np.array([p is None for p in found], dtype=bool) & ~ts_null
-        mismatch = ts_ok & items_ok & (ts_len != items_len)
+        for row, text in enumerate(found):
+            if text is not None and items_len[row]:
+                notes[row].append(f"{text}: time gaps unknown (give integer Unix seconds, one per history item)")
+        mismatch = ts_ok & items_ok & (items_len > 0) & (ts_len != items_len)
         for row in np.flatnonzero(mismatch):
-            problems[row].append(f"history_timestamps has {ts_len[row]} values but history_items has {items_len[row]}")
-        has_times = ts_ok & ~mismatch & items_ok
+            notes[row].append(f"history_timestamps has {ts_len[row]} values but history_items has {items_len[row]}: "
+                              f"time gaps unknown (give one timestamp per history item)")
+        ts_rows = np.repeat(np.arange(n), ts_len)
+        absurd = np.bincount(ts_rows[_implausible(ts_flat)], minlength=n) > 0
+        for row in np.flatnonzero(ts_ok & ~mismatch & absurd & (items_len > 0)):
+            notes[row].append(f"history_timestamps holds values outside 1970–2100 in Unix seconds: time gaps unknown "
+                              f"(give seconds since 1970, not milliseconds)")
+        has_times = ts_ok & ~mismatch & ~absurd & items_ok
         # Align timestamps with the flat item array (rows without usable timestamps get zeros).
-        item_rows = np.repeat(np.arange(n), items_len)
         ts_starts = np.concatenate([[0], np.cumsum(ts_len)])[:-1]
-        item_starts = np.concatenate([[0], np.cumsum(items_len)])[:-1]
         usable = has_times[item_rows]
         offset_in_row = np.arange(items_flat.size) - item_starts[item_rows]
         times_flat[usable] = ts_flat[ts_starts[item_rows[usable]] + offset_in_row[usable]]
@@ -440,10 +489,19 @@ def encode_scoring_frame(vocab: RecVocab, frame: pl.DataFrame, max_history: int,
     if "target_timestamp" in frame.columns:
         values, found = _int_cells(frame["target_timestamp"], "target_timestamp")
         null = frame["target_timestamp"].is_null().to_numpy()
+        def fallback(row: int) -> str:
+            return ("time gaps measured from the latest history timestamp instead" if has_times[row]
+                    else "time gaps unknown")
+
         for row, text in enumerate(found):
             if text is not None and not null[row]:
-                problems[row].append(text)
+                notes[row].append(f"{text}: {fallback(row)} (give integer Unix seconds)")
         has_target_time = np.array([p is None for p in found], dtype=bool)
+        absurd = has_target_time & _implausible(values)
+        for row in np.flatnonzero(absurd):
+            notes[row].append(f"target_timestamp {values[row]} is not a Unix time in seconds between 1970 and 2100: "
+                              f"{fallback(row)} (give seconds since 1970, not milliseconds)")
+        has_target_time &= ~absurd
         target_time = np.where(has_target_time, values, 0)
 
     target_index = vocab.item_index(target_raw)
@@ -451,22 +509,27 @@ def encode_scoring_frame(vocab: RecVocab, frame: pl.DataFrame, max_history: int,
         problems[row].append(
             f"target_item {target_raw[row]} is not in the training vocabulary; score only items seen in training or retrain"
         )
-    item_rows = np.repeat(np.arange(n), items_len)
+    user_index = np.where(user_ok, vocab.user_index(user_raw), 0)
+    for row in np.flatnonzero(user_ok & (user_index == 0)):
+        notes[row].append(f"user_id {user_raw[row]} is not in the training vocabulary: scored without the user profile")
     item_index = vocab.item_index(items_flat)
     known = item_index > 0
     known_count = np.bincount(item_rows[known], minlength=n)
-    item_starts = np.concatenate([[0], np.cumsum(items_len)])[:-1]
     for row in np.flatnonzero(items_ok & (items_len > 0) & (known_count == 0)):
-        problems[row].append(
-            f"none of the {items_len[row]} history_items are in the training vocabulary (e.g. {items_flat[item_starts[row]]}); "
-            f"score only items seen in training or retrain"
+        notes[row].append(
+            f"none of the {items_len[row]} history_items are in the training vocabulary (e.g. {items_flat[item_starts[row]]}): "
+            f"scored without the history (retrain to include new items)"
         )
+    for row in np.flatnonzero(items_ok & (known_count > 0) & (known_count < items_len)):
+        notes[row].append(f"{items_len[row] - known_count[row]} of the {items_len[row]} history_items are not in the "
+                          f"training vocabulary and were left out")
     errors = ["; ".join(p) if p else None for p in problems]
+    warnings = [None if errors[row] or not notes[row] else "; ".join(notes[row]) for row in range(n)]
     valid = np.array([e is None for e in errors], dtype=bool)
     valid_rows = np.flatnonzero(valid)
     batch_row = np.cumsum(valid) - 1  # frame row → batch row for valid rows
 
-    keep = valid[item_rows] & known
+    keep = valid[item_rows] & known & items_ok[item_rows]
     rows, items, times = item_rows[keep], item_index[keep], times_flat[keep]
     order = np.lexsort((np.where(has_times[rows], times, 0), rows))  # stable: rows without times keep their order
     rows, items, times = rows[order], items[order], times[order]
@@ -474,16 +537,16 @@ def encode_scoring_frame(vocab: RecVocab, frame: pl.DataFrame, max_history: int,
     first = np.concatenate([[0], np.cumsum(count)])[:-1]
     from_end = count[rows] - 1 - (np.arange(rows.size) - first[rows])
     keep = from_end < max_history
-    rows, items, times, column = rows[keep], items[keep], times[keep], max_history - 1 - from_end[keep]
+    rows, items, times, column_of = rows[keep], items[keep], times[keep], max_history - 1 - from_end[keep]
 
     size = valid_rows.size
     hist_item = np.zeros((size, max_history), dtype=np.int64)
     hist_stamp = np.zeros((size, max_history), dtype=np.int64)
     hist_mask = np.zeros((size, max_history), dtype=bool)
     b = batch_row[rows]
-    hist_item[b, column] = items
-    hist_stamp[b, column] = times
-    hist_mask[b, column] = True
+    hist_item[b, column_of] = items
+    hist_stamp[b, column_of] = times
+    hist_mask[b, column_of] = True
     timed = has_times[valid_rows]
     latest = np.where(hist_mask, hist_stamp, np.iinfo(np.int64).min).max(axis=1, initial=np.iinfo(np.int64).min)
     now = np.where(has_target_time[valid_rows], target_time[valid_rows], np.where(timed, latest, 0))
@@ -491,15 +554,15 @@ def encode_scoring_frame(vocab: RecVocab, frame: pl.DataFrame, max_history: int,
 
     label = np.zeros(size, dtype=np.float32)
     if "label" in frame.columns and (frame["label"].dtype.is_numeric() or frame["label"].dtype == pl.Boolean):
-        label = frame["label"].cast(pl.Float32, strict=False).fill_null(0).to_numpy()[valid_rows]
-    user = vocab.user_index(user_raw[valid_rows])
+        label = frame["label"].cast(pl.Float32, strict=False).fill_null(0).fill_nan(0).to_numpy()[valid_rows]
+    user = user_index[valid_rows]
     target_item = target_index[valid_rows]
     batch = _to_batch(
         user=user, profile=vocab.profile(user).reshape(size, len(vocab.profile_fields)), target_item=target_item,
         target_cate=vocab.item_cate(target_item), hist_item=hist_item, hist_cate=vocab.item_cate(hist_item),
         hist_time=hist_time, hist_mask=hist_mask, label=label, relevant=np.zeros((size, max_history), dtype=bool),
     )
-    return EncodedRows(batch=batch, valid_rows=valid_rows.tolist(), errors=errors)
+    return EncodedRows(batch=batch, valid_rows=valid_rows.tolist(), errors=errors, warnings=warnings)
 
 
 def _list_column(values: np.ndarray, lengths: np.ndarray) -> pa.Array:

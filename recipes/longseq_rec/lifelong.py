@@ -130,6 +130,7 @@ def generate_lifelong(
     distance_bias: float = 2.0,
     mean_gap_hours: float = 2.0,
     start_timestamp: int = 1_500_000_000,
+    popularity_exponent: float = 0.0,
     verbose: bool | None = None,
 ) -> LifelongData:
     """Lifelong behaviour histories whose targets depend on a few behaviours planted far back.
@@ -138,8 +139,11 @@ def generate_lifelong(
 
     1. Items form a grid: ``num_cates`` categories × ``num_themes`` hidden themes × ``num_items / (num_cates ×
        num_themes)`` variants, then get shuffled ids. Only the category is visible; the theme is hidden.
-    2. A user has ``num_interests`` categories with Dirichlet(1) weights. Each of the ``history_length``
-       background behaviours picks an interest by weight and a uniform theme and variant in it; gaps between
+    2. A user has ``num_interests`` categories with Dirichlet(1) weights (categories drawn with Zipf weights
+       ``rank^-popularity_exponent`` without replacement, so some categories are far more common than others). Each of the ``history_length``
+       background behaviours picks an interest by weight, a uniform theme and a variant in it (Zipf
+       ``rank^-popularity_exponent`` over the variants: with an exponent > 0 item popularity is long-tailed, as in
+       real logs; 0 draws them uniformly); gaps between
        behaviours are exponential with mean ``mean_gap_hours``.
     3. After the history the user is shown ``targets_per_user`` items with distinct (category, theme) pairs,
        categories from the user's interests (one theme per interest is never a target's, so background and
@@ -179,6 +183,8 @@ def generate_lifelong(
         )
     if num_users < 1 or recent_window < 0 or mean_gap_hours <= 0:
         raise ValueError("num_users must be >= 1, recent_window >= 0 and mean_gap_hours > 0")
+    if popularity_exponent < 0:
+        raise ValueError(f"popularity_exponent must be >= 0 (0 = uniform popularity), got {popularity_exponent}")
 
     params = dict(
         num_users=num_users, history_length=history_length, num_items=num_items, num_cates=num_cates,
@@ -186,6 +192,8 @@ def generate_lifelong(
         targets_per_user=targets_per_user, recent_window=recent_window, distance_bias=distance_bias,
         mean_gap_hours=mean_gap_hours, start_timestamp=start_timestamp,
     )
+    if popularity_exponent:  # only when used, so the saved parameters of uniform data sets stay as they were
+        params["popularity_exponent"] = popularity_exponent
     variants = num_items // total
     users, length, themes, k = num_users, history_length, num_themes, relevant_per_target
     targets = targets_per_user
@@ -209,6 +217,14 @@ def generate_lifelong(
     position = np.arange(old_region)
     log_weight = distance_bias * np.log1p(-position / old_region)
     gap_mean = mean_gap_hours * 3600.0
+    variant_weight = np.arange(1, variants + 1, dtype=np.float64) ** -popularity_exponent
+    variant_edges = np.cumsum(variant_weight / variant_weight.sum())[:-1]
+    log_cate_weight = -popularity_exponent * np.log(np.arange(1, num_cates + 1, dtype=np.float64))
+
+    def draw_variants(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        if not popularity_exponent:
+            return rng.integers(0, variants, size=shape)
+        return np.searchsorted(variant_edges, rng.random(shape), side="right")
     verbose = users * length >= 5_000_000 if verbose is None else verbose
     started = time.perf_counter()
     for chunk, first in enumerate(range(0, users, _LIFELONG_CHUNK)):
@@ -216,7 +232,11 @@ def generate_lifelong(
         c = last - first
         rows = np.arange(c)[:, None]
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, chunk)))
-        interests = np.argsort(rng.random((c, num_cates)), axis=1)[:, :num_interests]  # (c, I) category − 1
+        if popularity_exponent:  # Gumbel top-I: categories without replacement, ∝ their Zipf weight
+            keys = log_cate_weight[None, :] - np.log(-np.log(rng.random((c, num_cates))))
+            interests = np.argsort(-keys, axis=1)[:, :num_interests]  # (c, I) category − 1
+        else:
+            interests = np.argsort(rng.random((c, num_cates)), axis=1)[:, :num_interests]  # (c, I) category − 1
         weights = rng.dirichlet(np.ones(num_interests), size=c)
         edges = np.cumsum(weights, axis=1)[:, :-1]
         pick = rng.random((c, length))
@@ -225,7 +245,7 @@ def generate_lifelong(
             which += pick > edges[:, i : i + 1]
         cate = interests[rows, which]  # (c, H)
         theme = rng.integers(0, themes, size=(c, length))
-        variant = rng.integers(0, variants, size=(c, length))
+        variant = draw_variants(rng, (c, length))
 
         # Targets: distinct (interest, theme) pairs per user, never the interest's "free" theme, so every
         # category keeps a theme that background behaviours and decoys can fall back on.
@@ -234,7 +254,7 @@ def generate_lifelong(
         t_interest, slot = pairs // (themes - 1), pairs % (themes - 1)
         t_cate = interests[rows, t_interest]  # (c, T)
         t_theme = slot + (slot >= free[rows, t_interest])
-        t_variant = rng.integers(0, variants, size=(c, targets))
+        t_variant = draw_variants(rng, (c, targets))
         t_label = (rng.random((c, targets)) < 0.5).astype(np.int8)
         _avoid_pairs(cate, theme, t_cate, t_theme, themes, rng)
 
@@ -284,7 +304,7 @@ def generate_lifelong(
 # The configuration `fusion data fetch lifelong-synthetic` writes to the cache.
 LIFELONG_DEFAULTS: dict[str, Any] = {
     name: parameter.default for name, parameter in inspect.signature(generate_lifelong).parameters.items()
-    if name != "verbose"
+    if name not in ("verbose", "popularity_exponent")
 }
 
 

@@ -1,7 +1,9 @@
 """The ``longseq_rec`` recipe: DIN / TWIN / DARE click models trained, scored and explained by the runtime.
 
-Scoring input (raw ids): ``user_id``, ``target_item``, ``history_items`` (oldest first); optional
-``history_timestamps``, ``target_timestamp``; ``label`` is passed through when present.
+Scoring input (raw ids): ``target_item``; ``user_id`` and ``history_items`` (oldest first), each of which a row may
+lack (it is then scored without it, with a ``warnings`` entry); optional ``history_timestamps``,
+``target_timestamp`` (Unix seconds); ``label`` is passed through when present. No column names a file, so no path is
+read from the input.
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ class LongSeqRecipe(Recipe):
         )
         notes["Limitations"] = (
             "Negatives are sampled uniformly from items the user never touched, so popularity alone separates many "
-            "pairs and AUC is optimistic compared with logged impressions. Item ids unseen in training cannot be "
-            "scored (such rows get an error). " + notes["Limitations"]
+            "pairs and AUC is optimistic compared with logged impressions. Target items unseen in training cannot be "
+            "scored (such rows get an error); unknown users and history items are scored without (a warning says so). " + notes["Limitations"]
         )
         return notes
 
@@ -60,17 +62,19 @@ class LongSeqRecipe(Recipe):
     def score_frame(self, predictor: RecPredictor, frame: pl.DataFrame) -> pl.DataFrame:
         scores: list[float | None] = [None] * frame.height
         errors: list[str | None] = [None] * frame.height
+        warnings: list[str | None] = [None] * frame.height
         step = predictor.rows_per_step
         for start in range(0, frame.height, step):
             encoded = predictor.encode(frame.slice(start, step))
-            for offset, error in enumerate(encoded.errors):
-                errors[start + offset] = error
+            errors[start : start + len(encoded.errors)] = encoded.errors
+            warnings[start : start + len(encoded.warnings)] = encoded.warnings
             if not encoded.valid_rows:
                 continue
             probability = predictor.probability(encoded.batch).double().tolist()
             for offset, value in zip(encoded.valid_rows, probability):
                 scores[start + offset] = value
         return pl.DataFrame({"score": pl.Series("score", scores, dtype=pl.Float64),
+                             "warnings": pl.Series("warnings", warnings, dtype=pl.Utf8),
                              "error": pl.Series("error", errors, dtype=pl.Utf8)})
 
     def demo_input(self, run: "Run", path: Path) -> Path:
@@ -101,7 +105,7 @@ RECIPE = LongSeqRecipe(
         ("data.num_time_buckets", "model.config.num_time_buckets"),
         ("data.profile_cardinalities", "model.config.profile_cardinalities"),
     ),
-    score_columns=("user_id", "target_item", "history_items"),
+    score_columns=("target_item",),
     passthrough=("user_id", "target_item", "label"),
     datasets=("movielens-100k",),
     description=(

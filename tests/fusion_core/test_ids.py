@@ -76,3 +76,17 @@ def test_bad_ids_raise():
         table({"user": torch.tensor([1])})
     with pytest.raises(ValueError, match="every field must have shape"):
         table({"item": torch.tensor([1, 2]), "cate": torch.tensor([1])})
+
+
+@pytest.mark.parametrize("via", ["lookup", "table"])
+def test_dot_is_the_query_times_the_embeddings_without_building_them(via):
+    torch.manual_seed(0)
+    table = make_table()
+    ids = {"item": torch.randint(0, 10, (3, 7)), "cate": torch.randint(0, 5, (3, 7)), "time": torch.randint(0, 7, (3, 7))}
+    query = torch.randn(3, table.dim)
+    expected = (table(ids) * query[:, None, :]).sum(-1)  # (B, L)
+    torch.testing.assert_close(table.dot(query, ids, via=via), expected)
+    with pytest.raises(ValueError, match="lacks fields"):
+        table.dot(query, {"item": ids["item"]}, via=via)
+    with pytest.raises(ValueError, match="via must be"):
+        table.dot(query, ids, via="gather")

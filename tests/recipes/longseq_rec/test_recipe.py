@@ -75,9 +75,11 @@ def test_scoring_keeps_order_and_row_count_and_flags_bad_rows(movielens_run):
     assert out.height == frame.height
     assert out["row"].to_list() == list(range(frame.height))
     assert out["target_item"].to_list() == frame["target_item"].to_list()
-    errors = out["error"].to_list()
-    assert [e is not None for e in errors] == [False] * 3 + [True, True, True, False] + [False] * 5
-    assert "target_item 999999" in errors[3] and "empty" in errors[4] and "vocabulary" in errors[5]
+    errors, warnings = out["error"].to_list(), out["warnings"].to_list()
+    assert [e is not None for e in errors] == [False] * 3 + [True, False, False, False] + [False] * 5
+    assert "target_item 999999" in errors[3]
+    # no history, or none of it known: scored from the target and the user, and told so
+    assert "history_items is empty or null" in warnings[4] and "none of the 1 history_items" in warnings[5]
     scores = out["score"].to_list()
     assert all(0.0 < s < 1.0 for s, e in zip(scores, errors) if e is None)
     assert all(s is None for s, e in zip(scores, errors) if e is not None)
