@@ -121,8 +121,8 @@ class MorePredictor:
                 except RowInputError as error:
                     problems.append(str(error))
             if any(present[m][i] for m in MODALITIES):
-                if problems:
-                    warnings[i] = "; ".join(f"scored without {p}" for p in problems)
+                if problems:  # "; " separates warnings, so a message's own "; " before its fix becomes " — "
+                    warnings[i] = "; ".join(f"scored without {p.replace('; ', ' — ')}" for p in problems)
             elif problems:
                 errors[i] = "; ".join(problems)
             else:

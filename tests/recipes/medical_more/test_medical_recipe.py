@@ -108,7 +108,7 @@ def test_scoring_with_missing_modalities_and_bad_files(tiny_medical_run, demo_fr
     warnings = dict(zip(out["patient_id"], out["warnings"]))
     assert warnings["all"] is None and warnings["report only"] is None
     assert warnings["broken"].startswith("scored without xray_path: ") and "broken.png" in warnings["broken"]
-    assert "PNG" in warnings["broken"]
+    assert "PNG" in warnings["broken"] and "; " not in warnings["broken"]  # one warning: "; " separates warnings
     # one probability per finding next to the main score, which is the cardiomegaly one
     assert scored["score"].to_list() == scored["p_cardiomegaly"].to_list()
     findings = [c for c in out.columns if c.startswith("p_")]
