@@ -64,27 +64,67 @@ def cohort_sample(cohort: dict[str, Any], patient: str, predictor: Any) -> tuple
     return batch, present, {"patient_id": patient, "text": text, **{f: int(frame[f][row]) for f in predictor.findings}}
 
 
-def uploaded_sample(predictor: Any, xray: Any, ecg_files: list, text: str) -> tuple[dict, dict, str | None]:
-    """Write the uploads to a temporary folder and read them with the recipe's readers (as scoring does)."""
-    with tempfile.TemporaryDirectory() as folder:
+XRAY_TYPES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
+ECG_TYPES = (".dcm", ".dicom", ".hea", ".dat")
+
+
+def _suffix(upload: Any, allowed: tuple[str, ...], what: str) -> str:
+    """The upload's lower-cased extension when it is one of ``allowed``; else ValueError with what to upload."""
+    suffix = Path(str(upload.name)).suffix.lower()
+    if suffix not in allowed:
+        raise ValueError(f"{what}: files of type {suffix or '(none)'!r} cannot be read; upload "
+                         + ", ".join(allowed) + " files")
+    return suffix
+
+
+def _wfdb_header_for(header: bytes, signal_file: str) -> str:
+    """A WFDB header rewritten to name record ``ecg`` and ``signal_file`` for every signal (the upload's own names
+    never reach the disk); ValueError when it is not a WFDB header."""
+    try:
+        lines = header.decode("ascii").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError("ECG: the .hea file is not a text WFDB header; upload the record's .hea and .dat files") from None
+    body = [i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")]
+    fields = lines[body[0]].split() if body else []
+    if len(fields) < 2 or not fields[1].isdigit():
+        raise ValueError("ECG: the .hea file is not a WFDB header; upload the record's .hea and .dat files")
+    lines[body[0]] = " ".join(["ecg", *fields[1:]])
+    for i in body[1:1 + int(fields[1])]:
+        lines[i] = " ".join([signal_file, *lines[i].split()[1:]])
+    return "\n".join(lines) + "\n"
+
+
+def uploaded_sample(predictor: Any, xray: Any, ecg_files: list, text: str) -> tuple[dict, dict, str | None, str | None]:
+    """``(batch, present, error, warnings)``: the uploads saved under generated names (``xray.<ext>``, ``ecg.dcm`` or
+    ``ecg.hea``/``ecg.dat``) in a temporary folder that is removed afterwards, read with the recipe's readers inside
+    that data root, as ``fusion score`` reads files."""
+    from recipes.runtime.inputs import data_root
+
+    with tempfile.TemporaryDirectory(prefix="fusion-medical-") as scratch:
+        folder = Path(scratch)
         row: dict[str, str | None] = {"xray_path": None, "ecg_path": None, "report_text": text.strip() or None}
-        if xray is not None:
-            path = Path(folder) / xray.name
-            path.write_bytes(xray.getvalue())
-            row["xray_path"] = str(path)
-        if ecg_files:
-            for upload in ecg_files:
-                (Path(folder) / upload.name).write_bytes(upload.getvalue())
-            dicom = [u.name for u in ecg_files if u.name.lower().endswith((".dcm", ".dicom"))]
-            headers = [u.name for u in ecg_files if u.name.lower().endswith(".hea")]
-            if dicom:
-                row["ecg_path"] = str(Path(folder) / dicom[0])
-            elif headers:
-                row["ecg_path"] = str(Path(folder) / Path(headers[0]).stem)
-            else:
-                return {}, {}, "the ECG upload needs a DICOM waveform (.dcm) or a WFDB record (.hea and .dat together)"
-        encoded = predictor.encode_frame(pl.DataFrame([row], schema={k: pl.Utf8 for k in row}))
-    return encoded.batch, encoded.present, encoded.errors[0]
+        try:
+            if xray is not None:
+                path = folder / f"xray{_suffix(xray, XRAY_TYPES, 'X-ray')}"
+                path.write_bytes(xray.getvalue())
+                row["xray_path"] = path.name
+            if ecg_files:
+                kinds = {_suffix(upload, ECG_TYPES, "ECG"): upload for upload in ecg_files}
+                dicom = kinds.get(".dcm") or kinds.get(".dicom")
+                if dicom is not None:
+                    (folder / "ecg.dcm").write_bytes(dicom.getvalue())
+                    row["ecg_path"] = "ecg.dcm"
+                elif ".hea" in kinds and ".dat" in kinds:
+                    (folder / "ecg.dat").write_bytes(kinds[".dat"].getvalue())
+                    (folder / "ecg.hea").write_text(_wfdb_header_for(kinds[".hea"].getvalue(), "ecg.dat"))
+                    row["ecg_path"] = "ecg"
+                else:
+                    raise ValueError("ECG: upload a DICOM waveform (.dcm), or a WFDB record's .hea and .dat together")
+        except ValueError as error:
+            return {}, {}, str(error), None
+        with data_root(folder):
+            encoded = predictor.encode_frame(pl.DataFrame([row], schema={k: pl.Utf8 for k in row}))
+    return encoded.batch, encoded.present, encoded.errors[0], encoded.warnings[0]
 
 
 # --- views ------------------------------------------------------------------------------------------------------
@@ -177,14 +217,17 @@ if source == "From the cohort":
     batch, present, info = cohort_sample(cohort, patient, predictor)
 else:
     left, middle = st.columns(2)
-    xray_upload = left.file_uploader("X-ray (DICOM, PNG or JPG)", type=["dcm", "dicom", "png", "jpg", "jpeg"], key="medical-xray")
-    ecg_upload = middle.file_uploader("ECG (DICOM waveform, or WFDB .hea + .dat)", type=["dcm", "dicom", "hea", "dat"],
-                                      accept_multiple_files=True, key="medical-ecg")
+    # no type= filter: Streamlit raises a page exception for a file it filters out; _suffix answers with a message
+    xray_upload = left.file_uploader("X-ray (DICOM, PNG or JPG)", key="medical-xray")
+    ecg_upload = middle.file_uploader("ECG (DICOM waveform, or WFDB .hea + .dat)", accept_multiple_files=True,
+                                      key="medical-ecg")
     text = st.text_area("Report text (FINDINGS / IMPRESSION)", key="medical-report")
-    batch, present, problem = uploaded_sample(predictor, xray_upload, ecg_upload or [], text or "")
+    batch, present, problem, notes = uploaded_sample(predictor, xray_upload, ecg_upload or [], text or "")
     if problem:
         st.error(problem)
         st.stop()
+    if notes:
+        st.warning(notes)
     info = {"text": text}
 
 st.subheader("Modalities used")
@@ -195,6 +238,7 @@ chosen = with_present(present, use)
 if not any(bool(v[0]) for v in chosen.values()):
     st.warning("Every modality is switched off; switch one on to score the patient.")
     st.stop()
+st.caption("Scored from: " + " + ".join(label for m, label in MODALITIES.items() if bool(chosen[m][0])))
 
 table = probability_table(predictor, batch, chosen)
 st.subheader("Finding probabilities")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -57,6 +58,54 @@ def test_page_scores_a_cohort_patient_and_removes_modalities(medical_run, monkey
 
     similar = next(d.value for d in at.dataframe if "similarity" in d.value.columns)
     assert len(similar) == 5 and list(similar["similarity"]) == sorted(similar["similarity"], reverse=True)
+
+
+def _upload(at: AppTest, key: str, files) -> None:
+    at.file_uploader(key=key).set_value(files)
+
+
+def _fusion_temp_folders() -> set[str]:
+    import tempfile
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("fusion-medical-*")}
+
+
+def test_uploads_are_saved_under_generated_names_and_scored_with_what_could_be_read(medical_run, monkeypatch, tmp_path):
+    import numpy as np
+
+    from recipes.medical_more.readers import load_ecg, write_ecg_wfdb
+    from recipes.runtime.registry import get_recipe
+
+    demo = pl.read_parquet(get_recipe("medical_more").demo_input(medical_run, tmp_path / "demo" / "demo.parquet"))
+    xray = Path(demo["xray_path"][0]).read_bytes()
+    record = write_ecg_wfdb(load_ecg(demo["ecg_path"][0], 50, 500), tmp_path / "rec" / "00001_lr", 50)
+    nan = write_ecg_wfdb(np.full((12, 500), np.nan), tmp_path / "rec" / "nan", 50)
+    before = _fusion_temp_folders()
+    at = open_page(monkeypatch, medical_run.path.parents[1])
+    at.radio(key="medical-source").set_value("Upload files").run()
+    # a hostile client file name is never a path: nothing is written outside the page's temporary folder
+    _upload(at, "medical-xray", ("../../escaped.png", xray, "image/png"))
+    _upload(at, "medical-ecg", [("../../evil.hea", record.with_suffix(".hea").read_bytes(), "text/plain"),
+                                ("00001_lr.dat", record.with_suffix(".dat").read_bytes(), "application/octet-stream")])
+    at.text_area(key="medical-report").set_value("FINDINGS: The heart is enlarged. IMPRESSION: Cardiomegaly.").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Scored from: X-ray + ECG + Report" in c.value for c in at.caption)
+    assert not list(tmp_path.parent.rglob("escaped.png")) and not list(tmp_path.parent.rglob("evil.hea"))
+    assert _fusion_temp_folders() == before  # the temporary folder is removed after reading
+
+    # an all-NaN ECG: scored from the X-ray and the report, and the page says why the ECG was left out
+    _upload(at, "medical-ecg", [("nan.hea", nan.with_suffix(".hea").read_bytes(), "text/plain"),
+                                ("nan.dat", nan.with_suffix(".dat").read_bytes(), "application/octet-stream")])
+    at.run()
+    assert not at.exception and not at.error
+    assert any("scored without ecg_path" in w.value and "no finite sample" in w.value for w in at.warning)
+    assert any("Scored from: X-ray + Report" in c.value for c in at.caption)
+
+    # a file of a type no reader takes: a friendly message, no exception
+    _upload(at, "medical-xray", ("scan.tif", b"II*\0", "image/tiff"))
+    at.run()
+    assert not at.exception
+    assert any("'.tif' cannot be read" in e.value and ".png" in e.value for e in at.error)
 
 
 @pytest.fixture
