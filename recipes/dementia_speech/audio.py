@@ -4,8 +4,6 @@ recording that comes without a transcript."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -14,6 +12,8 @@ __all__ = ["AudioInputError", "FeatureConfig", "SAMPLE_RATE", "audio_images", "l
 SAMPLE_RATE = 16_000
 MIN_SECONDS = 0.5
 CLIPPED_FRACTION = 0.05
+#: sampling rates a speech recording can plausibly have
+MIN_RATE, MAX_RATE = 4_000, 384_000
 
 
 class AudioInputError(ValueError):
@@ -23,9 +23,10 @@ class AudioInputError(ValueError):
 def load_waveform(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
     """Mono float32 audio of ``path`` at ``sample_rate``.
 
-    Another sampling rate is resampled (polyphase, scipy); stereo and multichannel audio is averaged to mono.
-    Raises :class:`AudioInputError` for a missing file, a file that is not audio, an empty or too short
-    recording (< 0.5 s), a silent one, and one clipped at full scale on more than 5 % of its samples.
+    Another sampling rate is resampled (polyphase, scipy); stereo and multichannel audio is averaged to mono; only
+    the first ``max_seconds`` are read. Raises :class:`AudioInputError` for a missing file, a file that is not audio,
+    an implausible sampling rate, an empty or too short recording (< 0.5 s), non-finite samples (NaN, inf) or samples
+    outside [-1, 1] (a float WAV), a silent recording, and one clipped at full scale on more than 5 % of its samples.
     """
     import soundfile as sf
     from scipy.signal import resample_poly
@@ -34,14 +35,28 @@ def load_waveform(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds:
     if not path.is_file():
         raise AudioInputError(f"{path}: no such audio file; check the wav_path column")
     try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        rate = int(sf.info(str(path)).samplerate)
+        if not MIN_RATE <= rate <= MAX_RATE:
+            raise AudioInputError(f"{path}: sampling rate {rate} Hz is not a speech recording's ({MIN_RATE}-{MAX_RATE} Hz); "
+                                  f"resample it, e.g. `sox '{path.name}' -r 16000 -c 1 '{path.stem}.wav'`")
+        frames = -1 if max_seconds is None else int(max_seconds * rate) + 1
+        audio, rate = sf.read(str(path), frames=frames, dtype="float64", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        if isinstance(error, AudioInputError):
+            raise
         raise AudioInputError(
-            f"{path}: not a readable audio file ({str(error).strip()}); convert it to WAV, e.g. "
+            f"{path}: not a readable audio file ({type(error).__name__}); convert it to WAV, e.g. "
             f"`sox '{path.name}' -r 16000 -c 1 '{path.stem}.wav'`"
         ) from None
     if audio.shape[0] == 0:
         raise AudioInputError(f"{path}: the recording is empty (0 samples); record at least 1 s of speech")
+    finite = np.isfinite(audio)
+    if not finite.all():
+        raise AudioInputError(f"{path}: {int((~finite).sum())} samples are not finite (NaN or inf); the file is corrupt — "
+                              "export the recording again")
+    if np.abs(audio).max() > 1.0 + 1e-6:
+        raise AudioInputError(f"{path}: samples reach {np.abs(audio).max():.3g}, outside the [-1, 1] of a float WAV; "
+                              "normalise the recording (e.g. `sox --norm=-1 in.wav out.wav`) or save it as 16-bit PCM")
     audio = audio.mean(axis=1)  # (T,) stereo → mono
     if audio.shape[0] < MIN_SECONDS * rate:
         raise AudioInputError(f"{path}: only {audio.shape[0] / rate:.2f} s of audio; at least {MIN_SECONDS} s of speech is needed")
@@ -86,19 +101,17 @@ def audio_images(waveforms: list[np.ndarray], features: FeatureConfig) -> torch.
         torch.zeros(0, 3, features["image_size"], features["image_size"])
 
 
-_RECOGNISER: dict[str, Any] = {}
-
-
 def transcribe(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
     """Offline English ASR of a mono recording with pocketsphinx (the acoustic and language models ship inside
-    its wheel). Returns lower-case words; an empty string when nothing was recognised."""
+    its wheel). Returns lower-case words; an empty string when nothing was recognised.
+
+    Every call builds a fresh decoder (about 0.3 s): a reused one carries its cepstral-mean estimate from one
+    recording to the next, so the same audio was transcribed differently depending on what was decoded before it."""
     from pocketsphinx import Decoder
 
     if sample_rate != SAMPLE_RATE:
         raise ValueError(f"transcribe expects {SAMPLE_RATE} Hz audio; got {sample_rate} (load it with load_waveform)")
-    if "decoder" not in _RECOGNISER:
-        _RECOGNISER["decoder"] = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
-    decoder = _RECOGNISER["decoder"]
+    decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
     pcm = (np.clip(waveform, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
     decoder.start_utt()
     decoder.process_raw(pcm, full_utt=True)

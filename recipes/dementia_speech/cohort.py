@@ -8,14 +8,19 @@ pronouns and empty words instead of nouns and verbs, utterances trailing off, sl
 small severity too, so the classes overlap. Age is matched across classes; MMSE falls with severity.
 
 Transcripts are written as CHAT (``*PAR:`` tiers with ``[/]``, ``[//]``, ``&uh``, ``(..)``), spoken by
-``espeak-ng`` with SSML breaks for the pauses, several voices, rates and pitches. The **source** domain is
-clean 16 kHz audio; the **target** domain is the same kind of speaker recorded over a telephone: 300–3400 Hz
-band, 8 kHz sampling, reverberation and background noise. See ``data_cards/dementia-cohort.md``.
+``espeak-ng`` with SSML breaks for the pauses. So that the acoustic markers — pauses, speech rate — and not the
+voice carry the label, every speaker draws, independently of the label, one of 8 accents × 12–15 voice variants
+(espeak-ng's formant and Klatt variants), a pitch, a vocal-tract length (the waveform resampled by 0.9–1.1, which
+moves pitch and formants together) and a recording channel (gain, background noise at 20–45 dB SNR, a small room's
+reverberation for half of them, a spectral tilt). The **source** domain is that 16 kHz audio; the **target** domain
+is the same kind of speaker recorded over a telephone: 300–3400 Hz band, 8 kHz sampling, reverberation and
+background noise. See ``data_cards/dementia-cohort.md``.
 """
 from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -26,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["CohortSpec", "Speaker", "generate_cohort", "describe_scene", "render_ssml", "telephone_channel",
-           "COHORT_VERSION", "ESPEAK"]
+           "COHORT_VERSION", "ESPEAK", "LARGE_COHORT"]
 
-COHORT_VERSION = 1
+COHORT_VERSION = 2
 ESPEAK = "espeak-ng"
 SOURCE_RATE = 16_000
 TARGET_RATE = 8_000
@@ -56,9 +61,13 @@ EMPTY_VERBS = {"taking": "doing", "reaching up": "doing something", "drying": "d
                "standing": "being", "tipping over": "going"}
 WRONG_NOUN = {"boy": "girl", "girl": "boy", "mother": "woman", "stool": "chair", "plate": "dish", "sink": "tub",
               "cookies": "candy", "window": "door", "curtains": "drapes", "cups": "bowls"}
-VOICES = {
-    "male": ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us+m3", "en-gb+m4"),
-    "female": ("en-us+f2", "en-gb+f3", "en-us+f4", "en-gb-x-rp+f1", "en-029+f5", "en-gb-scotland+f2"),
+# espeak-ng's English accents (``en`` is British; ``en-gb`` silently ignores a variant) and its voice variants
+ACCENTS = ("en-us", "en", "en-029", "en-us-nyc", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+VOICE_VARIANTS = {
+    "male": ("", "+m1", "+m3", "+m4", "+m6", "+Andy", "+benjamin", "+david", "+edward", "+john", "+paul", "+rob",
+             "+robert", "+grandpa", "+klatt"),
+    "female": ("+f1", "+f2", "+f3", "+f4", "+f5", "+Annie", "+Alicia", "+Andrea", "+linda", "+steph", "+belinda",
+               "+aunty"),
 }
 PAUSE_MS = {"(.)": (150, 450), "(..)": (500, 1500), "(...)": (1600, 3200)}
 
@@ -81,8 +90,17 @@ class CohortSpec:
                 raise ValueError(f"{name} must be an even int >= 2 (half controls, half dementia); got {value!r}")
 
 
+#: the benchmark's cohort: 640 speakers — 320 labelled source speakers for 5 speaker folds, 160 source test speakers,
+#: 80 unlabelled and 80 labelled telephone speakers (``--data.cohort`` of ``configs/large.yaml``)
+LARGE_COHORT = CohortSpec(source_train=320, source_test=160, target_train=80, target_test=80)
+
+
 @dataclass
 class Speaker:
+    """One speaker's hidden generation parameters (``speakers.json``). ``rate`` (words per minute) falls with
+    severity; ``voice``, ``pitch``, ``tract`` (vocal-tract length factor), ``gain``, ``snr_db``, ``rt60`` (0: no
+    room) and ``tilt`` (first-order spectral tilt) are drawn independently of the label."""
+
     speaker_id: str
     domain: str
     split: str
@@ -94,6 +112,11 @@ class Speaker:
     voice: str
     rate: int
     pitch: int
+    tract: float = 1.0
+    gain: float = 0.7
+    snr_db: float = 60.0
+    rt60: float = 0.0
+    tilt: float = 0.0
 
 
 def _severity(rng: np.random.Generator, label: int) -> float:
@@ -176,6 +199,23 @@ def _speak(ssml: str, speaker: Speaker) -> tuple[np.ndarray, int]:
     return audio, rate
 
 
+def room_channel(audio: np.ndarray, rate: int, speaker: Speaker, rng: np.random.Generator) -> np.ndarray:
+    """The speaker's recording channel: vocal-tract length (resampling by ``tract``), spectral tilt, a small room
+    (``rt60`` > 0), background noise at ``snr_db`` and peak level ``gain``."""
+    from scipy.signal import fftconvolve, lfilter, resample_poly
+
+    audio = resample_poly(audio, 1000, int(round(1000 * speaker.tract))).astype(np.float64)  # pitch and formants × tract
+    audio = lfilter([1.0, -speaker.tilt], [1.0], audio)  # tilt > 0 brightens, < 0 darkens
+    if speaker.rt60 > 0:
+        t = np.arange(int(0.3 * rate)) / rate
+        response = rng.standard_normal(t.size) * np.exp(-6.9 * t / speaker.rt60) * 0.15
+        response[0] = 1.0
+        audio = fftconvolve(audio, response)[: audio.size]
+    power = float(np.mean(audio**2)) + 1e-12
+    audio = audio + rng.standard_normal(audio.size) * np.sqrt(power / 10 ** (speaker.snr_db / 10))
+    return (speaker.gain * audio / (np.abs(audio).max() + 1e-9)).astype(np.float32)
+
+
 def telephone_channel(audio: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
     """``audio`` at ``rate`` → the target domain at 8 kHz: reverberation, 300–3400 Hz band, noise at 8–20 dB SNR."""
     from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
@@ -220,23 +260,39 @@ def _plan(spec: CohortSpec) -> list[Speaker]:
         for label in labels.tolist():
             severity = _severity(rng, label)
             gender = "female" if rng.random() < 0.55 else "male"
-            voice = str(rng.choice(VOICES[gender]))
-            rate = int(np.clip(rng.normal(168 - 45 * severity, 12), 95, 220))
-            pitch = int(np.clip(rng.normal(58 if gender == "female" else 40, 8), 10, 90))
+            voice = str(rng.choice(ACCENTS)) + str(rng.choice(VOICE_VARIANTS[gender]))
+            rate = int(np.clip(rng.normal(168 - 45 * severity, 15), 90, 230))
+            pitch = int(np.clip(rng.normal(58 if gender == "female" else 40, 12), 5, 95))
             age = int(np.clip(rng.normal(68, 7), 50, 90))
             mmse = int(np.clip(round(29.5 - 22 * severity + rng.normal(0, 1.5)), 0, 30))
+            channel = {"tract": round(float(rng.uniform(0.9, 1.1)), 3), "gain": round(float(rng.uniform(0.3, 0.9)), 3),
+                       "snr_db": round(float(rng.uniform(20.0, 45.0)), 1),
+                       "rt60": round(float(rng.uniform(0.15, 0.5)), 3) if rng.random() < 0.5 else 0.0,
+                       "tilt": round(float(rng.uniform(-0.6, 0.6)), 3)}
             speakers.append(Speaker(f"S{number:03d}", domain, split, label, round(severity, 4), age, gender, mmse,
-                                    voice, rate, pitch))
+                                    voice, rate, pitch, **channel))
             number += 1
     return speakers
 
 
+def _speaker_files(root: Path, speaker: Speaker) -> tuple[Path, Path]:
+    base = root / speaker.domain / speaker.split
+    group = ("cd" if speaker.label else "cc") if speaker.split == "train" else ""
+    return (base / "Full_wave_enhanced_audio" / group / f"{speaker.speaker_id}.wav",
+            base / "transcription" / group / f"{speaker.speaker_id}.cha")
+
+
 def _write_speaker(root: Path, speaker: Speaker, seed: int) -> None:
+    """Write one speaker's WAV and CHAT files, each atomically; a speaker whose two files exist is skipped, so an
+    interrupted generation continues where it stopped."""
     import soundfile as sf
     from scipy.signal import resample_poly
 
     from recipes.dementia_speech.readers.chat import parse_chat
 
+    wav, cha_path = _speaker_files(root, speaker)
+    if wav.is_file() and cha_path.is_file():
+        return
     rng = np.random.default_rng([seed, int(speaker.speaker_id[1:])])
     utterances = describe_scene(speaker.severity, rng)
     cha = _cha_text(speaker, utterances)
@@ -244,18 +300,18 @@ def _write_speaker(root: Path, speaker: Speaker, seed: int) -> None:
     audio, rate = _speak(render_ssml(text, rng), speaker)
     audio = resample_poly(audio, SOURCE_RATE, rate).astype(np.float32)
     audio = np.concatenate([np.zeros(int(0.3 * SOURCE_RATE), np.float32), audio, np.zeros(int(0.3 * SOURCE_RATE), np.float32)])
-    audio = (rng.uniform(0.4, 0.9) * audio / (np.abs(audio).max() + 1e-9)).astype(np.float32)
+    audio = room_channel(audio, SOURCE_RATE, speaker, rng)
     rate = SOURCE_RATE
     if speaker.domain == "target":
         audio, rate = telephone_channel(audio, SOURCE_RATE, rng), TARGET_RATE
-    base = root / speaker.domain / speaker.split
-    group = ("cd" if speaker.label else "cc") if speaker.split == "train" else ""
-    wav = base / "Full_wave_enhanced_audio" / group / f"{speaker.speaker_id}.wav"
-    cha_path = base / "transcription" / group / f"{speaker.speaker_id}.cha"
     wav.parent.mkdir(parents=True, exist_ok=True)
     cha_path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(wav, audio, rate, subtype="PCM_16")
-    cha_path.write_text(cha, encoding="utf-8")
+    partial = wav.with_name(f".{wav.name}.{os.getpid()}.tmp")
+    sf.write(partial, audio, rate, subtype="PCM_16", format="WAV")
+    os.replace(partial, wav)
+    partial = cha_path.with_name(f".{cha_path.name}.{os.getpid()}.tmp")
+    partial.write_text(cha, encoding="utf-8")
+    os.replace(partial, cha_path)
 
 
 def _write_meta(root: Path, speakers: list[Speaker]) -> None:
@@ -274,10 +330,12 @@ def _write_meta(root: Path, speakers: list[Speaker]) -> None:
                 (base / "test_results.txt").write_text("ID ; Label ; mmse\n" + "\n".join(rows) + "\n")
 
 
-def generate_cohort(dest: Path, spec: CohortSpec = CohortSpec(), workers: int = 2) -> Path:
+def generate_cohort(dest: Path, spec: CohortSpec = CohortSpec(), workers: int | None = None) -> Path:
     """Write the cohort into ``dest`` (``source/`` and ``target/``, each in the ADReSS layout, plus
     ``speakers.json`` with every speaker's hidden generation parameters and ``cohort.json``). Deterministic
-    for a given ``spec`` (espeak-ng's output is deterministic). Prints progress."""
+    for a given ``spec`` whatever ``workers`` (default: one espeak-ng process per CPU core) — every speaker draws
+    from its own seeded generator and espeak-ng's output is deterministic. Speakers already written in ``dest`` are
+    kept, so an interrupted generation continues. Prints progress."""
     if shutil.which(ESPEAK) is None:
         raise FileNotFoundError(
             f"{ESPEAK} is not installed; install the Debian package (`sudo apt-get install espeak-ng`, or "
@@ -288,7 +346,7 @@ def generate_cohort(dest: Path, spec: CohortSpec = CohortSpec(), workers: int = 
     speakers = _plan(spec)
     started = time.perf_counter()
     done = 0
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1)) as pool:
         for _ in pool.map(lambda s: _write_speaker(dest, s, spec.seed), speakers):
             done += 1
             if done % 24 == 0 or done == len(speakers):

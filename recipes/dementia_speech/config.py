@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from recipes.runtime.config import RecipeConfig
 
-__all__ = ["DementiaConfig", "MODALITIES", "FUSIONS", "TEXT_ENCODERS"]
+__all__ = ["DementiaConfig", "MODALITIES", "FUSIONS", "TEXT_ENCODERS", "ACOUSTIC_ENCODERS"]
 
 MODALITIES = ("audio", "text")
 #: the fusion operators of fusion_core the model can be built with: the two variants the paper compares, and
@@ -17,6 +17,9 @@ MODALITIES = ("audio", "text")
 FUSIONS = ("gated_self_attention", "cross_attention", "sequential")
 #: frozen cached MiniLM embeddings, MiniLM with LoRA adapters tuned in the loop, hashed word ids (from scratch)
 TEXT_ENCODERS = ("minilm", "minilm_lora", "scratch")
+#: the acoustic branch: the paper's log-Mel/Δ/ΔΔ spectrogram transformer, the acoustic markers (eGeMAPS functionals and
+#: pause statistics, :mod:`recipes.dementia_speech.acoustic`) through an MLP, or both token sets side by side
+ACOUSTIC_ENCODERS = ("vit", "features", "both")
 
 
 @dataclass(kw_only=True)
@@ -32,6 +35,8 @@ class DementiaConfig(RecipeConfig):
                           the data section (``data.image_size`` ...), so the model and its inputs always agree.
                           ``text_dim`` is MiniLM's width (384) for the MiniLM encoders, 0 for ``scratch``
     ``lora_rank``, ``lora_alpha``  the LoRA adapters of ``text_encoder="minilm_lora"``
+    ``acoustic``          the acoustic branch's encoder, one of :data:`ACOUSTIC_ENCODERS`; ``acoustic_features``: how many
+                          acoustic markers it reads (linked from the data section)
     ``label_smoothing``   smooths the 0/1 targets to ``t(1−s) + s/2``
     ``ot_weight``         weight of the Sinkhorn transport cost towards the unlabelled target domain (0: off);
                           ``ot_joint`` DeepJDOT's joint cost (features + label cross-entropy, weighted by
@@ -47,6 +52,8 @@ class DementiaConfig(RecipeConfig):
     num_heads: int = 4
     fusion_layers: int = 1
     context_heads: int = 1
+    acoustic: str = "vit"
+    acoustic_features: int = 0
     text_encoder: str = "minilm"
     text_dim: int = 384
     text_vocab_size: int = 4096
@@ -69,6 +76,11 @@ class DementiaConfig(RecipeConfig):
             raise ValueError(f"modalities={list(self.modalities)}; pick one or both of {list(MODALITIES)}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion={self.fusion!r}; choose one of {list(FUSIONS)}")
+        if self.acoustic not in ACOUSTIC_ENCODERS:
+            raise ValueError(f"acoustic={self.acoustic!r}; choose one of {list(ACOUSTIC_ENCODERS)}")
+        if self.acoustic != "vit" and "audio" in self.modalities and self.acoustic_features <= 0:
+            raise ValueError(f"acoustic={self.acoustic!r} reads acoustic markers: acoustic_features must be their count "
+                             "(> 0; linked from --data.acoustic)")
         if self.text_encoder not in TEXT_ENCODERS:
             raise ValueError(f"text_encoder={self.text_encoder!r}; choose one of {list(TEXT_ENCODERS)}")
         if self.text_encoder != "scratch" and self.text_dim <= 0:

@@ -5,7 +5,9 @@ and ``target/`` folders in the ADReSS layout; the registered data set, or a coho
 ``--data.cohort``) or a real ADReSS copy (``--data.root``; source domain only). Each row becomes a 3-channel
 log-Mel/Δ/ΔΔ image (:mod:`recipes.dementia_speech.audio`) and its transcript the text branch's input
 (:mod:`recipes.dementia_speech.text`: frozen MiniLM token embeddings, MiniLM word-piece ids for the LoRA-tuned
-encoder, or hashed word ids). Both are computed once (in ``prepare_data``) and cached next to the data.
+encoder, or hashed word ids). With ``acoustic="features"`` or ``"both"`` each recording's acoustic markers (eGeMAPS
+functionals and pause statistics, :mod:`recipes.dementia_speech.acoustic`) come too. All are computed once (in
+``prepare_data``) and cached next to the data.
 
 Splits: the source ``train`` speakers are split into ``num_folds`` speaker folds (stratified by label); fold
 ``fold`` is validation, the rest training. ``test`` holds the source test speakers (domain 0) and the target
@@ -29,21 +31,24 @@ from fusion_core.encoders.text import HashTokenizer
 from fusion_core.encoders.text_minilm import MINILM_DIM, MINILM_MAX_TOKENS
 from recipes.dementia_speech.audio import SAMPLE_RATE, FeatureConfig, audio_images, load_waveform, transcribe
 from recipes.dementia_speech.cohort import COHORT_VERSION, CohortSpec, generate_cohort
-from recipes.dementia_speech.config import TEXT_ENCODERS
+from recipes.dementia_speech.config import ACOUSTIC_ENCODERS, TEXT_ENCODERS
 from recipes.dementia_speech.readers.adress import load_cohort_frame
 from recipes.dementia_speech.text import encode_texts
 from recipes.runtime.datamodule import SPLITS, RecipeDataModule, TensorRows
 from recipes.runtime.datasets import DatasetSpec, data_home, progress, register_dataset, replace_dir
 
-__all__ = ["DementiaDataModule", "fetch_dementia_cohort", "DATASET_NAME"]
+__all__ = ["DementiaDataModule", "fetch_dementia_cohort", "DATASET_NAME", "MARKERS_VERSION"]
 
 DATASET_NAME = "dementia-cohort"
+#: bumped when the acoustic markers change, so a cache of older markers is never served
+MARKERS_VERSION = 1
 
 
 # --- the data set -------------------------------------------------------------------------------------------
 def fetch_dementia_cohort(path: Path | None, dest: Path, spec: CohortSpec = CohortSpec()) -> Path:
     """A local copy (``--path``: a cohort folder or an ADReSS-layout folder) as is; otherwise the cohort of ``spec``
-    in ``dest``, generated once (about 15 s for the default 144 speakers with espeak-ng)."""
+    in ``dest``, generated once (about 0.2 CPU-seconds a speaker with espeak-ng: 15 s for the default 144 speakers,
+    a minute or two for the 640 of :data:`recipes.dementia_speech.cohort.LARGE_COHORT`)."""
     if path is not None:
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: not a folder; pass the folder holding train/ (and test/) of ADReSS")
@@ -51,7 +56,8 @@ def fetch_dementia_cohort(path: Path | None, dest: Path, spec: CohortSpec = Coho
     manifest = dest / "cohort.json"
     if manifest.is_file() and json.loads(manifest.read_text()) == {"version": COHORT_VERSION, **asdict(spec)}:
         return dest
-    staging = dest.with_name(f".{dest.name}.staging-{os.getpid()}")
+    # one staging folder per cohort, not per process: an interrupted generation continues where it stopped
+    staging = dest.with_name(f".{dest.name}.staging")
     progress(f"{DATASET_NAME}: generating {spec} with espeak-ng into {dest}")
     generate_cohort(staging, spec)
     return replace_dir(staging, dest)
@@ -103,6 +109,8 @@ class DementiaDataModule(RecipeDataModule):
         root: a cohort folder or an ADReSS-layout folder.
         cohort: fields of :class:`recipes.dementia_speech.cohort.CohortSpec` (speakers per domain and split, seed)
             for a cohort of another size, generated once under ``$FUSION_DATA_DIR`` (small runs and tests).
+        acoustic: the model's acoustic encoder (``vit``, ``features``, ``both``); ``features`` and ``both`` add the
+            acoustic markers ``acoustic (N, F)`` to the inputs.
         text_encoder: ``minilm`` (frozen pretrained token embeddings, cached), ``minilm_lora`` (MiniLM word-piece
             ids; the model runs MiniLM with trainable LoRA adapters) or ``scratch`` (hashed word ids).
         max_text_tokens: transcript length in tokens (longer transcripts are cut); ``text_vocab_size``: hashed ids.
@@ -116,6 +124,7 @@ class DementiaDataModule(RecipeDataModule):
         dataset: str = DATASET_NAME,
         root: str | None = None,
         cohort: dict[str, int] | None = None,
+        acoustic: str = "vit",
         text_encoder: str = "minilm",
         max_text_tokens: int = 96,
         text_vocab_size: int = 4096,
@@ -136,6 +145,8 @@ class DementiaDataModule(RecipeDataModule):
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if text_encoder not in TEXT_ENCODERS:
             raise ValueError(f"text_encoder={text_encoder!r}; choose one of {list(TEXT_ENCODERS)}")
+        if acoustic not in ACOUSTIC_ENCODERS:
+            raise ValueError(f"acoustic={acoustic!r}; choose one of {list(ACOUSTIC_ENCODERS)}")
         limit = MINILM_MAX_TOKENS if text_encoder != "scratch" else None
         if max_text_tokens < 2 or (limit is not None and max_text_tokens > limit):
             raise ValueError(f"max_text_tokens={max_text_tokens}; the text branch reads 2 (the class token and a word) "
@@ -167,6 +178,17 @@ class DementiaDataModule(RecipeDataModule):
         return self.hparams.text_encoder
 
     @property
+    def acoustic(self) -> str:
+        return self.hparams.acoustic
+
+    @property
+    def acoustic_features(self) -> int:
+        """How many acoustic markers each row has (0 with ``acoustic="vit"``)."""
+        from recipes.dementia_speech.acoustic import PAUSE_FEATURES
+
+        return 88 + len(PAUSE_FEATURES) if self.hparams.acoustic != "vit" else 0
+
+    @property
     def text_vocab_size(self) -> int:
         return self.hparams.text_vocab_size
 
@@ -193,9 +215,28 @@ class DementiaDataModule(RecipeDataModule):
         if h.text_encoder == "scratch":
             text.append(HashTokenizer.SCHEME)  # cached ids of another hashing scheme are never served
         key = json.dumps({"rows": frame.select("wav_path", "transcript").rows(), "features": self.features,
-                          "text": text}, sort_keys=True)
+                          "text": text, "seconds": 1}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return self.root / "cache" / f"features-{digest}.pt"
+
+    def _markers_file(self, frame: pl.DataFrame) -> Path:
+        key = json.dumps({"rows": frame["wav_path"].to_list(), "max_seconds": self.features["max_seconds"],
+                          "version": MARKERS_VERSION})
+        return self.root / "cache" / f"markers-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+    def load_markers(self, frame: pl.DataFrame) -> torch.Tensor:
+        """``(N, F)`` acoustic markers of every row: from the cache, or computed (VAD and openSMILE, about 0.4 s a
+        recording) and cached."""
+        from recipes.dementia_speech.acoustic import acoustic_features
+
+        cache = self._markers_file(frame)
+        if cache.is_file():
+            return torch.load(cache, weights_only=True)
+        progress(f"dementia: acoustic markers (eGeMAPS, pauses) of {frame.height} recordings (cached in {cache.parent})")
+        waves = [load_waveform(p, SAMPLE_RATE, self.features["max_seconds"]) for p in frame["wav_path"]]
+        markers = torch.from_numpy(acoustic_features(waves))
+        _atomic_save(markers, cache)
+        return markers
 
     def load_features(self) -> tuple[pl.DataFrame, dict[str, torch.Tensor]]:
         """Every row of the data set (ASR transcripts filled in) and its model inputs ``image``, ``text`` or
@@ -204,18 +245,19 @@ class DementiaDataModule(RecipeDataModule):
         cache = self._cache_file(frame)
         if cache.is_file():
             tensors = torch.load(cache, weights_only=True)
-            return _transcribe_missing(frame, None, tensors.pop("asr_transcripts", None)), tensors
-        progress(f"dementia: computing features of {frame.height} recordings (cached in {cache.parent})")
-        waves = [load_waveform(p, SAMPLE_RATE, self.features["max_seconds"]) for p in frame["wav_path"]]
-        frame = _transcribe_missing(frame, waves)
-        h = self.hparams
-        tensors = {"image": audio_images(waves, self.features), "asr_transcripts": frame["transcript"].to_list(),
-                   **encode_texts(frame["transcript"].to_list(), h.text_encoder, h.max_text_tokens, h.text_vocab_size)}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        torch.save(tensors, tmp)
-        os.replace(tmp, cache)  # a reader never sees a half-written cache
-        tensors.pop("asr_transcripts")
+            frame = _transcribe_missing(frame, None, tensors.pop("asr_transcripts", None))
+        else:
+            progress(f"dementia: computing features of {frame.height} recordings (cached in {cache.parent})")
+            waves = [load_waveform(p, SAMPLE_RATE, self.features["max_seconds"]) for p in frame["wav_path"]]
+            frame = _transcribe_missing(frame, waves)
+            h = self.hparams
+            tensors = {"image": audio_images(waves, self.features), "asr_transcripts": frame["transcript"].to_list(),
+                       "seconds": torch.tensor([len(w) / SAMPLE_RATE for w in waves], dtype=torch.float32),
+                       **encode_texts(frame["transcript"].to_list(), h.text_encoder, h.max_text_tokens, h.text_vocab_size)}
+            _atomic_save(tensors, cache)
+            tensors.pop("asr_transcripts")
+        if self.hparams.acoustic != "vit":
+            tensors["acoustic"] = self.load_markers(frame)
         return frame, tensors
 
     def prepare_data(self) -> None:
@@ -242,6 +284,17 @@ class DementiaDataModule(RecipeDataModule):
         self.target = TensorRows({k: v for k, v in tensors.items() if k != "label"}, self.split_rows["target"])
         return {name: TensorRows(tensors, self.split_rows[name]) for name in SPLITS}
 
+    def training_markers(self) -> torch.Tensor:
+        """``(N_train, F)`` acoustic markers of the training rows, what the model's marker standardisation is fit on."""
+        self.setup()
+        return self.tensors["acoustic"][torch.as_tensor(self.split_rows["train"])]
+
+    def shortest_training_seconds(self) -> float:
+        """The shortest training recording (after the ``max_seconds`` cut): a scored clip shorter than it gets a
+        warning."""
+        self.setup()
+        return float(self.tensors["seconds"][torch.as_tensor(self.split_rows["train"])].min())
+
     def rows(self, split: str) -> pl.DataFrame:
         """The raw rows of ``split`` (``train``, ``val``, ``test``, ``target``)."""
         self.setup()
@@ -260,6 +313,13 @@ class DementiaDataModule(RecipeDataModule):
                                            drop_last=len(self.target) > self.batch_size, num_workers=self.num_workers,
                                            persistent_workers=self.num_workers > 0)
         return CombinedLoader(loaders, mode="max_size_cycle")
+
+
+def _atomic_save(value, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(value, tmp)
+    os.replace(tmp, path)  # a reader never sees a half-written cache
 
 
 def _cohort_spec(fields: dict[str, int]) -> CohortSpec:

@@ -1,6 +1,8 @@
 """The dementia classifier assembled from fusion_core parts (Ilias & Askounis).
 
-audio image ``(B, 3, H, W)`` → a small DeiT-like :class:`ViTEncoder` → audio tokens ``(B, 1 + P, D)``
+audio image ``(B, 3, H, W)`` → a small DeiT-like :class:`ViTEncoder` → audio tokens ``(B, 1 + P, D)`` (``acoustic="vit"``);
+acoustic markers ``(B, F)`` (eGeMAPS functionals and pause statistics) → standardised with the training split's
+statistics → MLP → one audio token ``(B, 1, D)`` (``"features"``); or both token sets side by side (``"both"``)
 transcript → MiniLM token embeddings ``(B, T, 384)`` (frozen and cached by the data module, or computed here by
 MiniLM with LoRA adapters from word-piece ids: :class:`MiniLMLoRATokens`) → LayerNorm + Linear, or hashed word ids
 (:class:`fusion_core.encoders.text.HashTokenizer`) → Embedding → ``(B, T, D)`` text tokens; both token sets → a
@@ -28,7 +30,35 @@ from fusion_core.layers.mlp import MLP
 from recipes.dementia_speech.config import DementiaConfig
 from recipes.dementia_speech.text import pretrained_text_advice
 
-__all__ = ["DementiaModel", "DementiaOutput", "MiniLMLoRATokens"]
+__all__ = ["AcousticMarkerEncoder", "DementiaModel", "DementiaOutput", "MiniLMLoRATokens"]
+
+#: standardised markers are clamped to ±this many standard deviations (a stray recording cannot blow up the token)
+MARKER_CLAMP = 5.0
+
+
+class AcousticMarkerEncoder(nn.Module):
+    """``forward(markers (B, F)) -> (B, 1, D)``: the acoustic markers standardised with the training split's mean and
+    standard deviation (buffers, set once by :meth:`fit` and saved with the weights), clamped to ±5, then an MLP."""
+
+    def __init__(self, num_features: int, dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(num_features))
+        self.register_buffer("scale", torch.ones(num_features))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.mlp = MLP(num_features, [2 * dim], dim, dropout=dropout)
+
+    @torch.no_grad()
+    def fit(self, markers: Tensor) -> None:
+        """Set the standardisation from the training rows' markers ``(N, F)``; a constant marker keeps scale 1."""
+        markers = markers.to(self.mean)
+        self.mean.copy_(markers.mean(dim=0))
+        std = markers.std(dim=0, unbiased=False)
+        self.scale.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+        self.fitted.fill_(True)
+
+    def forward(self, markers: Tensor) -> Tensor:
+        standard = ((markers - self.mean) / self.scale).clamp(-MARKER_CLAMP, MARKER_CLAMP)
+        return self.mlp(standard)[:, None, :]  # (B, 1, D)
 
 
 class MiniLMLoRATokens(nn.Module):
@@ -70,10 +100,12 @@ class DementiaModel(nn.Module):
         self.config = config
         self.modalities = tuple(sorted(config.modalities))
         d = config.dim
-        if "audio" in self.modalities:
+        if "audio" in self.modalities and config.acoustic in ("vit", "both"):
             self.audio_encoder = ViTEncoder(config.image_size, config.patch_size, in_channels=3, dim=d,
                                             depth=config.audio_depth, num_heads=config.num_heads, mlp_ratio=2.0,
                                             dropout=config.dropout)
+        if "audio" in self.modalities and config.acoustic in ("features", "both"):
+            self.marker_encoder = AcousticMarkerEncoder(config.acoustic_features, d, config.dropout)
         if "text" in self.modalities:
             if config.text_encoder == "minilm_lora":
                 self.minilm = MiniLMLoRATokens(config.lora_rank, config.lora_alpha)
@@ -90,8 +122,7 @@ class DementiaModel(nn.Module):
         tokens: dict[str, Tensor] = {}
         masks: dict[str, Tensor] = {}
         if "audio" in self.modalities:
-            audio = self.audio_encoder(batch["image"])
-            tokens["audio"], masks["audio"] = audio.tokens, audio.token_mask  # (B, 1 + P, D), (B, 1 + P)
+            tokens["audio"], masks["audio"] = self.audio_tokens(batch)
         if "text" in self.modalities:
             tokens["text"] = self.text_encoder(self.text_input(batch))  # (B, T, D)
             masks["text"] = batch["text_mask"].bool()
@@ -106,6 +137,20 @@ class DementiaModel(nn.Module):
             attention[m] = out.weights
         features = torch.cat([*pooled, fused.pooled], dim=-1)  # (B, (M + 1)·D): per-branch summaries, joint summary
         return DementiaOutput(self.classifier(features).squeeze(-1), features, attention, fused.steps)
+
+    def audio_tokens(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The acoustic branch's tokens and mask: ViT tokens ``(B, 1 + P, D)``, the marker token ``(B, 1, D)``, or both
+        ``(B, 2 + P, D)``."""
+        tokens, masks = [], []
+        if self.config.acoustic in ("vit", "both"):
+            audio = self.audio_encoder(batch["image"])
+            tokens.append(audio.tokens)
+            masks.append(audio.token_mask)
+        if self.config.acoustic in ("features", "both"):
+            markers = self.marker_encoder(batch["acoustic"])
+            tokens.append(markers)
+            masks.append(torch.ones(markers.shape[:2], dtype=torch.bool, device=markers.device))
+        return torch.cat(tokens, dim=1), torch.cat(masks, dim=1)
 
     def text_input(self, batch: dict[str, Tensor]) -> Tensor:
         """What the text projection reads: MiniLM token embeddings ``(B, T, 384)`` — cached (``text``), or computed

@@ -49,11 +49,27 @@ class DementiaModule(RecipeModule):
     def probability(self, batch: Mapping[str, Tensor], present: dict[str, Tensor] | None = None) -> Tensor:
         return torch.sigmoid(self(batch, present).logit)
 
+    def logit(self, batch: Mapping[str, Tensor], present: dict[str, Tensor] | None = None) -> Tensor:
+        """``(B,)`` logits, what temperature scaling (:mod:`recipes.runtime.calibration`) divides."""
+        return self(batch, present if present is not None else self.present_of(batch)).logit
+
     # --- the recipe base's hooks ----------------------------------------------------------------------------
     def present_of(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Every recording has both branches' inputs (a transcript without words still has its class token)."""
-        rows = batch["image"].shape[0]
-        return {m: torch.ones(rows, dtype=torch.bool, device=batch["image"].device) for m in self.modalities}
+        """Both branches, except the audio of rows whose ``audio_present`` is False (scored from the transcript
+        alone); a transcript without words still has its class token."""
+        rows, device = batch["text_mask"].shape[0], batch["text_mask"].device
+        present = {m: torch.ones(rows, dtype=torch.bool, device=device) for m in self.modalities}
+        if "audio" in present and "audio_present" in batch:
+            present["audio"] = batch["audio_present"].bool()
+        return present
+
+    def on_fit_start(self) -> None:
+        """Standardise the acoustic markers with the training split's statistics, once (a resumed run keeps its own)."""
+        encoder = getattr(self.model, "marker_encoder", None)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if encoder is None or bool(encoder.fitted) or datamodule is None:
+            return
+        encoder.fit(datamodule.training_markers())
 
     def strata_of(self, batch: Mapping[str, Tensor]) -> Tensor:
         return batch["label"].long()

@@ -1,5 +1,16 @@
 """The trained dementia model as scoring, the report and the dashboard use it: the module with the front-end
-settings it was trained with (``features.json`` in the run), and how rows of a scoring file become its inputs."""
+settings it was trained with (``features.json`` in the run) and its temperature (``calibration.json``), and how rows
+of a scoring file become its inputs.
+
+A row is read on its own, so its inputs never depend on its neighbours: every path goes through
+:func:`recipes.runtime.inputs.resolve_input_path`, the VAD and the recogniser start fresh for each recording.
+What a row is scored without goes to its ``warnings``; a row that cannot be scored gets an ``error``:
+
+- a recording that cannot be used (missing, not audio, empty, silent, clipped, non-finite or out-of-range samples)
+  is an error when the row has no transcript, else the row is scored from the transcript alone, with a warning;
+- a recording in which the VAD finds no speech is an error (its transcript, if any, is not of this recording);
+- a recording shorter than the shortest training recording is scored, with a warning.
+"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -9,19 +20,22 @@ import polars as pl
 import torch
 
 from fusion_core.encoders.text import HashTokenizer
-from recipes.dementia_speech.audio import SAMPLE_RATE, FeatureConfig, audio_images, load_waveform, transcribe
+from recipes.dementia_speech.audio import SAMPLE_RATE, AudioInputError, FeatureConfig, audio_images, load_waveform, transcribe
 from recipes.dementia_speech.readers.chat import read_chat
 from recipes.dementia_speech.text import encode_texts
+from recipes.runtime.inputs import RowInputError, resolve_input_path
 
 if TYPE_CHECKING:
     from recipes.dementia_speech.data import DementiaDataModule
     from recipes.dementia_speech.module import DementiaModule
     from recipes.runtime.runs import Run
 
-__all__ = ["DementiaPredictor", "EncodedRows", "SETTINGS_FILE", "check_text_ids", "settings_of"]
+__all__ = ["DementiaPredictor", "EncodedRows", "SETTINGS_FILE", "MIN_SPEECH_SECONDS", "check_text_ids", "settings_of"]
 
 #: the front-end settings of a run, written at the end of training
 SETTINGS_FILE = "features.json"
+#: a recording with less speech than this (VAD) has no speech to score
+MIN_SPEECH_SECONDS = 0.3
 
 
 class EncodedRows(NamedTuple):
@@ -33,53 +47,140 @@ class EncodedRows(NamedTuple):
     transcripts: list[str | None]
     transcript_sources: list[str | None]
     waveforms: list[np.ndarray | None]
+    warnings: list[str | None]
+    markers: list[Any]
+
+
+class _Row(NamedTuple):
+    wave: np.ndarray | None
+    markers: Any  # AcousticMarkers of the recording, None without audio
+    vector: np.ndarray | None  # the model's acoustic marker input
+    transcript: str
+    source: str
+    warnings: list[str]
 
 
 class DementiaPredictor(NamedTuple):
-    """The trained module and the front-end settings it was trained with."""
+    """The trained module, the front-end settings it was trained with, and its temperature (1.0: uncalibrated)."""
 
     module: "DementiaModule"
     settings: dict[str, Any]
+    temperature: float = 1.0
 
     @property
     def features(self) -> FeatureConfig:
         return FeatureConfig(self.settings["features"])
 
+    @property
+    def acoustic(self) -> str:
+        return self.settings.get("acoustic", "vit")
+
     def encode(self, frame: pl.DataFrame) -> EncodedRows:
-        """Read each row's recording (``wav_path``) and transcript (``transcript``, else ``cha_path``, else ASR);
-        a row that cannot be read gets an error instead of inputs."""
+        """Read each row's recording (``wav_path``) and transcript (``transcript``, else ``cha_path``, else ASR of the
+        recording); a row that cannot be scored gets an error instead of inputs (see the module docstring)."""
         n = frame.height
         errors: list[str | None] = [None] * n
-        transcripts: list[str | None] = [None] * n
-        sources: list[str | None] = [None] * n
-        waves: list[np.ndarray | None] = [None] * n
-        text_column = frame["transcript"].to_list() if "transcript" in frame.columns else [None] * n
-        cha_column = frame["cha_path"].to_list() if "cha_path" in frame.columns else [None] * n
-        for i, wav_path in enumerate(frame["wav_path"].to_list()):
+        rows: list[_Row | None] = [None] * n
+        columns = {c: frame[c].to_list() if c in frame.columns else [None] * n for c in ("wav_path", "transcript", "cha_path")}
+        for i in range(n):
             try:
-                if wav_path is None or not str(wav_path).strip():
-                    raise ValueError("wav_path is empty; give the path of the recording (a WAV file)")
-                waves[i] = load_waveform(wav_path, SAMPLE_RATE, self.features["max_seconds"])
-                if text_column[i] is not None and str(text_column[i]).strip():
-                    transcripts[i], sources[i] = str(text_column[i]).strip(), "manual"
-                elif cha_column[i] is not None and str(cha_column[i]).strip():
-                    transcripts[i], sources[i] = read_chat(cha_column[i]).text, "manual"
-                else:
-                    transcripts[i], sources[i] = transcribe(waves[i]), "asr"
+                rows[i] = self._read_row(columns["wav_path"][i], columns["transcript"][i], columns["cha_path"][i])
             except (ValueError, OSError) as error:
                 errors[i] = str(error)
-                waves[i] = None
-        valid = [i for i in range(n) if errors[i] is None]
+        valid = [i for i in range(n) if rows[i] is not None]
         batch: dict[str, torch.Tensor] = {}
         if valid:
-            batch["image"] = audio_images([waves[i] for i in valid], self.features)
-            batch.update(encode_texts([transcripts[i] for i in valid], self.settings["text_encoder"],
+            silence = np.zeros(SAMPLE_RATE, dtype=np.float32)  # stands in for a missing recording; marked absent
+            batch["image"] = audio_images([rows[i].wave if rows[i].wave is not None else silence for i in valid],
+                                          self.features)
+            batch["audio_present"] = torch.tensor([rows[i].wave is not None for i in valid])
+            if self.acoustic != "vit":
+                width = self.module.config.acoustic_features
+                batch["acoustic"] = torch.from_numpy(np.stack(
+                    [rows[i].vector if rows[i].vector is not None else np.zeros(width) for i in valid]).astype(np.float32))
+            batch.update(encode_texts([rows[i].transcript for i in valid], self.settings["text_encoder"],
                                       self.settings["max_text_tokens"], self.settings["text_vocab_size"]))
-        return EncodedRows(batch, valid, errors, transcripts, sources, waves)
+        warnings = [("; ".join(r.warnings) or None) if r is not None else None for r in rows]
+        return EncodedRows(batch, valid, errors, [r.transcript if r else None for r in rows],
+                           [r.source if r else None for r in rows], [r.wave if r else None for r in rows], warnings,
+                           [r.markers if r else None for r in rows])
+
+    def _read_row(self, wav_value: Any, text_value: Any, cha_value: Any) -> _Row:
+        from recipes.dementia_speech.acoustic import acoustic_markers, recording_features, speech_probability
+
+        has_text = "text" in self.module.modalities
+        warnings: list[str] = []
+        transcript, source = None, None
+        if text_value is not None:
+            if not isinstance(text_value, str):
+                raise RowInputError(f"transcript: expected text, got {type(text_value).__name__}; store transcript as "
+                                    "a string column")
+            if text_value.strip():
+                transcript, source = text_value.strip(), "manual"
+        if transcript is None and cha_value is not None and has_text:
+            try:
+                transcript, source = read_chat(resolve_input_path(cha_value, "cha_path")).text, "manual"
+            except (ValueError, OSError) as error:
+                if wav_value is None:
+                    raise RowInputError(f"cha_path: {_reason(error)}") from None
+                warnings.append(f"scored without cha_path: {_reason(error)}; the recording was transcribed instead")
+        if not has_text:
+            transcript = None  # an audio-only run reads no transcript
+        if wav_value is None:
+            if not has_text:
+                raise RowInputError("wav_path is empty, and this run has only the acoustic branch; give the recording")
+            if transcript is None:
+                raise RowInputError("wav_path, transcript and cha_path are all empty; give the recording (wav_path), "
+                                    "its transcript, or both")
+            warnings.append("scored without wav_path: no recording given; scored from the transcript alone")
+            return _Row(None, None, None, transcript, source, warnings)
+        try:
+            path = resolve_input_path(wav_value, "wav_path")
+            wave = load_waveform(path, SAMPLE_RATE, self.features["max_seconds"])
+        except (AudioInputError, RowInputError) as error:
+            if transcript is None:
+                raise RowInputError(f"wav_path: {_reason(error)}") from None
+            warnings.append(f"scored without wav_path: {_reason(error)}; scored from the transcript alone")
+            return _Row(None, None, None, transcript, source, warnings)
+        probability = speech_probability([wave])[0]  # one recording, a fresh VAD state
+        markers = acoustic_markers(wave, probability)
+        if markers.speech_seconds < MIN_SPEECH_SECONDS:
+            raise RowInputError(
+                f"wav_path: {path}: no speech detected ({markers.speech_seconds:.2f} s of voice activity in "
+                f"{markers.total_seconds:.1f} s); check that wav_path is the participant's recording of the picture "
+                "description"
+            )
+        shortest = float(self.settings.get("shortest_training_seconds") or 0.0)
+        if markers.total_seconds < shortest:
+            warnings.append(f"wav_path: the recording is {markers.total_seconds:.1f} s long, shorter than every "
+                            f"training recording (>= {shortest:.1f} s), so its score is less reliable; record a "
+                            "longer picture description")
+        vector = None
+        if self.acoustic != "vit" and "audio" in self.module.modalities:
+            vector, markers = recording_features(wave, probability)
+        if transcript is None and has_text:
+            transcript, source = transcribe(wave), "asr"
+            if not transcript:
+                warnings.append("transcript: the speech recogniser found no words in the recording; the text branch "
+                                "read an empty transcript (give the transcript column)")
+        return _Row(wave, markers, vector, transcript or "", source, warnings)
+
+    @torch.no_grad()
+    def logit(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        return self.module.logit(batch, present)
 
     @torch.no_grad()
     def probability(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        return self.module.probability(batch, present)
+        """Calibrated probabilities: the sigmoid of the logits divided by the run's temperature."""
+        return torch.sigmoid(self.logit(batch, present) / self.temperature)
+
+
+def _reason(error: BaseException) -> str:
+    """An input error's text without a column prefix the caller adds again."""
+    text = str(error).strip()
+    for column in ("wav_path: ", "cha_path: "):
+        text = text.removeprefix(column)
+    return text
 
 
 def check_text_ids(run: "Run", settings: dict[str, Any]) -> None:
@@ -99,7 +200,8 @@ def settings_of(datamodule: "DementiaDataModule") -> dict[str, Any]:
     h = datamodule.hparams
     settings = {"features": dict(datamodule.features), "text_encoder": h.text_encoder,
                 "max_text_tokens": h.max_text_tokens, "text_vocab_size": h.text_vocab_size,
-                "root": str(datamodule.root)}
+                "root": str(datamodule.root), "acoustic": h.acoustic,
+                "shortest_training_seconds": round(datamodule.shortest_training_seconds(), 3)}
     if h.text_encoder == "scratch":
         settings["text_ids"] = HashTokenizer.SCHEME  # the word ids its embedding table was trained on
     return settings

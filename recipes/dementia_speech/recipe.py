@@ -1,10 +1,12 @@
 """The ``dementia_speech`` recipe (alias ``dementia``): train, score and explain the speech dementia model.
 
-Scoring input: ``speaker_id``, ``wav_path``; optional ``transcript`` (cleaned text, pauses ``(.)`` and fillers
-``&uh`` as tokens) or ``cha_path`` (a CHAT file); without either, the recording is transcribed with pocketsphinx.
-``label`` and ``domain`` are passed through when present. A recording at another sampling rate is resampled and a
-stereo one averaged to mono; an empty, silent, too short, clipped or unreadable file gets an error naming the file
-and the fix.
+Scoring input: ``speaker_id`` and any of ``wav_path`` (the recording), ``transcript`` (cleaned text, pauses ``(.)``
+and fillers ``&uh`` as tokens) or ``cha_path`` (a CHAT file); a recording without either is transcribed with
+pocketsphinx, a transcript without a recording is scored from the text alone (with a warning). ``label`` and ``domain``
+are passed through when present. A recording at another sampling rate is resampled and a stereo one averaged to
+mono; an empty, silent, too short, clipped, non-finite or unreadable file, or one with no speech, gets an error
+naming the file and the fix (see :mod:`recipes.dementia_speech.predictor`). Probabilities are temperature-scaled
+with the run's ``calibration.json`` (:mod:`recipes.runtime.calibration`), fit on the validation speakers.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import torch
 from recipes.dementia_speech.explain import write_report
 from recipes.dementia_speech.predictor import SETTINGS_FILE, DementiaPredictor, check_text_ids, settings_of
 from recipes.dementia_speech.readers.adress import load_cohort_frame
+from recipes.runtime.calibration import collect_logits, fit_temperature, load_temperature, save_calibration
 from recipes.runtime.recipe import Recipe
 
 if TYPE_CHECKING:
@@ -34,16 +37,22 @@ class DementiaRecipe(Recipe):
 
     def on_train_end(self, run: "Run", datamodule: "DementiaDataModule") -> None:
         (run.path / SETTINGS_FILE).write_text(json.dumps(settings_of(datamodule), indent=2) + "\n")
+        self._calibrate(run, datamodule)
         rows = datamodule.rows("test")
         self._save_test_predictions(run, datamodule, rows)
 
+    def _calibrate(self, run: "Run", datamodule: "DementiaDataModule") -> None:
+        """Fit the temperature on the validation speakers and save it (``calibration.json``)."""
+        logits, labels = collect_logits(run.load_module(), datamodule.val_dataloader(),
+                                        lambda module, batch: (module.logit(batch), batch["label"]))
+        save_calibration(run.path, fit_temperature(logits, labels), logits, labels)
+
     def _save_test_predictions(self, run: "Run", datamodule: "DementiaDataModule", rows: pl.DataFrame) -> None:
         """Save the held-out probabilities (``test_predictions.parquet``) the dashboard's cohort view plots."""
-        module = run.load_module()
+        predictor = DementiaPredictor(run.load_module(), {}, load_temperature(run.path))
         index = torch.as_tensor(datamodule.split_rows["test"])
         batch = {k: v[index] for k, v in datamodule.tensors.items()}
-        with torch.no_grad():
-            prob = module.probability(batch).double().numpy()
+        prob = predictor.probability(batch).double().numpy()
         rows.select("speaker_id", "label", "domain", "transcript_source").with_columns(
             pl.Series("probability", prob)).write_parquet(run.path / "test_predictions.parquet")
 
@@ -72,16 +81,18 @@ class DementiaRecipe(Recipe):
             )
         settings = json.loads(file.read_text())
         check_text_ids(run, settings)
-        return DementiaPredictor(run.load_module(), settings)
+        return DementiaPredictor(run.load_module(), settings, load_temperature(run.path))
 
     def score_frame(self, predictor: DementiaPredictor, frame: pl.DataFrame) -> pl.DataFrame:
         encoded = predictor.encode(frame)
         scores: list[float | None] = [None] * frame.height
-        if encoded.valid_rows:
-            for i, p in zip(encoded.valid_rows, predictor.probability(encoded.batch).double().tolist()):
-                scores[i] = p
+        # one row at a time: a batched kernel rounds by its batch's shape, and a score must not depend on its chunk
+        for position, i in enumerate(encoded.valid_rows):
+            row = {k: v[position: position + 1] for k, v in encoded.batch.items()}
+            scores[i] = float(predictor.probability(row).double()[0])
         return pl.DataFrame({"score": pl.Series(scores, dtype=pl.Float64),
                              "transcript_source": pl.Series(encoded.transcript_sources, dtype=pl.Utf8),
+                             "warnings": pl.Series(encoded.warnings, dtype=pl.Utf8),
                              "error": pl.Series(encoded.errors, dtype=pl.Utf8)})
 
     def demo_input(self, run: "Run", path: Path) -> Path:
@@ -117,8 +128,9 @@ RECIPE = DementiaRecipe(
     variant_field="fusion",
     aliases=("dementia",),
     links=(("data.text_dim", "model.config.text_dim"), ("data.image_size", "model.config.image_size"),
+           ("data.acoustic", "model.config.acoustic"), ("data.acoustic_features", "model.config.acoustic_features"),
            ("data.text_encoder", "model.config.text_encoder"), ("data.text_vocab_size", "model.config.text_vocab_size")),
-    score_columns=("speaker_id", "wav_path"),
+    score_columns=("speaker_id",),
     passthrough=("speaker_id", "label", "domain"),
     extra_outputs=(("transcript_source", "Utf8"),),  # "manual" (given or .cha) or "asr" (pocketsphinx)
     datasets=("dementia-cohort",),

@@ -114,9 +114,18 @@ def parse_chat(text: str, speaker: str = "PAR") -> ChatTranscript:
     return ChatTranscript([u for u in utterances if u], header)
 
 
+#: a CHAT file of one picture description is a few kB; anything past this is not one
+MAX_CHAT_BYTES = 4 * 2**20
+
+
 def read_chat(path: str | Path, speaker: str = "PAR") -> ChatTranscript:
     """:func:`parse_chat` of a ``.cha`` file (UTF-8; errors name the file)."""
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such CHAT file; check the cha_path column")
+    if path.stat().st_size > MAX_CHAT_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size / 2**20:.0f} MB is far more than a CHAT transcript of one "
+                         f"session (at most {MAX_CHAT_BYTES // 2**20} MB read); check the cha_path column")
     try:
         return parse_chat(path.read_text(encoding="utf-8", errors="replace"), speaker)
     except ValueError as error:

@@ -60,3 +60,15 @@ def test_datamodule_on_adress_fixture(adress_root, monkeypatch):
 def test_bad_datamodule_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DementiaDataModule(**kwargs)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian espeak-ng (make system-deps)")
+def test_a_transcript_does_not_depend_on_what_was_decoded_before():
+    from tests.recipes.dementia_speech.dementia_helpers import speech
+
+    short = speech("trent center", 1.4)
+    other = speech("the mother is drying a plate at the sink and the water is overflowing", 5.0)
+    fresh = transcribe(short)
+    transcribe(other)
+    transcribe(other)
+    assert transcribe(short) == fresh

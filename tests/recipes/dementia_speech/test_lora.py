@@ -155,7 +155,7 @@ def test_tiny_run_saves_reloads_and_scores_like_the_in_memory_module(lora_run, t
     wavs = sorted((root / "train" / "Full_wave_enhanced_audio").rglob("*.wav"))[:3]
     frame = pl.DataFrame({"speaker_id": [w.stem for w in wavs] + ["missing"],
                           "wav_path": [str(w) for w in wavs] + [str(tmp_path / "missing.wav")],
-                          "transcript": ["the boy (.) is &uh taking a cookie", "a girl and a stool", "the &um water", "x"]})
+                          "transcript": ["the boy (.) is &uh taking a cookie", "a girl and a stool", "the &um water", None]})
     scored = recipe.score_frame(predictor, frame)
     assert scored.height == frame.height
     assert scored["score"].null_count() == 1 and "missing.wav" in scored["error"][3]

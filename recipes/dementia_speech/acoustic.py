@@ -1,0 +1,177 @@
+"""The acoustic markers of a recording, as the literature on dementia speech measures them: the 88 eGeMAPS functionals
+of openSMILE (Eyben et al., 2016; the ADReSS challenge baseline's feature set) and pause/speech statistics from the
+Silero voice-activity detector (its model ships inside the ``silero-vad`` wheel) — pause count and length, speech
+rate, phonation ratio (Pistono et al., 2019; Fraser et al., 2016).
+
+Every function reads mono 16 kHz float audio (:func:`recipes.dementia_speech.audio.load_waveform`). The VAD runs
+with a fresh state per recording, so a recording's markers never depend on what was analysed before it.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = ["AcousticMarkers", "PAUSE_FEATURES", "MIN_PAUSE_SECONDS", "acoustic_features", "acoustic_markers",
+           "egemaps", "egemaps_names", "feature_names", "recording_features", "speech_probability", "speech_segments"]
+
+VAD_RATE = 16_000
+VAD_WINDOW = 512  # samples per Silero decision at 16 kHz (32 ms)
+VAD_ON, VAD_OFF = 0.5, 0.35  # hysteresis thresholds of Silero's own segmenter
+MIN_SPEECH_SECONDS = 0.1
+#: a silence between two stretches of speech counts as a pause from this length (the 250 ms of most studies)
+MIN_PAUSE_SECONDS = 0.25
+#: the pause/speech statistics, in the order of :attr:`AcousticMarkers.vector`
+PAUSE_FEATURES = ("total_seconds", "speech_seconds", "phonation_ratio", "pause_count", "pauses_per_minute",
+                  "mean_pause_seconds", "max_pause_seconds", "pause_seconds_std", "long_pause_ratio",
+                  "segments_per_minute", "mean_segment_seconds", "speech_rate")
+LONG_PAUSE_SECONDS = 1.0
+
+_MODELS: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+def _vad_model():
+    with _LOCK:
+        if "vad" not in _MODELS:
+            threads = torch.get_num_threads()
+            from silero_vad import load_silero_vad  # importing it sets torch's thread count to 1: put it back
+
+            torch.set_num_threads(threads)
+            _MODELS["vad"] = load_silero_vad()
+        return _MODELS["vad"]
+
+
+def _smile():
+    with _LOCK:
+        if "smile" not in _MODELS:
+            import opensmile
+
+            _MODELS["smile"] = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                                               feature_level=opensmile.FeatureLevel.Functionals)
+        return _MODELS["smile"]
+
+
+@torch.no_grad()
+def speech_probability(waveforms: list[np.ndarray]) -> list[np.ndarray]:
+    """Silero's speech probability of every 32 ms window of each recording (``(ceil(T / 512),)`` each). Recordings
+    are run side by side as a batch, each with its own fresh state (the model's recurrent state is per batch row)."""
+    if not waveforms:
+        return []
+    model = _vad_model()
+    longest = max(len(w) for w in waveforms)
+    frames = -(-longest // VAD_WINDOW)
+    batch = torch.zeros(len(waveforms), frames * VAD_WINDOW)
+    for row, wave in enumerate(waveforms):
+        batch[row, : len(wave)] = torch.from_numpy(np.asarray(wave, dtype=np.float32))
+    with _LOCK:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # 1500 tiny steps a minute of audio: more threads only contend (50x slower on 2 busy cores)
+        try:
+            model.reset_states()
+            probability = model.audio_forward(batch, VAD_RATE).numpy()  # (N, frames + 1): the model pads one window
+            model.reset_states()
+        finally:
+            torch.set_num_threads(threads)
+    return [probability[row, : -(-len(w) // VAD_WINDOW)].astype(np.float64) for row, w in enumerate(waveforms)]
+
+
+def speech_segments(probability: np.ndarray) -> list[tuple[float, float]]:
+    """``[(start, end), ...]`` seconds of speech from window probabilities: on above 0.5, off below 0.35; stretches
+    shorter than 0.1 s are dropped and silences shorter than :data:`MIN_PAUSE_SECONDS` bridged (Silero's rules)."""
+    step = VAD_WINDOW / VAD_RATE
+    segments: list[list[float]] = []
+    speaking = False
+    for index, p in enumerate(probability):
+        if not speaking and p >= VAD_ON:
+            speaking = True
+            segments.append([index * step, len(probability) * step])
+        elif speaking and p < VAD_OFF:
+            speaking = False
+            segments[-1][1] = index * step
+    merged: list[list[float]] = []
+    for start, end in segments:
+        if merged and start - merged[-1][1] < MIN_PAUSE_SECONDS:
+            merged[-1][1] = end
+        else:
+            merged.append([start, end])
+    return [(round(s, 4), round(e, 4)) for s, e in merged if e - s >= MIN_SPEECH_SECONDS]
+
+
+class AcousticMarkers(NamedTuple):
+    """Pause and speech statistics of one recording. ``segments``: the speech stretches (seconds); ``pauses``:
+    the silences between them (seconds); ``speech_rate``: voiced segments (≈ syllables) per second of speech, from
+    eGeMAPS' ``VoicedSegmentsPerSec`` when given, else stretches per second."""
+
+    total_seconds: float
+    segments: list[tuple[float, float]]
+    pauses: list[tuple[float, float]]
+    speech_rate: float
+
+    @property
+    def speech_seconds(self) -> float:
+        return float(sum(e - s for s, e in self.segments))
+
+    @property
+    def vector(self) -> np.ndarray:
+        """``(len(PAUSE_FEATURES),)`` float64 in the order of :data:`PAUSE_FEATURES`."""
+        lengths = np.array([e - s for s, e in self.pauses], dtype=np.float64)
+        minutes = max(self.total_seconds, 1e-6) / 60.0
+        speech = self.speech_seconds
+        return np.array([
+            self.total_seconds, speech, speech / max(self.total_seconds, 1e-6), len(self.pauses),
+            len(self.pauses) / minutes, lengths.mean() if lengths.size else 0.0, lengths.max() if lengths.size else 0.0,
+            lengths.std() if lengths.size else 0.0, float((lengths >= LONG_PAUSE_SECONDS).mean()) if lengths.size else 0.0,
+            len(self.segments) / minutes, speech / max(len(self.segments), 1), self.speech_rate,
+        ], dtype=np.float64)
+
+
+def acoustic_markers(waveform: np.ndarray, probability: np.ndarray | None = None,
+                     voiced_per_second: float | None = None) -> AcousticMarkers:
+    """The pause/speech statistics of a 16 kHz recording (``probability``: its :func:`speech_probability`, computed
+    when not given). Pauses are the silences between speech stretches; leading and trailing silence is not a pause."""
+    if probability is None:
+        probability = speech_probability([waveform])[0]
+    segments = speech_segments(probability)
+    pauses = [(a_end, b_start) for (_, a_end), (b_start, _) in zip(segments, segments[1:])]
+    speech = sum(e - s for s, e in segments)
+    rate = voiced_per_second if voiced_per_second is not None else len(segments) / max(speech, 1e-6)
+    return AcousticMarkers(len(waveform) / VAD_RATE, segments, pauses, float(rate))
+
+
+def egemaps(waveform: np.ndarray) -> np.ndarray:
+    """The 88 eGeMAPS v02 functionals of a 16 kHz recording, float64, in :func:`egemaps_names` order."""
+    values = _smile().process_signal(np.asarray(waveform, dtype=np.float32), VAD_RATE).to_numpy()[0]
+    return values.astype(np.float64)
+
+
+def egemaps_names() -> list[str]:
+    return list(_smile().feature_names)
+
+
+def feature_names() -> list[str]:
+    """Names of :func:`acoustic_features`' columns: the eGeMAPS functionals, then :data:`PAUSE_FEATURES`."""
+    return [*egemaps_names(), *PAUSE_FEATURES]
+
+
+def recording_features(waveform: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, AcousticMarkers]:
+    """One recording's ``(88 + len(PAUSE_FEATURES),)`` float32 feature row (eGeMAPS functionals, then the pause
+    statistics; a non-finite functional of a recording with no voiced frame becomes 0) and its markers, from its
+    :func:`speech_probability`."""
+    functionals = egemaps(waveform)
+    voiced = float(functionals[egemaps_names().index("VoicedSegmentsPerSec")])
+    markers = acoustic_markers(waveform, probability, voiced if np.isfinite(voiced) else None)
+    row = np.concatenate([functionals, markers.vector])
+    return np.nan_to_num(row, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), markers
+
+
+def acoustic_features(waveforms: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
+    """``(N, 88 + len(PAUSE_FEATURES))`` float32: :func:`recording_features` of each recording (the VAD runs
+    ``batch_size`` recordings side by side)."""
+    rows = []
+    for first in range(0, len(waveforms), batch_size):
+        chunk = waveforms[first: first + batch_size]
+        rows += [recording_features(wave, probability)[0] for wave, probability in zip(chunk, speech_probability(chunk))]
+    return np.stack(rows) if rows else np.zeros((0, 88 + len(PAUSE_FEATURES)), dtype=np.float32)
