@@ -16,6 +16,7 @@ __all__ = [
     "aligned_scale_iou",
     "yaw_difference",
     "centre_distance",
+    "bev_iou",
     "ray_box_hits",
     "Match",
     "greedy_match",
@@ -117,9 +118,52 @@ class Match(NamedTuple):
     is_tp: np.ndarray
 
 
+def _clip(polygon: np.ndarray, edge_start: np.ndarray, edge_end: np.ndarray) -> np.ndarray:
+    """The part of ``polygon (K, 2)`` left of the directed edge (Sutherland–Hodgman, one edge)."""
+    if not len(polygon):
+        return polygon
+    direction = edge_end - edge_start
+    side = direction[0] * (polygon[:, 1] - edge_start[1]) - direction[1] * (polygon[:, 0] - edge_start[0])  # (K,)
+    out = []
+    for k in range(len(polygon)):
+        current, following = polygon[k], polygon[(k + 1) % len(polygon)]
+        s_current, s_following = side[k], side[(k + 1) % len(polygon)]
+        if s_current >= 0:
+            out.append(current)
+        if (s_current >= 0) != (s_following >= 0):
+            t = s_current / (s_current - s_following)
+            out.append(current + t * (following - current))
+    return np.asarray(out).reshape(-1, 2)
+
+
+def _area(polygon: np.ndarray) -> float:
+    if len(polygon) < 3:
+        return 0.0
+    x, y = polygon[:, 0], polygon[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def bev_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(Na, Nb)`` IoU of the rotated bird's-eye-view rectangles of two sets of boxes (KITTI's BEV overlap)."""
+    corners_a, corners_b = box_corners_bev(a), box_corners_bev(b)
+    area_a = np.asarray(a, dtype=np.float64).reshape(-1, 7)[:, 3:5].prod(-1)
+    area_b = np.asarray(b, dtype=np.float64).reshape(-1, 7)[:, 3:5].prod(-1)
+    out = np.zeros((len(corners_a), len(corners_b)))
+    for i, polygon_a in enumerate(corners_a):
+        for j, polygon_b in enumerate(corners_b):
+            if np.linalg.norm(polygon_a.mean(0) - polygon_b.mean(0)) > (np.ptp(polygon_a, 0).max() + np.ptp(polygon_b, 0).max()):
+                continue  # too far apart to overlap
+            inter = polygon_a
+            for k in range(4):  # counter-clockwise: the inside is left of every edge
+                inter = _clip(inter, polygon_b[k], polygon_b[(k + 1) % 4])
+            overlap = _area(inter)
+            out[i, j] = overlap / (area_a[i] + area_b[j] - overlap)
+    return out
+
+
 def greedy_match(det_boxes: np.ndarray, det_scores: np.ndarray, gt_boxes: np.ndarray, threshold: float) -> Match:
     """nuScenes matching: detections in descending score order each take the nearest still-unmatched ground
-    truth whose centre lies within ``threshold`` metres."""
+    truth whose centre lies closer than ``threshold`` metres (strictly, as the devkit)."""
     det_boxes = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 7)
     gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 7)
     is_tp = np.zeros(len(det_boxes), dtype=bool)
@@ -130,7 +174,7 @@ def greedy_match(det_boxes: np.ndarray, det_scores: np.ndarray, gt_boxes: np.nda
         for d in np.argsort(-np.asarray(det_scores), kind="stable"):
             candidates = np.where(taken, np.inf, distance[d])
             g = int(np.argmin(candidates))
-            if candidates[g] <= threshold:
+            if candidates[g] < threshold:
                 taken[g] = True
                 is_tp[d] = True
                 pairs.append((int(d), g))
