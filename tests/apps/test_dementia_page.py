@@ -77,9 +77,38 @@ def test_upload_with_a_transcript_and_a_bad_upload(dementia_runs, monkeypatch, t
     assert any(s.value == "Transcript (manual)" for s in at.subheader)
     assert any(":orange-background[(..)]" in m.value for m in at.markdown)
 
+    assert any(m.label == "Speech rate" for m in at.metric)  # the acoustic markers beside the transcript
+    assert any(s.value == "Acoustic markers" for s in at.subheader)
+
     at.file_uploader(key="dementia-wav").upload("broken.wav", b"not audio at all", "audio/wav").run()
     assert not at.exception
     assert "broken.wav: not a readable audio file" in at.error[0].value and "sox" in at.error[0].value
+    assert "fusion-dementia-" not in at.error[0].value  # the message names the upload, not the server's temp folder
+
+
+def test_uploads_leave_no_folder_a_wrong_type_is_a_message_and_a_transcript_alone_scores(dementia_runs, monkeypatch,
+                                                                                          tmp_path):
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # re-read TMPDIR
+    try:
+        at = open_page(monkeypatch, dementia_runs)
+        at.radio(key="dementia-mode").set_value("Upload a recording").run()
+        at.file_uploader(key="dementia-wav").upload("../../evil.mp4", b"\x00" * 64, "video/mp4").run()
+        assert not at.exception
+        assert "a .mp4 file cannot be read here; upload .wav or .flac or .ogg" in at.error[0].value
+    finally:
+        tempfile.tempdir = None
+    assert not list(tmp_path.glob("fusion-dementia-*"))  # every upload folder was removed
+
+    at = open_page(monkeypatch, dementia_runs)
+    at.radio(key="dementia-mode").set_value("Upload a recording").run()
+    at.text_area(key="dementia-transcript").input("the boy (..) &uh is on the stool").run()
+    assert not at.exception and not at.error
+    assert "scored without wav_path" in at.warning[0].value
+    assert 0.0 <= float(next(m.value for m in at.metric if m.label == "Probability of dementia")) <= 1.0
+    assert any("scored from its transcript alone" in i.value for i in at.info)
 
 
 @pytest.mark.browser

@@ -71,3 +71,37 @@ def test_small_cohort_is_deterministic_and_in_adress_layout(tmp_path):
 def test_odd_or_tiny_split_sizes_raise(field):
     with pytest.raises(ValueError, match="even int"):
         CohortSpec(**{field: 3})
+
+
+def test_large_cohort_plan_is_deterministic_balanced_and_its_voices_do_not_carry_the_label():
+    from dataclasses import asdict
+
+    from recipes.dementia_speech.cohort import LARGE_COHORT, _plan
+
+    speakers = _plan(LARGE_COHORT)
+    assert [asdict(s) for s in speakers] == [asdict(s) for s in _plan(LARGE_COHORT)]
+    assert len(speakers) >= 400 and len({s.speaker_id for s in speakers}) == len(speakers)
+    assert sum(s.label for s in speakers) * 2 == len(speakers)
+    assert len({s.voice for s in speakers}) > 150
+    dementia = [s for s in speakers if s.label]
+    control = [s for s in speakers if not s.label]
+    for field in ("pitch", "tract", "gain", "snr_db", "tilt"):  # drawn independently of the label
+        a, b = np.array([getattr(s, field) for s in dementia]), np.array([getattr(s, field) for s in control])
+        assert abs(a.mean() - b.mean()) < 0.2 * np.concatenate([a, b]).std(), field
+    rates = np.array([s.rate for s in dementia]), np.array([s.rate for s in control])
+    assert rates[1].mean() - rates[0].mean() > 15  # the planted marker: dementia speakers speak slower
+
+
+def test_generation_is_the_same_whatever_the_workers_and_continues_after_an_interruption(tmp_path):
+    spec = CohortSpec(source_train=2, source_test=2, target_train=2, target_test=2, seed=5)
+    serial = generate_cohort(tmp_path / "serial", spec, workers=1)
+    parallel = generate_cohort(tmp_path / "parallel", spec, workers=4)
+    files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file())
+    assert files and all((serial / f).read_bytes() == (parallel / f).read_bytes() for f in files)
+    wav = next(p for p in files if p.suffix == ".wav")
+    (parallel / wav).unlink()  # as if killed before this speaker was written
+    before = {f: (parallel / f).stat().st_mtime_ns for f in files if f != wav}
+    generate_cohort(tmp_path / "parallel", spec, workers=2)
+    assert (parallel / wav).read_bytes() == (serial / wav).read_bytes()
+    kept = [f for f in before if f.suffix in (".wav", ".cha") and f.stem != wav.stem]
+    assert kept and all((parallel / f).stat().st_mtime_ns == before[f] for f in kept)  # not written again

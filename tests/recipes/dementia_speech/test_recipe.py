@@ -30,7 +30,7 @@ def tiny_run(tmp_path_factory):
         yield run
 
 
-@pytest.mark.parametrize("name", ["quick", "full", "lora"])
+@pytest.mark.parametrize("name", ["quick", "full", "lora", "large"])
 def test_shipped_configs_build_the_module_and_the_data_module(name):
     from fusion_core.encoders.text_minilm import MINILM_DIM
     from recipes.dementia_speech.data import DementiaDataModule
@@ -41,12 +41,25 @@ def test_shipped_configs_build_the_module_and_the_data_module(name):
     config = parse_config("dementia", [name])
     data = DementiaDataModule(**config["data"])
     linked = {"text_dim": data.text_dim, "image_size": data.image_size, "text_encoder": data.text_encoder,
-              "text_vocab_size": data.text_vocab_size}
+              "text_vocab_size": data.text_vocab_size, "acoustic": data.acoustic,
+              "acoustic_features": data.acoustic_features}
     module = DementiaModule({**config["model"]["config"], **linked})
     assert data.text_dim == MINILM_DIM and module.config.fusion in ("gated_self_attention", "cross_attention")
     for path in get_recipe("dementia").config_chain(name):
         written = (yaml.safe_load(path.read_text()).get("model") or {}).get("config") or {}
         assert not set(linked) & set(written), path  # linked from the data section, so the two cannot disagree
+
+
+def test_the_large_config_is_the_benchmark_cohort_with_both_acoustic_encoders():
+    from dataclasses import asdict
+
+    from recipes.dementia_speech.cohort import LARGE_COHORT
+    from recipes.dementia_speech.data import DementiaDataModule
+    from recipes.runtime.train import parse_config
+
+    data = DementiaDataModule(**parse_config("dementia", ["large"])["data"])
+    assert asdict(data.spec) == asdict(LARGE_COHORT) and data.acoustic == "both" and data.acoustic_features == 100
+    assert sum(asdict(LARGE_COHORT)[k] for k in ("source_train", "source_test", "target_train", "target_test")) >= 400
 
 
 def test_the_lora_config_holds_only_what_differs_from_quick():
