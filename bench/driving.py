@@ -1,45 +1,55 @@
-"""Benchmark of the camera-LiDAR detectors (issue 6): LiDAR-only, camera-only, early BEV concatenation
-(BEVFusion-like) and the interaction model (DeepInteraction++-style), on clean generated scenes and under faults.
+"""Benchmark of the camera-LiDAR detectors (issues 6 and 13): LiDAR-only, camera-only, early BEV concatenation
+(BEVFusion-like) and the interaction model (DeepInteraction++-style), on clean generated scenes and under sensor
+faults.
 
-All four variants are the recipe's ``DrivingModule`` with the ``quick`` config's model sizes, trained by the same
-plain PyTorch loop (AdamW, one-cycle schedule, the module's own loss) for 12 epochs on all 450 training frames of
-``driving-scenes`` (the quick config trains 3 epochs on 240), in the same order; training frames get a random sensor
-fault with the config's ``fault_prob``. Each model is then evaluated on
-the held-out test frames clean and under each fault: ``camera_blackout`` (all-black image), ``lidar_beam_loss`` (a
-random half of the beams lost per frame) and ``night`` (image at 12 % brightness with noise), with the recipe's
-nuScenes-style mAP (centre-distance matching at 0.5/1/2/4 m) and NDS-like score.
+Each variant is trained by the recipe's own path, ``fusion train driving --config quick --model.config.variant V``
+(:func:`recipes.runtime.train.train`: LightningCLI, the module's loss, per-frame sensor dropout and training faults,
+the one-cycle schedule), so the bench measures exactly what a user trains. Each model is then evaluated on the
+held-out test frames clean and under each fault, with the recipe's metric (nuScenes mAP / NDS computed as the
+devkit does, and KITTI-style BEV mAP): ``camera_blackout`` (an all-black image), ``lidar_failed`` (no LiDAR at all),
+``lidar_beam_loss`` (a random half of the beams lost per frame) and ``night`` (the image at 12 % brightness).
 
 Progress goes to stdout; the last line is one JSON object::
 
-    {"clean": {"lidar": {"map": m, "nds": n}, "camera": {...}, "concat": {...}, "interaction": {...}},
-     "faults": {"camera_blackout": {<variant>: {"map", "nds"}}, "lidar_beam_loss": {...}, "night": {...}},
-     "train_seconds": t}
+    {"clean": {"lidar": {"map": m, "nds": n, "kitti_bev_map": k}, "camera": {...}, "concat": {...},
+               "interaction": {...}},
+     "faults": {"camera_blackout": {<variant>: {...}}, "lidar_failed": {...}, "lidar_beam_loss": {...},
+                "night": {...}},
+     "goals": {<issue 13's bench goal>: true | false},
+     "devkit_check": d, "train_seconds": t, "bench_seconds": s}
 
-``train_seconds`` sums the four models' training wall time. Run ``.venv/bin/python bench/driving.py`` — about
-3 minutes on one GPU with ``--workers 12``, most of an hour on 2 CPU cores (``--epochs`` and ``--limit-frames`` shrink
-it; ``--smoke`` checks the plumbing in a minute).
+``devkit_check`` is the largest absolute difference between the recipe's AP (every class and distance threshold)
+and ``nuscenes-devkit``'s ``accumulate`` + ``calc_ap`` on the interaction model's clean test detections; null when
+the devkit cannot be imported (it pins numpy < 2, so it cannot live in this venv: install it elsewhere and point
+``NUSCENES_DEVKIT_PATH`` at that site-packages). ``train_seconds`` sums the four trainings.
+
+Run ``.venv/bin/python bench/driving.py``: the defaults (the quick config's data and epochs) take about 15 minutes on
+2 CPU cores; ``--epochs`` and ``--limit-frames`` change them, ``--smoke`` checks the plumbing in a minute or two.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
 
-from recipes.driving_interaction.config import DATA_GEOMETRY, DrivingConfig  # noqa: E402
-from recipes.driving_interaction.data import DrivingDataModule, collate_examples  # noqa: E402
-from recipes.driving_interaction.module import DrivingModule  # noqa: E402
+from recipes.driving_interaction.config import CLASSES  # noqa: E402
+from recipes.driving_interaction.data import collate_examples, datamodule_of  # noqa: E402
+from recipes.driving_interaction.metrics import DISTANCE_THRESHOLDS, accumulate, calc_ap  # noqa: E402
+from recipes.runtime.train import train  # noqa: E402
 
 VARIANTS = ("lidar", "camera", "concat", "interaction")
-FAULTS = ("camera_blackout", "lidar_beam_loss", "night")
-QUICK = Path(__file__).resolve().parents[1] / "recipes" / "driving_interaction" / "configs" / "quick.yaml"
+#: scenario name -> the data set's fault
+FAULTS = {"camera_blackout": "camera_blackout", "lidar_failed": "lidar_failure", "lidar_beam_loss": "lidar_beam_loss",
+          "night": "night"}
 STARTED = time.perf_counter()
 
 
@@ -47,81 +57,111 @@ def say(message: str) -> None:
     print(f"[bench {time.perf_counter() - STARTED:6.0f} s] {message}", flush=True)
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def train_variant(variant: str, model_options: dict, datamodule: DrivingDataModule, epochs: int, device: torch.device,
-                  workers: int, seed: int) -> tuple[DrivingModule, float]:
-    torch.manual_seed(seed)
-    # the quick config's model, with the data's camera input size and BEV extent (linked in `fusion train`)
-    geometry = {name: getattr(datamodule, name) for name in DATA_GEOMETRY}
-    module = DrivingModule(DrivingConfig(**{**model_options, **geometry, "variant": variant})).to(device)
-    dataset = datamodule.dataset("train")
-    loader = DataLoader(dataset, batch_size=datamodule.batch_size, shuffle=True, collate_fn=collate_examples,
-                        num_workers=workers, generator=torch.Generator().manual_seed(seed), persistent_workers=False)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=module.config.lr, weight_decay=module.config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=module.config.lr, total_steps=epochs * len(loader),
-                                                    pct_start=0.15)
-    started = time.perf_counter()
-    module.train()
-    for epoch in range(epochs):
-        dataset.epoch = epoch
-        total = 0.0
-        for batch in loader:
-            loss = module.losses(to_device(batch, device)).total
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach())
-        say(f"{variant} epoch {epoch + 1}/{epochs} loss {total / len(loader):.3f}")
-    module.eval()
-    return module, time.perf_counter() - started
-
-
 @torch.no_grad()
-def evaluate(module: DrivingModule, datamodule: DrivingDataModule, fault: str, device: torch.device) -> dict[str, float]:
-    metrics = module.build_metrics().to(device)
+def evaluate(module, datamodule, fault: str) -> tuple[dict[str, float], list]:
+    """The recipe's metrics on the test split under ``fault``, and the frames they were computed on."""
+    metrics = module.build_metrics()
     dataset = datamodule.dataset("test", fault)
     for start in range(0, len(dataset), 16):
-        batch = to_device(collate_examples([dataset[i] for i in range(start, min(start + 16, len(dataset)))]), device)
+        batch = collate_examples([dataset[i] for i in range(start, min(start + 16, len(dataset)))])
         module.update_metrics(metrics, batch, module.present_of(batch))
-    computed = {name: float(value) for name, value in metrics["detection"].compute().items()}
-    return {"map": round(computed["map"], 4), "nds": round(computed["nds"], 4)}
+    detection = metrics["detection"]
+    computed = {name: float(value) for name, value in detection.compute().items()}
+    return {key: round(computed[key], 4) for key in ("map", "nds", "kitti_bev_map")}, detection.frames()
+
+
+def devkit_check(frames: list) -> float | None:
+    """Max |our AP − the devkit's AP| over classes and distance thresholds on ``frames``; None without the devkit."""
+    extra = os.environ.get("NUSCENES_DEVKIT_PATH")
+    if extra:
+        sys.path.append(extra)
+    try:
+        from nuscenes.eval.common.data_classes import EvalBoxes
+        from nuscenes.eval.common.utils import center_distance
+        from nuscenes.eval.detection.algo import accumulate as devkit_accumulate
+        from nuscenes.eval.detection.algo import calc_ap as devkit_calc_ap
+        from nuscenes.eval.detection.data_classes import DetectionBox
+        from pyquaternion import Quaternion
+    except ImportError as error:
+        say(f"devkit_check skipped: the nuScenes devkit cannot be imported ({error})")
+        return None
+    names = {"Car": "car", "Truck": "truck", "Pedestrian": "pedestrian", "Cyclist": "bicycle"}
+
+    def box(token: str, row: np.ndarray, label: int, score: float = -1.0) -> "DetectionBox":
+        return DetectionBox(sample_token=token, translation=tuple(row[:3]), size=(row[4], row[3], row[5]),
+                            rotation=tuple(Quaternion(axis=[0, 0, 1], angle=row[6]).elements), velocity=(0.0, 0.0),
+                            detection_name=names[CLASSES[int(label)]], detection_score=float(score), attribute_name="")
+
+    gt, pred = EvalBoxes(), EvalBoxes()
+    for f, (boxes, labels, scores, gt_boxes, gt_labels) in enumerate(frames):
+        gt.add_boxes(f"s{f}", [box(f"s{f}", r, l) for r, l in zip(gt_boxes, gt_labels)])
+        pred.add_boxes(f"s{f}", [box(f"s{f}", r, l, s) for r, l, s in zip(boxes, labels, scores)])
+    gaps = []
+    for c, name in enumerate(CLASSES):
+        for threshold in DISTANCE_THRESHOLDS:
+            reference = devkit_calc_ap(devkit_accumulate(gt, pred, names[name], center_distance, threshold), 0.1, 0.1)
+            gaps.append(abs(calc_ap(accumulate(frames, c, threshold)) - reference))
+    return float(max(gaps))
+
+
+def goals(clean: dict, faults: dict) -> dict[str, bool]:
+    """Issue 13's bench goals, each true or false as measured."""
+    def m(table: dict, variant: str) -> float:
+        return table[variant]["map"]
+
+    baselines = ("lidar", "camera", "concat")
+    return {
+        "clean: interaction >= every baseline": all(m(clean, "interaction") >= m(clean, b) for b in baselines),
+        "camera_blackout: interaction >= lidar clean - 0.02": m(faults["camera_blackout"], "interaction")
+        >= m(clean, "lidar") - 0.02,
+        "lidar_failed: interaction >= camera - 0.02": m(faults["lidar_failed"], "interaction")
+        >= m(faults["lidar_failed"], "camera") - 0.02,
+        "lidar_beam_loss: interaction >= every baseline": all(
+            m(faults["lidar_beam_loss"], "interaction") >= m(faults["lidar_beam_loss"], b) for b in baselines),
+        "night: interaction >= every baseline": all(m(faults["night"], "interaction") >= m(faults["night"], b)
+                                                    for b in baselines),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
-    parser.add_argument("--limit-frames", type=int, default=None, help="cap on the frames of each split (default: all)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the quick config's)")
+    parser.add_argument("--limit-frames", default=None,
+                        help="cap on the frames of each split (default: the quick config's; 'null' for all)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--smoke", action="store_true", help="one epoch on 16 frames per split")
     args = parser.parse_args()
-    quick = yaml.safe_load(QUICK.read_text())
-    epochs = 1 if args.smoke else args.epochs
-    data_options = dict(quick["data"])
-    data_options["limit_frames"] = 16 if args.smoke else args.limit_frames
-    device = torch.device(args.device)
-    say(f"variants {VARIANTS}; faults {FAULTS}; {epochs} epochs; data {data_options}; device {device}")
-    datamodule = DrivingDataModule(**data_options)
-    datamodule.prepare_data()
-    datamodule.setup()
-    say(f"frames: {', '.join(f'{k} {len(v)}' for k, v in datamodule.splits.items())}")
-    clean, faults = {}, {fault: {} for fault in FAULTS}
-    train_seconds = 0.0
-    for variant in VARIANTS:
-        module, seconds = train_variant(variant, quick["model"]["config"], datamodule, epochs, device, args.workers,
-                                        int(quick.get("seed_everything", 0)))
-        train_seconds += seconds
-        clean[variant] = evaluate(module, datamodule, "clean", device)
-        say(f"{variant} trained in {seconds:.0f} s; clean {clean[variant]}")
-        for fault in FAULTS:
-            faults[fault][variant] = evaluate(module, datamodule, fault, device)
-            say(f"{variant} {fault} {faults[fault][variant]}")
-    print(json.dumps({"clean": clean, "faults": faults, "train_seconds": round(train_seconds, 1)}), flush=True)
+    overrides = ["--config", "quick", "--trainer.enable_progress_bar", "false"]
+    if args.smoke:
+        overrides += ["--trainer.max_epochs", "1", "--data.limit_frames", "16"]
+    if args.epochs is not None:
+        overrides += ["--trainer.max_epochs", str(args.epochs)]
+    if args.limit_frames is not None:
+        overrides += ["--data.limit_frames", str(args.limit_frames)]
+    say(f"variants {args.variants}; scenarios clean + {list(FAULTS)}; fusion train driving {' '.join(overrides)}")
+    clean: dict[str, dict] = {}
+    faults: dict[str, dict] = {name: {} for name in FAULTS}
+    train_seconds, check = 0.0, None
+    with tempfile.TemporaryDirectory(prefix="bench-driving-") as runs:
+        for variant in args.variants:
+            run = train("driving", [*overrides, "--model.config.variant", variant, "--runs-dir", runs])
+            train_seconds += float(run.metrics.get("train_seconds", 0.0))
+            module = run.load_module().eval()
+            datamodule = datamodule_of(run)
+            datamodule.setup()
+            clean[variant], frames = evaluate(module, datamodule, "clean")
+            say(f"{variant}: trained in {run.metrics.get('train_seconds', 0):.0f} s; clean {clean[variant]}")
+            if variant == "interaction":
+                check = devkit_check(frames)
+            for name, fault in FAULTS.items():
+                faults[name][variant] = evaluate(module, datamodule, fault)[0]
+                say(f"{variant} {name} {faults[name][variant]}")
+    result = {"clean": clean, "faults": faults}
+    if set(args.variants) == set(VARIANTS):
+        result["goals"] = goals(clean, faults)
+    result.update({"devkit_check": check, "train_seconds": round(train_seconds, 1),
+                   "bench_seconds": round(time.perf_counter() - STARTED, 1)})
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
