@@ -1,5 +1,6 @@
-"""The dementia recipe's HTML report: modality Shapley values, spectrogram saliency over time and frequency,
-word attributions over the transcript (pauses and fillers marked) and the reliability diagram.
+"""The dementia recipe's HTML report: modality Shapley values, spectrogram saliency over time and frequency (runs
+with the spectrogram transformer), acoustic-marker attributions (runs with the markers), word attributions over the
+transcript (pauses and fillers marked) and the reliability diagrams before and after temperature scaling.
 
 Everything here takes the trained model as a :class:`recipes.dementia_speech.predictor.DementiaPredictor`; the
 recipe (``recipe.py``) builds it and calls :func:`write_report`.
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
     from recipes.runtime.report import HtmlReport
     from recipes.runtime.runs import Run
 
-__all__ = ["write_report", "spectrogram_saliency", "token_attributions", "marked_transcript", "reliability_curve",
-           "reliability_figure", "Reliability", "text_tokens"]
+__all__ = ["write_report", "spectrogram_saliency", "marker_attributions", "token_attributions", "marked_transcript",
+           "reliability_curve", "reliability_figure", "Reliability", "text_tokens"]
 
 
 def spectrogram_saliency(predictor: "DementiaPredictor", batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -37,6 +38,18 @@ def spectrogram_saliency(predictor: "DementiaPredictor", batch: dict[str, torch.
         logit = predictor.module({**batch, "image": image}).logit
         (grad,) = torch.autograd.grad(logit.sum(), image)
     return grad.abs().sum(dim=1)
+
+
+def marker_attributions(predictor: "DementiaPredictor", batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(B, F)`` gradient × input over the standardised acoustic markers: ∂ logit / ∂ z · z with z = (x − mean) / scale
+    the marker the model reads (positive: the marker's deviation from the training mean raises the probability)."""
+    encoder = predictor.module.model.marker_encoder
+    markers = batch["acoustic"].clone().requires_grad_(True)
+    with torch.enable_grad():
+        logit = predictor.module({**batch, "acoustic": markers}).logit
+        (grad,) = torch.autograd.grad(logit.sum(), markers)
+    standard = (batch["acoustic"] - encoder.mean) / encoder.scale
+    return grad * encoder.scale * standard
 
 
 def token_attributions(predictor: "DementiaPredictor", batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -188,6 +201,27 @@ def _saliency_section(report: "HtmlReport", predictor: "DementiaPredictor", enco
     report.figure(fig, caption="spectrogram saliency of the first recordings")
 
 
+def _markers_section(report: "HtmlReport", predictor: "DementiaPredictor", encoded: "EncodedRows") -> None:
+    import matplotlib.pyplot as plt
+
+    from recipes.dementia_speech.acoustic import feature_names
+
+    attributions = marker_attributions(predictor, encoded.batch).abs().mean(dim=0).numpy()
+    names = feature_names()
+    top = np.argsort(attributions)[::-1][:12]
+    report.heading("Acoustic markers")
+    report.text(
+        "Mean |gradient × standardised marker| of the eGeMAPS functionals and the VAD's pause statistics over the "
+        f"{len(encoded.valid_rows)} recordings: the markers whose deviation from the training speakers moves the "
+        "prediction most."
+    )
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(top) + 1))
+    ax.barh([names[i] for i in top][::-1], attributions[top][::-1], color="#4c72b0")
+    ax.set_xlabel("mean |attribution| (logit)")
+    fig.tight_layout()
+    report.figure(fig, caption="the acoustic markers the model reads most")
+
+
 def _words_section(report: "HtmlReport", predictor: "DementiaPredictor", encoded: "EncodedRows",
                    names: list[str], shown: int) -> None:
     if "text" not in predictor.module.model.modalities:
@@ -236,16 +270,25 @@ def write_report(run: "Run", predictor: "DementiaPredictor", frame: pl.DataFrame
              .gather(encoded.valid_rows).to_list()]
     shown = min(max_examples, len(encoded.valid_rows))
     _shapley_section(report, predictor, encoded, names, shown)
-    _saliency_section(report, predictor, encoded, names, shown)
-    _words_section(report, predictor, encoded, names, shown)
+    if "audio" in predictor.module.model.modalities and predictor.acoustic in ("vit", "both"):
+        _saliency_section(report, predictor, encoded, names, shown)
+    if "audio" in predictor.module.model.modalities and predictor.acoustic in ("features", "both"):
+        _markers_section(report, predictor, encoded)
+    if "text" in predictor.module.model.modalities:
+        _words_section(report, predictor, encoded, names, shown)
 
     if "label" in frame.columns:
         labels = frame["label"].gather(encoded.valid_rows)
         known = labels.is_not_null().to_numpy()
         if known.any():
-            prob = predictor.probability(encoded.batch).double().numpy()[known]
+            logits = predictor.logit(encoded.batch).double()
+            prob = torch.sigmoid(logits / predictor.temperature).numpy()[known]
+            raw = torch.sigmoid(logits).numpy()[known]
             label = labels.to_numpy()[known].astype(np.int64)
             report.heading("Calibration")
+            report.text(f"Probabilities are temperature-scaled: T = {predictor.temperature:.3f}, fit on the validation "
+                        "speakers by minimising the negative log-likelihood (calibration.json of the run). The "
+                        "diagrams show the probabilities after scaling, then before.")
             domains = frame["domain"].gather(encoded.valid_rows).to_numpy()[known] if "domain" in frame.columns else np.zeros(len(label))
             rows = {}
             for value, name in ((SOURCE, "source (clean)"), (TARGET, "target (telephone)")):
@@ -253,6 +296,8 @@ def write_report(run: "Run", predictor: "DementiaPredictor", frame: pl.DataFrame
                 if chosen.any():
                     fig = reliability_figure(prob[chosen], label[chosen], f"{name}: {int(chosen.sum())} recordings")
                     report.figure(fig, caption=f"reliability diagram, {name}")
+                    fig = reliability_figure(raw[chosen], label[chosen], f"{name}, before scaling (T = 1)")
+                    report.figure(fig, caption=f"reliability diagram before temperature scaling, {name}")
                     rows[name] = _metrics_of(prob[chosen], label[chosen])
             report.table({"domain": list(rows), **{k: [r[k] for r in rows.values()] for k in next(iter(rows.values()))}},
                          caption="metrics on the explained recordings")

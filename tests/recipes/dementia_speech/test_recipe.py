@@ -131,9 +131,11 @@ def test_explain_writes_a_report_with_every_section(tiny_run, tmp_path):
     out = explain("dementia", tiny_run, None, tmp_path / "report.html", max_examples=2)
     html = out.read_text()
     for section in ("Modality Shapley values", "Spectrogram saliency", "Word attributions", "Calibration",
-                    "reliability diagram, source (clean)", "reliability diagram, target (telephone)"):
+                    "reliability diagram, source (clean)", "reliability diagram, target (telephone)",
+                    "reliability diagram before temperature scaling, source (clean)"):
         assert section in html
-    assert html.count("data:image/png;base64,") >= 4  # Shapley, saliency, two reliability diagrams
+    assert "Acoustic markers" not in html  # a spectrogram-only run has no markers to attribute
+    assert html.count("data:image/png;base64,") >= 6  # Shapley, saliency, two reliability diagrams before and after
     assert "<strong>(" in html or "<strong>&amp;" in html  # pauses or fillers are marked in a transcript
 
 
