@@ -36,6 +36,9 @@ class DrivingConfig(RecipeConfig):
     ``pillar_heights``   velodyne z of the samples up each BEV pillar (where a cell reads the image)
     ``ray_depths``       camera depths of the samples along each image ray (where an image cell reads the BEV)
     ``min_score``        detections below this confidence are dropped after the class softmax
+    ``class_weights``    weights of the query classification loss, one per class then background (None: all 1);
+                         the quick config up-weights the rarer trucks and cyclists by the square root of their
+                         frequency ratio, since mAP weighs every class alike
     """
 
     variant: str = "interaction"
@@ -52,6 +55,7 @@ class DrivingConfig(RecipeConfig):
     ray_depths: tuple[float, ...] = (4.0, 8.0, 12.0, 16.0, 22.0, 28.0, 36.0, 46.0)
     dropout: float = 0.0
     min_score: float = 0.05
+    class_weights: tuple[float, ...] | None = None
     lr: float = 2e-3
     weight_decay: float = 1e-4
 
@@ -64,6 +68,11 @@ class DrivingConfig(RecipeConfig):
         self.y_range = tuple(float(v) for v in self.y_range)
         self.pillar_heights = tuple(float(v) for v in self.pillar_heights)
         self.ray_depths = tuple(float(v) for v in self.ray_depths)
+        if self.class_weights is not None:
+            self.class_weights = tuple(float(v) for v in self.class_weights)
+            if len(self.class_weights) != len(CLASSES) + 1 or min(self.class_weights) <= 0:
+                raise ValueError(f"class_weights needs {len(CLASSES) + 1} positive numbers ({', '.join(CLASSES)}, "
+                                 f"background); got {list(self.class_weights)}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant = {self.variant!r}; choose one of {list(VARIANTS)}")
         if self.dim % self.num_heads:

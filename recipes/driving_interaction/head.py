@@ -5,8 +5,9 @@ Training (:func:`detection_loss`): the detector decodes a query at every object'
 
 * the penalty-reduced focal loss of CenterNet (Zhou et al., "Objects as Points", 2019, Eq. 1) between the BEV
   objectness heatmap and Gaussian targets around the object centres (:func:`heatmap_targets`);
-* the cross-entropy of each query's class, where a query takes the class of the nearest object within
-  :data:`ASSIGN_RADIUS` m of its cell and background otherwise (:func:`assign_queries`);
+* the cross-entropy of each query's class (weighted by ``class_weights`` when the config sets them), where a query
+  takes the class of the nearest object within :data:`ASSIGN_RADIUS` m of its cell and background otherwise
+  (:func:`assign_queries`);
 * a smooth-L1 loss of the box regression of the queries that found an object, weighted by 2.
 
 Inference (:func:`postprocess`): class = best non-background class, score = its probability, then a greedy
@@ -113,7 +114,8 @@ def detection_loss(out: DetectorOutput, targets: Mapping[str, Tensor], geometry:
     target, index = assign_queries(anchor_xy, gt_boxes, gt_labels, gt_mask, background=config.num_classes)
     heat_target = heatmap_targets(gt_boxes, gt_mask, geometry.cell_xy, config.grid_size, config.cell)
     loss_heat = focal_heatmap_loss(out.heatmap, heat_target)
-    loss_class = F.cross_entropy(out.class_logits.flatten(0, 1), target.flatten())
+    weight = None if config.class_weights is None else out.class_logits.new_tensor(config.class_weights)
+    loss_class = F.cross_entropy(out.class_logits.flatten(0, 1), target.flatten(), weight=weight)
     positive = target != config.num_classes
     matched = gt_boxes.gather(1, index[..., None].expand(-1, -1, 7))  # (B, Q, 7)
     reg_target = DrivingDetector.encode(matched, anchor_xy)

@@ -175,7 +175,9 @@ def test_box_encoding_round_trips():
 
 @pytest.mark.parametrize("kw, message", [(dict(variant="radar"), "variant"), (dict(lr=0.0), "lr must be > 0"),
                                          (dict(dim=10, num_heads=4), "divisible"), (dict(image_size=(20, 48)), "by 8"),
-                                         (dict(min_score=1.0), "min_score"), (dict(x_range=(5.0, 1.0)), "low, high")])
+                                         (dict(min_score=1.0), "min_score"), (dict(x_range=(5.0, 1.0)), "low, high"),
+                                         (dict(class_weights=(1.0, 2.0)), "class_weights needs 5 positive"),
+                                         (dict(class_weights=(1.0, 2.0, 1.0, 0.0, 1.0)), "class_weights needs 5")])
 def test_bad_arguments(kw, message):
     with pytest.raises(ValueError, match=message):
         tiny_module(**kw)
@@ -220,3 +222,17 @@ def test_training_keeps_a_sensor_in_every_frame_and_drops_each_per_frame():
     assert both.any(0).all()
     patterns = {tuple(column.tolist()) for column in both.T}
     assert patterns == {(True, True), (True, False), (False, True)}  # per frame, not per batch
+
+
+def test_class_weights_weigh_the_query_classification_loss():
+    torch.manual_seed(0)
+    plain = tiny_module()
+    batch = make_batch()
+    torch.manual_seed(0)
+    weighted = tiny_module(class_weights=(1.0, 1.0, 3.0, 1.0, 1.0))  # the same weights, pedestrians × 3
+    a, b = plain.losses(batch), weighted.losses(batch)
+    torch.testing.assert_close(a.heatmap, b.heatmap)
+    assert not torch.allclose(a.classification, b.classification)
+    torch.manual_seed(0)
+    ones = tiny_module(class_weights=(1.0,) * 5).losses(batch)
+    torch.testing.assert_close(ones.classification, a.classification)

@@ -101,7 +101,8 @@ def test_full_config_holds_only_what_differs_from_quick():
     assert [p.name for p in DRIVING.config_chain("full")] == ["quick.yaml", "full.yaml"]
     quick, full = parse_config("driving", ["quick"]), parse_config("driving", ["full"])
     assert full["model"]["config"]["dim"] == 64 and quick["model"]["config"]["dim"] == 32
-    assert full["data"]["limit_frames"] is None and quick["data"]["limit_frames"] == 240
+    assert full["data"]["limit_frames"] is None and quick["data"]["limit_frames"] is None
+    assert full["trainer"]["max_epochs"] == 40 and quick["trainer"]["max_epochs"] == 6
     assert full["data"]["image_size"] == quick["data"]["image_size"]
 
 
