@@ -46,7 +46,7 @@ from recipes.driving_interaction.data import collate_examples, datamodule_of  # 
 from recipes.driving_interaction.metrics import DISTANCE_THRESHOLDS, accumulate, calc_ap  # noqa: E402
 from recipes.runtime.train import train  # noqa: E402
 
-VARIANTS = ("lidar", "camera", "concat", "interaction")
+VARIANTS = ("interaction", "lidar", "camera", "concat")  # interaction first: the quick config the demo trains
 #: scenario name -> the data set's fault
 FAULTS = {"camera_blackout": "camera_blackout", "lidar_failed": "lidar_failure", "lidar_beam_loss": "lidar_beam_loss",
           "night": "night"}
