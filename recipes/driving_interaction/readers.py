@@ -12,6 +12,7 @@ Frames (KITTI's own conventions):
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -330,11 +331,14 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     _check_size(path, MAX_IMAGE_BYTES, "image")
     try:
-        with Image.open(path, formats=IMAGE_FORMATS) as image:
-            return np.asarray(image.convert("RGB"))
-    except Image.DecompressionBombError:
+        with warnings.catch_warnings():
+            # above Pillow's pixel limit it only warns and decodes anyway (up to twice the limit): refuse it too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=IMAGE_FORMATS) as image:
+                return np.asarray(image.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise KittiFormatError(f"{path}: the image has more pixels than Pillow's safety limit (a decompression bomb or "
-                               "a huge photo); resize it below 40 megapixels") from None
+                               "a huge photo); resize it below 80 megapixels") from None
     except UnidentifiedImageError:
         raise KittiFormatError(f"{path}: not a PNG or JPEG image; export it again as PNG or JPEG") from None
     except (OSError, ValueError, SyntaxError) as error:

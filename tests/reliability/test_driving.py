@@ -76,7 +76,8 @@ def _build_files(root: Path, good: dict) -> dict[str, str]:
         "empty.png": b"",
         "truncated.png": image.read_bytes()[: image.stat().st_size // 2],
         "text.jpg": "hello, I am text\n",
-        "bomb.png": _png_header(20_000, 20_000),
+        "bomb.png": _png_header(20_000, 20_000),  # Pillow refuses it
+        "bomb_100mp.png": _png_header(10_000, 10_000),  # Pillow only warns and would decode 300 MB
         "calib_empty.txt": "",
         "calib_short.txt": "P2: 1 2 3\nR0_rect: 1 0 0 0 1 0 0 0 1\nTr_velo_to_cam: 1 0 0 0 0 1 0 0 0 0 1 0\n",
         "calib_nan.txt": _calib_text(calib, P2="P2: nan 0 160 0 0 240 28.8 0 0 0 1 0"),
@@ -175,6 +176,7 @@ def _cases() -> list[Case]:
         Case("image is text", {"image_path": b + "text.jpg"}, "score", ("image_path",)),
         Case("image GIF", {"image_path": b + "frame.gif"}, "score", ("image_path",)),
         Case("image decompression bomb", {"image_path": b + "bomb.png"}, "score", ("image_path",)),
+        Case("image of 100 megapixels", {"image_path": b + "bomb_100mp.png"}, "score", ("image_path",)),
         Case("image huge file", {"image_path": b + "huge.png"}, "score", ("image_path",)),
         Case("both sensors corrupt", {"image_path": b + "corrupt.png", "velodyne_path": b + "empty.bin"}, "error",
              ("velodyne_path", "image_path", "cannot be scored")),
