@@ -25,9 +25,9 @@ OBJECT_STRATA = (6, 8)
 class DrivingModule(RecipeModule):
     """3D detection from LiDAR and camera (see :class:`DrivingConfig`: ``variant`` picks ``interaction`` or a
     baseline). Logs ``train/loss`` (and its ``heatmap``, ``class`` and ``box`` terms) and, on the validation and test
-    splits, nuScenes-style ``map``, ``nds``, ``ate``, ``ase``, ``aoe`` and ``ap_<class>``
-    (:class:`recipes.driving_interaction.metrics.DetectionMetrics`); the test split also without each sensor
-    (``test/map@without_camera``, ``test/map@without_lidar``).
+    splits, the nuScenes ``map``, ``nds``, ``ate``, ``ase``, ``aoe`` and ``ap_<class>`` as the devkit computes them and
+    KITTI-style ``kitti_bev_map`` (:class:`recipes.driving_interaction.metrics.DetectionMetrics`); the test split also
+    without each sensor (``test/map@without_camera``, ``test/map@without_lidar``).
 
     The modalities are ``camera`` and ``lidar``; a frame has a sensor when its ``<sensor>_present`` flag is set
     (a failed sensor is absent, a degraded one present: see :mod:`recipes.driving_interaction.data`).
