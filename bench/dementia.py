@@ -10,7 +10,9 @@ unlabelled telephone-domain speakers, and fused without label smoothing. The fus
 fold's validation speakers (:mod:`recipes.runtime.calibration`) and its ECE reported before and after scaling. Source
 figures are on the source test speakers, target figures on the target test speakers; means over folds (``fold_std``:
 standard deviations). The cohort is ``--cohort large`` (640 speakers, generated once and cached under
-``$FUSION_DATA_DIR``) or ``quick`` (the 144-speaker demo cohort). The last line printed is one JSON object.
+``$FUSION_DATA_DIR``) or ``quick`` (the 144-speaker demo cohort). With ``--results FILE`` every finished model's figures
+are kept in FILE and not trained again, so the benchmark can run in slices (``--max-minutes``) that each stop after
+the model in progress. The last line printed is one JSON object.
 """
 from __future__ import annotations
 
@@ -81,6 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--acoustic", choices=("vit", "features", "both"), default="both",
                         help="the fused models' acoustic encoder")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants to train")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="JSON file of finished models' figures: read to skip them, updated after each model")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="start no new model after this many minutes (with --results: continue in the next run)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore")
@@ -102,26 +108,46 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     results: dict[str, list[dict[str, float]]] = {name: [] for name in chosen}
     scaling: list[dict[str, float]] = []
+    setting = f"{args.cohort}/{args.acoustic}/{args.epochs}"
+    done: dict[str, dict] = json.loads(args.results.read_text()) if args.results and args.results.is_file() else {}
     started = time.perf_counter()
+    stopped = False
     for fold in range(args.folds):
-        datamodule = DementiaDataModule(**{**data_args, "fold": fold})
-        datamodule.prepare_data()
-        datamodule.setup()
-        model_args = {**quick["model"]["config"], "text_dim": datamodule.text_dim, "image_size": datamodule.image_size,
-                      "text_encoder": datamodule.text_encoder, "acoustic": args.acoustic,
-                      "acoustic_features": datamodule.acoustic_features}
+        datamodule = None
         for name in chosen:
-            metrics, module = train_variant(datamodule, model_args, VARIANTS[name], args.epochs, seed=fold)
+            key = f"{setting}/{args.folds}/{fold}/{name}"
+            if key not in done:
+                if args.max_minutes is not None and time.perf_counter() - started > 60 * args.max_minutes:
+                    stopped = True
+                    break
+                if datamodule is None:
+                    datamodule = DementiaDataModule(**{**data_args, "fold": fold})
+                    datamodule.prepare_data()
+                    datamodule.setup()
+                    model_args = {**quick["model"]["config"], "text_dim": datamodule.text_dim,
+                                  "image_size": datamodule.image_size, "text_encoder": datamodule.text_encoder,
+                                  "acoustic": args.acoustic, "acoustic_features": datamodule.acoustic_features}
+                metrics, module = train_variant(datamodule, model_args, VARIANTS[name], args.epochs, seed=fold)
+                done[key] = {"metrics": metrics}
+                if name == "fused":
+                    done[key]["scaling"] = temperature_scaling(module, datamodule)
+                if args.results:
+                    args.results.write_text(json.dumps(done, indent=1))
+            metrics = done[key]["metrics"]
             results[name].append(metrics)
             extra = ""
             if name == "fused":
-                scaling.append(temperature_scaling(module, datamodule))
+                scaling.append(done[key]["scaling"])
                 extra = (f" | T {scaling[-1]['temperature']:.2f}: ece {scaling[-1]['before']:.3f} → "
                          f"{scaling[-1]['after']:.3f}")
             print(f"fold {fold} {name:<19} source acc {metrics['test/acc']:.3f} f1 {metrics['test/f1']:.3f} "
                   f"ece {metrics['test/ece']:.3f} | target acc {metrics.get('test/target_acc', float('nan')):.3f} "
                   f"f1 {metrics.get('test/target_f1', float('nan')):.3f}{extra}  ({time.perf_counter() - started:.0f} s)",
                   flush=True)
+        if stopped:
+            print(f"stopped after {args.max_minutes} minutes at fold {fold}; run again with --results {args.results} "
+                  "to continue", flush=True)
+            return {}
 
     def values(name: str, key: str) -> list[float]:
         return [r[key] for r in results[name]] if name in results else []
