@@ -204,7 +204,8 @@ def room_channel(audio: np.ndarray, rate: int, speaker: Speaker, rng: np.random.
     (``rt60`` > 0), background noise at ``snr_db`` and peak level ``gain``."""
     from scipy.signal import fftconvolve, lfilter, resample_poly
 
-    audio = resample_poly(audio, 1000, int(round(1000 * speaker.tract))).astype(np.float64)  # pitch and formants × tract
+    # played back faster or slower at the same rate: pitch and formants × tract, as a shorter or longer vocal tract
+    audio = resample_poly(audio, 1000, int(round(1000 * speaker.tract))).astype(np.float64)
     audio = lfilter([1.0, -speaker.tilt], [1.0], audio)  # tilt > 0 brightens, < 0 darkens
     if speaker.rt60 > 0:
         t = np.arange(int(0.3 * rate)) / rate
