@@ -10,7 +10,8 @@ import shutil
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Literal, NamedTuple
+from collections.abc import Iterator
+from typing import Any, Literal, NamedTuple
 
 import polars as pl
 
@@ -32,6 +33,7 @@ __all__ = [
     "TAOBAO_BEHAVIORS",
     "TaobaoFormatError",
     "read_taobao_user_behavior",
+    "iter_taobao_user_behavior",
     "fetch_taobao",
 ]
 
@@ -286,28 +288,8 @@ class TaobaoFormatError(ValueError):
     """A UserBehavior CSV has malformed rows; the message names the file and the first bad lines."""
 
 
-def read_taobao_user_behavior(
-    path: str | Path, *, on_bad_rows: Literal["raise", "drop"] = "raise", validate: bool = True
-) -> pl.LazyFrame:
-    """Lazily scan Alibaba's UserBehavior CSV (``user_id,item_id,category_id,behavior_type,timestamp``, no
-    header, behaviour one of pv/buy/cart/fav).
-
-    Returns a LazyFrame with ``line`` (UInt32, 1-based line in the file), ``user_id``, ``item_id``,
-    ``category_id``, ``timestamp`` (Int64) and ``behavior_type`` (Enum pv/buy/cart/fav). A bad row has a
-    non-integer id or timestamp, an unknown behaviour, or the wrong number of fields; blank lines are skipped.
-    ``validate`` runs one streaming pass first: with ``on_bad_rows="raise"`` a bad row raises
-    :class:`TaobaoFormatError` naming the file and lines, with ``"drop"`` bad rows are reported and left out.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no Taobao UserBehavior file at {path}; see data_cards/taobao-user-behavior.md")
-    # Every field is read as text so a bad value is reported with its line instead of failing the scan;
-    # the sixth column catches lines with too many fields.
-    raw = pl.scan_csv(
-        path, has_header=False, separator=",", quote_char=None, infer_schema=False,
-        schema={**{name: pl.Utf8 for name in TAOBAO_COLUMNS}, "extra": pl.Utf8},
-        truncate_ragged_lines=True, missing_columns="insert",
-    ).with_row_index("line", offset=1)
+def _typed_taobao(raw: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.Expr]:
+    """``raw`` (text columns, ``line``) typed, blank lines dropped, and the expression that marks a bad row."""
     ints = ("user_id", "item_id", "category_id", "timestamp")
     typed = raw.with_columns(
         *[pl.col(name).str.strip_chars().str.to_integer(strict=False).alias(f"_{name}") for name in ints],
@@ -319,32 +301,105 @@ def read_taobao_user_behavior(
         | pl.col("_behavior").is_null()
         | pl.col("extra").is_not_null()
     )
-    typed = typed.filter(~blank)
-    if validate:
-        found = typed.filter(bad).select(
-            "line", pl.concat_str([pl.col(c) for c in TAOBAO_COLUMNS], separator=",", ignore_nulls=True).alias("text"),
-            "extra",
-        )
-        count = found.select(pl.len()).collect(engine="streaming").item()
-        if count:
-            examples = found.head(5).collect(engine="streaming")
-            lines = "; ".join(
-                f"line {row['line']}: {row['text']!r}" + (" (more than 5 fields)" if row["extra"] is not None else "")
-                for row in examples.iter_rows(named=True)
-            )
-            message = (
-                f"{path}: {count:,} malformed row(s) — expected user_id,item_id,category_id,behavior_type,timestamp "
-                f"with integer ids and timestamp and behavior_type in {'/'.join(TAOBAO_BEHAVIORS)}; first: {lines}"
-            )
-            if on_bad_rows == "raise":
-                raise TaobaoFormatError(message + ". Fix or remove these lines, or read with on_bad_rows='drop'.")
-            progress(f"taobao: dropping {message}")
+    return typed.filter(~blank), bad
+
+
+def _scan_text(source: Any, first_line: int = 1) -> pl.LazyFrame:
+    # Every field is read as text so a bad value is reported with its line instead of failing the scan;
+    # the sixth column catches lines with too many fields.
+    return pl.scan_csv(
+        source, has_header=False, separator=",", quote_char=None, infer_schema=False,
+        schema={**{name: pl.Utf8 for name in TAOBAO_COLUMNS}, "extra": pl.Utf8},
+        truncate_ragged_lines=True, missing_columns="insert",
+    ).with_row_index("line", offset=first_line)
+
+
+def _check_bad_rows(path: Path, typed: pl.LazyFrame, bad: pl.Expr, on_bad_rows: str) -> None:
+    found = typed.filter(bad).select(
+        "line", pl.concat_str([pl.col(c) for c in TAOBAO_COLUMNS], separator=",", ignore_nulls=True).alias("text"),
+        "extra",
+    )
+    count = found.select(pl.len()).collect(engine="streaming").item()
+    if not count:
+        return
+    examples = found.head(5).collect(engine="streaming")
+    lines = "; ".join(
+        f"line {row['line']}: {row['text']!r}" + (" (more than 5 fields)" if row["extra"] is not None else "")
+        for row in examples.iter_rows(named=True)
+    )
+    message = (
+        f"{path}: {count:,} malformed row(s) — expected user_id,item_id,category_id,behavior_type,timestamp "
+        f"with integer ids and timestamp and behavior_type in {'/'.join(TAOBAO_BEHAVIORS)}; first: {lines}"
+    )
+    if on_bad_rows == "raise":
+        raise TaobaoFormatError(message + ". Fix or remove these lines, or read with on_bad_rows='drop'.")
+    progress(f"taobao: dropping {message}")
+
+
+def _good_rows(typed: pl.LazyFrame, bad: pl.Expr) -> pl.LazyFrame:
     return typed.filter(~bad).select(
         "line",
         *[pl.col(f"_{name}").alias(name) for name in ("user_id", "item_id", "category_id")],
         pl.col("_behavior").alias("behavior_type"),
         pl.col("_timestamp").alias("timestamp"),
     )
+
+
+def read_taobao_user_behavior(
+    path: str | Path, *, on_bad_rows: Literal["raise", "drop"] = "raise", validate: bool = True
+) -> pl.LazyFrame:
+    """Lazily scan Alibaba's UserBehavior CSV (``user_id,item_id,category_id,behavior_type,timestamp``, no
+    header, behaviour one of pv/buy/cart/fav).
+
+    Returns a LazyFrame with ``line`` (UInt32, 1-based line in the file), ``user_id``, ``item_id``,
+    ``category_id``, ``timestamp`` (Int64) and ``behavior_type`` (Enum pv/buy/cart/fav). A bad row has a
+    non-integer id or timestamp, an unknown behaviour, or the wrong number of fields; blank lines are skipped.
+    ``validate`` runs one streaming pass first: with ``on_bad_rows="raise"`` a bad row raises
+    :class:`TaobaoFormatError` naming the file and lines, with ``"drop"`` bad rows are reported and left out.
+    For a file larger than memory use :func:`iter_taobao_user_behavior`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no Taobao UserBehavior file at {path}; see data_cards/taobao-user-behavior.md")
+    typed, bad = _typed_taobao(_scan_text(path))
+    if validate:
+        _check_bad_rows(path, typed, bad, on_bad_rows)
+    return _good_rows(typed, bad)
+
+
+def iter_taobao_user_behavior(
+    path: str | Path, *, block_bytes: int = 64 * 2**20, on_bad_rows: Literal["raise", "drop"] = "raise"
+) -> Iterator[pl.DataFrame]:
+    """The rows of a UserBehavior CSV as DataFrames of about ``block_bytes`` of text each, with the columns,
+    checks and line numbers of :func:`read_taobao_user_behavior`: the file is read a block at a time (cut at a line
+    end) and each block goes through the same polars lazy scan, so memory stays O(block) however large the file.
+    A bad row raises (or is dropped) when its block is reached."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no Taobao UserBehavior file at {path}; see data_cards/taobao-user-behavior.md")
+    if block_bytes < 1:
+        raise ValueError(f"block_bytes must be positive, got {block_bytes}")
+    first_line, carry = 1, b""
+    with path.open("rb") as handle:
+        while True:
+            data = handle.read(block_bytes)
+            text = carry + data
+            if not text:
+                return
+            if data:  # cut at the last line end; the rest starts the next block
+                cut = text.rfind(b"\n") + 1
+                if cut == 0:
+                    carry = text
+                    continue
+                text, carry = text[:cut], text[cut:]
+            else:
+                carry = b""
+            typed, bad = _typed_taobao(_scan_text(io.BytesIO(text), first_line))
+            _check_bad_rows(path, typed, bad, on_bad_rows)
+            yield _good_rows(typed, bad).collect()
+            first_line += text.count(b"\n") + (0 if text.endswith(b"\n") else 1)
+            if not data:
+                return
 
 
 def fetch_taobao(path: Path | None, dest: Path) -> Path:

@@ -9,6 +9,7 @@ one history per user and several targets at its end, and is split by user.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -17,9 +18,10 @@ import polars as pl
 
 from recipes.longseq_rec.encoding import RecVocab, Samples, Sequences
 from recipes.longseq_rec.lifelong import LifelongData
-from recipes.longseq_rec.readers import TAOBAO_BEHAVIORS, read_movielens, read_taobao_user_behavior
+from recipes.longseq_rec.readers import TAOBAO_BEHAVIORS, iter_taobao_user_behavior, read_movielens
+from recipes.runtime.datasets import data_home
 
-__all__ = ["RecTask", "movielens_task", "taobao_task", "lifelong_task"]
+__all__ = ["RecTask", "TaobaoLog", "movielens_task", "taobao_task", "lifelong_task", "summarise_taobao", "stream_sequences"]
 
 # MovieLens-1M's age groups, applied to ML-100K's exact ages.
 AGE_EDGES = (18, 25, 35, 45, 50, 56)
@@ -121,14 +123,20 @@ def _interaction_task(dataset: str, log: pl.DataFrame, items: pl.DataFrame,
     user, item, stamp = user[order], item[order], stamp[order]
     counts = np.bincount(user, minlength=vocab.num_users)[1:]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    sequences = Sequences(item=item, time=stamp, offsets=offsets)
+    return _task_from_sequences(vocab, Sequences(item=item, time=stamp, offsets=offsets), seed)
 
-    user_row = user - 1
-    position = np.arange(user.size) - offsets[user_row]
+
+def _task_from_sequences(vocab: RecVocab, sequences: Sequences, seed: int) -> RecTask:
+    """Every behaviour after a user's first is a positive target (history: the behaviours before it), paired with a
+    seeded negative the user never touched; split per user: last target test, the one before validation."""
+    counts = np.diff(sequences.offsets)
+    user_row = np.repeat(np.arange(counts.size), counts)
+    position = np.arange(user_row.size) - sequences.offsets[user_row]
     length = counts[user_row]
     keep = position >= 1
-    positives = Samples(user_row[keep], position[keep], item[keep], stamp[keep],
-                         np.ones(int(keep.sum()), dtype=np.float32), np.zeros((int(keep.sum()), 0), dtype=np.int64))
+    item = np.asarray(sequences.item)
+    positives = Samples(user_row[keep], position[keep], item[keep].astype(np.int64), np.asarray(sequences.time)[keep],
+                        np.ones(int(keep.sum()), dtype=np.float32), np.zeros((int(keep.sum()), 0), dtype=np.int64))
     split_of = np.where(position == length - 1, 2, np.where(position == length - 2, 1, 0))[keep]
     touched = np.unique(user_row.astype(np.int64) * vocab.num_items + item)
     negatives = _sample_negatives(positives.user_row, touched, vocab.num_items - 1, np.random.default_rng([seed, 1]))
@@ -136,6 +144,110 @@ def _interaction_task(dataset: str, log: pl.DataFrame, items: pl.DataFrame,
     split_of = np.repeat(split_of, 2)
     splits = {name: paired.take(np.flatnonzero(split_of == code)) for code, name in enumerate(("train", "val", "test"))}
     return RecTask(vocab, sequences, splits)
+
+
+class TaobaoLog(NamedTuple):
+    """What one streaming pass over a UserBehavior log tells before its rows are placed: the users (raw ids, sorted)
+    with their behaviour counts, and the items (``item_id``, ``category``: the one it is logged with most often)."""
+
+    user_ids: np.ndarray  # (U,) int64
+    counts: np.ndarray  # (U,) int64
+    items: pl.DataFrame
+
+
+def summarise_taobao(chunks: Iterable[pl.DataFrame]) -> TaobaoLog:
+    """Users, their counts and the item table of a log given as frames (user_id, item_id, category_id), one pass:
+    memory grows with the number of users and (item, category) pairs, not of rows."""
+    users: pl.DataFrame | None = None
+    pairs: pl.DataFrame | None = None
+    for chunk in chunks:
+        counted = chunk.group_by("user_id").agg(pl.len().alias("count"))
+        users = counted if users is None else pl.concat([users, counted]).group_by("user_id").agg(pl.col("count").sum())
+        counted = chunk.group_by("item_id", "category_id").len()
+        pairs = counted if pairs is None else pl.concat([pairs, counted]).group_by("item_id", "category_id").agg(pl.col("len").sum())
+    if users is None:
+        users = pl.DataFrame({"user_id": [], "count": []}, schema={"user_id": pl.Int64, "count": pl.UInt32})
+        pairs = pl.DataFrame({"item_id": [], "category_id": [], "len": []},
+                             schema={"item_id": pl.Int64, "category_id": pl.Int64, "len": pl.UInt32})
+    users = users.sort("user_id")
+    # An item's category is the one it is logged with most often (ties: the smallest id).
+    items = (
+        pairs.sort(["item_id", "len", "category_id"], descending=[False, True, False])
+        .group_by("item_id", maintain_order=True).first()
+        .select("item_id", pl.col("category_id").cast(pl.Utf8).alias("category"), pl.lit(None, pl.Utf8).alias("title"))
+    )
+    return TaobaoLog(users["user_id"].to_numpy().astype(np.int64), users["count"].to_numpy().astype(np.int64), items)
+
+
+def stream_sequences(chunks: Iterable[pl.DataFrame], vocab: RecVocab, counts: np.ndarray, folder: Path,
+                     sort_rows: int = 1_000_000) -> Sequences:
+    """Every user's behaviours of a log given as frames (user_id, item_id, timestamp) as :class:`Sequences`, built
+    without holding the log: ``item`` (int32) and ``time`` (int64) are memory-mapped files in ``folder``, filled one
+    frame at a time, then sorted in place by (time, item id) one block of users (about ``sort_rows`` behaviours) at a
+    time. ``counts`` are the behaviours per user index 1.. (:func:`summarise_taobao`). Memory: O(users + frame +
+    sort_rows), whatever the size of the log."""
+    folder.mkdir(parents=True, exist_ok=True)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    total = int(offsets[-1])
+    item = np.lib.format.open_memmap(folder / "item.npy", mode="w+", dtype=np.int32, shape=(max(total, 1),))[:total]
+    time = np.lib.format.open_memmap(folder / "time.npy", mode="w+", dtype=np.int64, shape=(max(total, 1),))[:total]
+    filled = offsets[:-1].copy()  # next free position of each user row
+    for chunk in chunks:
+        row = vocab.user_index(chunk["user_id"].to_numpy()) - 1
+        order = np.argsort(row, kind="stable")
+        row = row[order]
+        first = np.searchsorted(row, row, side="left")  # rank of each behaviour among its user's in this frame
+        position = filled[row] + (np.arange(row.size) - first)
+        item[position] = vocab.item_index(chunk["item_id"].to_numpy()[order])
+        time[position] = chunk["timestamp"].to_numpy()[order]
+        np.add.at(filled, row, 1)
+    if not np.array_equal(filled, offsets[1:]):
+        raise ValueError("the log changed between the passes over it (per-user counts differ); read it again")
+    start = 0
+    while start < counts.size:  # sort each user's block by (time, item id), a block of users at a time
+        stop = int(np.searchsorted(offsets, offsets[start] + max(sort_rows, 1), side="right")) - 1
+        stop = min(max(stop, start + 1), counts.size)
+        lo, hi = int(offsets[start]), int(offsets[stop])
+        user = np.repeat(np.arange(stop - start), counts[start:stop])
+        order = np.lexsort((item[lo:hi], time[lo:hi], user))
+        item[lo:hi], time[lo:hi] = item[lo:hi][order], time[lo:hi][order]
+        start = stop
+    item.flush()
+    time.flush()
+    return Sequences(item=item, time=time, offsets=offsets)
+
+
+def taobao_task(path: Path, behaviors: list[str] | None, seed: int, max_users: int | None,
+                user_buckets: int, settings: dict[str, Any], block_bytes: int = 64 * 2**20) -> RecTask:
+    """The task from a UserBehavior CSV (``behaviors``: the types kept, None = all); the profile is a hashed
+    user field of ``user_buckets`` buckets. The file is streamed in blocks of ``block_bytes``
+    (:func:`~recipes.longseq_rec.readers.iter_taobao_user_behavior`): a pass for the users and items
+    (:func:`summarise_taobao`; one more first with ``max_users``), a pass that places every behaviour in memory-mapped
+    sequences cached under the data home (:func:`stream_sequences`). The log is never held whole; the samples (one
+    per behaviour) are, so train on a ``max_users`` subset where they would not fit."""
+    if behaviors:
+        unknown = sorted(set(behaviors) - set(TAOBAO_BEHAVIORS))
+        if unknown:
+            raise ValueError(f"taobao_behaviors {unknown} are not Taobao behaviour types; use a subset of {list(TAOBAO_BEHAVIORS)}")
+    chosen: pl.Series | None = None
+
+    def chunks() -> Iterator[pl.DataFrame]:
+        for chunk in iter_taobao_user_behavior(path, block_bytes=block_bytes):
+            if behaviors:
+                chunk = chunk.filter(pl.col("behavior_type").cast(pl.Utf8).is_in(behaviors))
+            if chosen is not None:
+                chunk = chunk.filter(pl.col("user_id").is_in(chosen.implode()))
+            yield chunk
+
+    if max_users is not None:
+        all_users = np.unique(np.concatenate([c["user_id"].unique().to_numpy() for c in chunks()] or [np.zeros(0, np.int64)]))
+        if max_users < all_users.size:
+            chosen = pl.Series(np.sort(np.random.default_rng([seed, 0]).choice(all_users, size=max_users, replace=False)))
+    log = summarise_taobao(chunks())
+    vocab = _make_vocab("taobao", log.user_ids, _hashed_profile(user_buckets)(log.user_ids), log.items, settings)
+    folder = data_home() / "taobao-sequences" / _file_key(path, behaviors, max_users, seed)
+    sequences = stream_sequences(chunks(), vocab, log.counts, folder)
+    return _task_from_sequences(vocab, sequences, seed)
 
 
 def movielens_task(folder: Path, seed: int, max_users: int | None, settings: dict[str, Any]) -> RecTask:
@@ -169,31 +281,13 @@ def _hashed_profile(buckets: int):
     return profile_of
 
 
-def taobao_task(path: Path, behaviors: list[str] | None, seed: int, max_users: int | None,
-                user_buckets: int, settings: dict[str, Any]) -> RecTask:
-    """The task from a UserBehavior CSV (``behaviors``: the types kept, None = all); the profile is a hashed
-    user field of ``user_buckets`` buckets."""
-    scan = read_taobao_user_behavior(path)
-    if behaviors:
-        unknown = sorted(set(behaviors) - set(TAOBAO_BEHAVIORS))
-        if unknown:
-            raise ValueError(f"taobao_behaviors {unknown} are not Taobao behaviour types; use a subset of {list(TAOBAO_BEHAVIORS)}")
-        scan = scan.filter(pl.col("behavior_type").cast(pl.Utf8).is_in(behaviors))
-    if max_users is not None:
-        all_users = np.sort(scan.select(pl.col("user_id").unique()).collect(engine="streaming")["user_id"].to_numpy())
-        if max_users < all_users.size:
-            chosen = np.sort(np.random.default_rng([seed, 0]).choice(all_users, size=max_users, replace=False))
-            scan = scan.join(pl.LazyFrame({"user_id": chosen}), on="user_id", how="semi")
-    log = scan.select("user_id", "item_id", "category_id", "timestamp").collect(engine="streaming")
-    # An item's category is the one it is logged with most often (ties: the smallest id).
-    items = (
-        log.group_by("item_id", "category_id").len()
-        .sort(["item_id", "len", "category_id"], descending=[False, True, False])
-        .group_by("item_id", maintain_order=True).first()
-        .select("item_id", pl.col("category_id").cast(pl.Utf8).alias("category"), pl.lit(None, pl.Utf8).alias("title"))
-    )
-    return _interaction_task("taobao", log.select("user_id", "item_id", "timestamp"), items,
-                             _hashed_profile(user_buckets), seed, None, settings)
+def _file_key(path: Path, *parts: Any) -> str:
+    """A folder name for the memory-mapped sequences of ``path`` under these settings (changes with the file)."""
+    import hashlib
+
+    stat = Path(path).stat()
+    text = repr((str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, parts))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def lifelong_task(data: LifelongData, seed: int, user_buckets: int, settings: dict[str, Any]) -> RecTask:

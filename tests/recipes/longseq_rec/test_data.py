@@ -18,7 +18,8 @@ LIFELONG_TINY = dict(dataset="lifelong-synthetic", lifelong_users=10, lifelong_h
                      lifelong_targets_per_user=2, max_history=40)
 
 
-def test_taobao_data_module(tmp_path):
+def test_taobao_data_module(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSION_DATA_DIR", str(tmp_path / "data"))  # the streamed sequences are cached there
     path = tmp_path / "UserBehavior.csv"
     path.write_text("\n".join(TAOBAO_ROWS) + "\n")
     module = RecDataModule(dataset="taobao", data_path=str(path), max_history=5, batch_size=4, user_hash_buckets=7)
