@@ -286,6 +286,8 @@ score, error = scored["score"][0], scored["error"][0]
 if error is not None:
     st.error(f"This row cannot be scored: {error}")
     st.stop()
+if scored["warnings"][0] is not None:  # scored without the user or the history, or with time gaps unknown
+    st.info(f"Scored with a warning: {scored['warnings'][0]}")
 result = st.columns([1, 1, 2])
 result[0].metric("Click probability", f"{score:.4f}", help=f"`recipe.score_frame` with run {run.run_id}")
 if row.get("label") is not None:
