@@ -152,12 +152,14 @@ def test_score_uploaded_scores_every_row_and_reports_bad_ones(tiny_rec_run, tmp_
     upload.write_parquet(buffer)
 
     scored = score_uploaded(recipe, predictor, buffer.getvalue(), chunk_rows=4)
-    assert scored.columns == ["row", "user_id", "target_item", "label", "score", "error"]
+    assert scored.columns == ["row", "user_id", "target_item", "label", "score", "warnings", "error"]
     assert scored["row"].to_list() == list(range(6))
     assert scored["target_item"].to_list() == upload["target_item"].to_list()
-    assert scored["score"].is_null().to_list() == [False, False, True, True, False, False]
+    assert scored["score"].is_null().to_list() == [False, False, True, False, False, False]
     assert "999999" in scored["error"][2] and "vocabulary" in scored["error"][2]
-    assert "empty" in scored["error"][3]
+    # no history: scored from the target and the user, with a warning saying so
+    assert scored["error"][3] is None and "history_items is empty or null" in scored["warnings"][3]
+    assert scored["warnings"].is_null().to_list() == [True, True, True, False, True, True]
     expected = recipe.score_frame(predictor, good)["score"]
     assert scored["score"][[0, 1, 4, 5]].to_list() == pytest.approx(expected[[0, 1, 2, 3]].to_list())
 
@@ -168,6 +170,6 @@ def test_score_uploaded_rejects_files_it_cannot_score(tiny_rec_run):
     with pytest.raises(UploadError, match="not a readable Parquet file"):
         score_uploaded(recipe, predictor, b"user_id,target_item\n1,2\n")
     buffer = io.BytesIO()
-    pl.DataFrame({"user_id": [1], "target_item": [2]}).write_parquet(buffer)
-    with pytest.raises(UploadError, match=r"lacks the column\(s\) \['history_items'\]"):
+    pl.DataFrame({"user_id": [1], "history_items": [[2]]}).write_parquet(buffer)
+    with pytest.raises(UploadError, match=r"lacks the column\(s\) \['target_item'\]"):
         score_uploaded(recipe, predictor, buffer.getvalue())
