@@ -1,33 +1,44 @@
-"""Benchmark of the long-sequence recommendation models (issue 3): DIN, TWIN and DARE.
+"""Benchmark of the long-sequence recommendation models (issues 3 and 14): DIN, TWIN and DARE.
 
-1. MovieLens-100K: test AUC, GAUC and logloss of din, twin and dare over 3 seeds (mean and std).
-2. Lifelong synthetic histories of 10,000 behaviours: test AUC of twin and dare, and the search stage's recall of
-   the planted relevant behaviours within its top-k (averaged over positive targets).
-3. Search-stage speed on histories of 10,000: dare with a 16-d attention table against twin's single 64-d table on
-   the same batch: median time of the stage-1 search alone and of the whole forward, and the AUC each reached in 2.
-
-The lifelong data use one item per (category, hidden theme) (``--lifelong-items 200``), so a positive target's
-planted relevant behaviours are interactions with that same item thousands of behaviours back; the model has to
-learn to find and use them (both the search and the attention start from random embeddings). With the generator's
-default 2,000 items (10 per theme) the relevant behaviours are *other* items of the target's hidden theme; in our
-runs neither model got off the ground within a few hundred steps there (test AUC about 0.5, search recall at the
-random level), because a relevant behaviour that is never retrieved gives the embeddings no gradient to learn from.
+1. MovieLens-100K: test AUC, GAUC and logloss of din, twin and dare over 3 seeds (mean and std), each reported at
+   its best-validation checkpoint (validation every ``--val-every`` steps), with the DARE reference's training
+   choices (N(0, 0.01) embeddings, per-part score scaling, BatchNorm + PReLU head, Adam with a 1e-6 L2 penalty).
+   ``--ablation`` retrains twin and dare with those choices switched on one at a time from our old settings, which
+   shows what closed the gap to the authors' code.
+2. Lifelong synthetic histories: the planted behaviours a positive target depends on are *other* items of the
+   target's hidden theme (``--lifelong-items`` a multiple of categories × themes; 2,000 = 10 items per theme), so an
+   attention embedding has to learn the themes; item and category popularity are long-tailed (Zipf exponent
+   ``--lifelong-popularity``). TWIN(64), DARE(64/64) and DARE(16/64) over ``--lifelong-seeds`` seeds: test AUC, the
+   search stage's recall of the planted behaviours, a random search's recall (k / real behaviours, averaged over
+   positives), validation AUC and recall every ``--val-every`` steps (the learning curves), and TWIN's gradient
+   conflict: the cosine between the gradients its one table receives through its attention role (search scores,
+   stage-2 weights) and through its representation role (what is summed and predicted from), as DARE's paper plots.
+3. Speed, interleaved (the models' repeats alternate, the median of the per-pair ratios is reported, so a load
+   change on a shared machine hits both sides alike): stage-1 search of dare16 against twin64 on the plain
+   (``lookup``) path, and the ``table`` path (score the target against the whole attention table once, gather by
+   item id) against twin64's plain search, both at L = 10,000 on the MovieLens-100K catalogue (1,682 items); and
+   scoring throughput (``fusion score``'s ``score_frame``: encoding raw rows + forward) in rows per second for
+   10,000-long histories.
 
 Models are the recipe's ``RecModule`` built from its ``RecConfig``, trained by a Lightning ``Trainer`` (the module's
-own training step and AdamW) on the recipe's ``RecDataModule`` for a fixed number of steps, so every model sees the
-same samples in the same order, and evaluated by ``Trainer.test`` (the module's test metrics). The sizes
-below (defaults of the command-line options) keep the whole run to about 15 minutes on 2 CPU cores; every option
-is printed at the start. Progress goes to stdout; the last line is one JSON object::
+own training step and optimiser) on the recipe's ``RecDataModule`` for a fixed number of steps, so every model sees
+the same samples in the same order, and evaluated by ``Trainer.test`` (the module's test metrics). Every option is
+printed at the start; sections can be skipped (``--ml-seeds 0``, ``--lifelong-users 0``, ``--speed-repeats 0``) so
+the run can be split into chunks. The last line is one JSON object::
 
-    {"ml100k": {"<model>": {"auc": m, "auc_std": s, "gauc": m, "logloss": m}},
-     "lifelong": {"<model>": {"auc": m, "search_recall": m}}, "search_speedup_dare16_vs_twin64": r}
+    {"ml100k": {"<model>": {"auc", "auc_std", "gauc", "logloss"}}, "ml100k_ablation": {"<variant>": {...}},
+     "lifelong": {"<model>": {"auc", "auc_std", "search_recall", "search_recall_std"}},
+     "random_search_recall": r, "gradient_conflict": {...}, "search_speedup_dare16_vs_twin64": r,
+     "gather_speedup": r, "score_rows_per_s": r}
 
 Run: ``.venv/bin/python bench/longseq.py`` (``--smoke`` for a one-minute check of the plumbing).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
 import statistics
 import sys
 import time
@@ -36,14 +47,35 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fusion_core.layers.retrieval import gather_history, target_attention  # noqa: E402
 from recipes.longseq_rec.config import RecConfig  # noqa: E402
 from recipes.longseq_rec.data import RecDataModule  # noqa: E402
+from recipes.longseq_rec.model import resolve_groups  # noqa: E402
 from recipes.longseq_rec.module import RecModule  # noqa: E402
 
 STARTED = time.perf_counter()
+
+#: our settings before issue 14 (PyTorch's N(0, 1) embeddings, one dot product, GELU head, AdamW without decay)
+OLD = dict(embedding_std=None, per_part_scaling=False, head_norm=False, optimizer="adamw", weight_decay=0.0)
+#: the DARE reference's choices, added one at a time (each variant keeps the ones before it)
+ABLATION = {
+    "old": {},
+    "+init": dict(embedding_std=0.01),
+    "+scaling": dict(embedding_std=0.01, per_part_scaling=True),
+    "+bn_prelu": dict(embedding_std=0.01, per_part_scaling=True, head_norm=True),
+    "+adam_l2": dict(embedding_std=0.01, per_part_scaling=True, head_norm=True, optimizer="adam", weight_decay=1e-6),
+}
+REFERENCE = ABLATION["+adam_l2"]
+ML100K_CATALOGUE = dict(num_items=1683, num_cates=19)  # 1,682 movies, 18 genres (+ padding): the speed section's tables
+LIFELONG_MODELS = {  # name → (model, attention width, representation width)
+    "twin64": ("twin", 64, 64),
+    "dare64": ("dare", 64, 64),
+    "dare16": ("dare", 16, 64),
+}
 
 
 def say(message: str) -> None:
@@ -61,31 +93,57 @@ def build(model: str, data: RecDataModule, seed: int, **settings) -> RecModule:
     ))
 
 
-class LossReport(pl.Callback):
-    """Prints the mean training loss four times over a run of ``steps`` steps."""
+class Progress(pl.Callback):
+    """Prints the mean training loss every ``every`` steps and keeps the validation curve and the best-validation
+    weights (restored when training ends, as the reference reports its best-validation checkpoint)."""
 
-    def __init__(self, label: str, steps: int) -> None:
-        self.label, self.steps, self.running = label, steps, []
+    def __init__(self, label: str, every: int, keep_best: bool = True) -> None:
+        self.label, self.every, self.keep_best = label, every, keep_best
+        self.running: list[float] = []
+        self.curve: list[dict[str, float]] = []
+        self.best_auc, self.best_state, self.best_step = -math.inf, None, 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.running.append(float(outputs["loss"]))
-        step = trainer.global_step
-        if step % max(1, self.steps // 4) == 0 or step == self.steps:
-            say(f"  {self.label}: step {step}/{self.steps}  loss {statistics.fmean(self.running):.4f}")
-            self.running = []
+
+    def on_validation_end(self, trainer, module) -> None:
+        if trainer.sanity_checking:
+            return
+        logged = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        loss = statistics.fmean(self.running) if self.running else float("nan")
+        self.running = []
+        point = {"step": trainer.global_step, "train_loss": loss, "val_auc": logged.get("auc", float("nan"))}
+        if "search_recall" in logged and math.isfinite(logged["search_recall"]):
+            point["val_search_recall"] = logged["search_recall"]
+        self.curve.append(point)
+        say(f"  {self.label}: step {point['step']}  loss {loss:.4f}  val auc {point['val_auc']:.4f}"
+            + (f"  val recall {point['val_search_recall']:.3f}" if "val_search_recall" in point else ""))
+        if self.keep_best and point["val_auc"] > self.best_auc:
+            self.best_auc, self.best_step = point["val_auc"], point["step"]
+            self.best_state = copy.deepcopy(module.state_dict())
+
+    def on_fit_end(self, trainer, module) -> None:
+        if self.keep_best and self.best_state is not None:
+            module.load_state_dict(self.best_state)
 
 
-def trainer(callbacks: list[pl.Callback] | None = None, steps: int = -1) -> pl.Trainer:
-    return pl.Trainer(accelerator="cpu", devices=1, max_steps=steps, max_epochs=-1, limit_val_batches=0,
-                      num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=callbacks)
+def trainer(callbacks: list[pl.Callback] | None = None, steps: int = -1, val_every: int | None = None,
+            val_batches: int | float = 1.0) -> pl.Trainer:
+    validate = dict(val_check_interval=val_every, check_val_every_n_epoch=None, limit_val_batches=val_batches) \
+        if val_every else dict(limit_val_batches=0)
+    return pl.Trainer(accelerator="cpu", devices=1, max_steps=steps, max_epochs=-1, num_sanity_val_steps=0,
+                      logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=callbacks, **validate)
 
 
-def train(module: RecModule, data: RecDataModule, steps: int, label: str) -> float:
-    """``steps`` optimiser steps over the training loader (cycled); returns the seconds it took."""
+def train(module: RecModule, data: RecDataModule, steps: int, label: str, val_every: int,
+          val_batches: int | float = 1.0) -> tuple[float, Progress]:
+    """``steps`` optimiser steps over the training loader (cycled), validating every ``val_every`` steps and
+    ending on the best-validation weights; returns the seconds it took and the curve."""
+    progress = Progress(label, val_every)
     started = time.perf_counter()
-    trainer([LossReport(label, steps)], steps).fit(module, datamodule=data)
-    return time.perf_counter() - started
+    trainer([progress], steps, val_every=min(val_every, steps), val_batches=val_batches).fit(module, datamodule=data)
+    return time.perf_counter() - started, progress
 
 
 def evaluate(module: RecModule, data: RecDataModule) -> dict[str, float]:
@@ -94,126 +152,367 @@ def evaluate(module: RecModule, data: RecDataModule) -> dict[str, float]:
     return {key.removeprefix("test/"): float(value) for key, value in logged.items()}
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: allocator, first-call dispatch
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def movielens(args) -> dict[str, dict[str, float]]:
-    if args.ml_seeds < 1:
-        say("== 1. MovieLens-100K: skipped (--ml-seeds 0)")
-        return {}
-    say(f"== 1. MovieLens-100K: {args.ml_models}, seeds {list(range(args.ml_seeds))}, {args.ml_steps} steps of "
-        f"{args.ml_batch}, histories of {args.ml_history}")
+# --- 1. MovieLens-100K ----------------------------------------------------------------------------------------------
+
+
+def movielens_runs(args, models: list[str], settings: dict, label: str) -> dict[str, list[dict[str, float]]]:
     sizes = dict(attention_dim=16, representation_dim=64, top_k=args.ml_top_k, din_window=args.ml_top_k,
-                 mlp_hidden=[200, 80], lr=args.ml_lr)
-    runs: dict[str, list[dict[str, float]]] = {m: [] for m in args.ml_models}
+                 mlp_hidden=[200, 80], lr=args.ml_lr, **settings)
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in models}
     for seed in range(args.ml_seeds):
         data = RecDataModule(dataset="movielens-100k", max_history=args.ml_history, batch_size=args.ml_batch,
                              seed=seed, max_users=args.ml_users)
-        for name in args.ml_models:
+        for name in models:
             module = build(name, data, seed, **sizes)
-            seconds = train(module, data, args.ml_steps, f"{name} seed {seed}")
+            seconds, progress = train(module, data, args.ml_steps, f"{label} {name} seed {seed}", args.val_every)
             metrics = evaluate(module, data)
+            metrics["best_step"] = progress.best_step
             runs[name].append(metrics)
-            say(f"  {name} seed {seed}: auc {metrics['auc']:.4f} gauc {metrics['gauc']:.4f} "
-                f"logloss {metrics['logloss']:.4f} ({seconds:.0f} s training)")
+            say(f"  {label} {name} seed {seed}: auc {metrics['auc']:.4f} gauc {metrics['gauc']:.4f} logloss "
+                f"{metrics['logloss']:.4f} (best validation at step {progress.best_step}; {seconds:.0f} s training)")
+    return runs
+
+
+def summarise(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
     summary = {}
     for name, results in runs.items():
-        aucs = [r["auc"] for r in results]
-        summary[name] = {
-            "auc": statistics.fmean(aucs),
-            "auc_std": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
-            "gauc": statistics.fmean(r["gauc"] for r in results),
-            "logloss": statistics.fmean(r["logloss"] for r in results),
-        }
+        if not results:
+            continue
+        auc, auc_std = mean_std([r["auc"] for r in results])
+        summary[name] = {"auc": auc, "auc_std": auc_std, "aucs": [round(r["auc"], 4) for r in results],
+                         "gauc": statistics.fmean(r["gauc"] for r in results),
+                         "logloss": statistics.fmean(r["logloss"] for r in results)}
     return summary
 
 
-def lifelong(args) -> tuple[dict[str, dict[str, float]], float, dict[str, float]]:
-    say(f"== 2. lifelong synthetic: {args.lifelong_users} users × {args.lifelong_history} behaviours, "
-        f"{args.lifelong_steps} steps of {args.lifelong_batch}, top-k {args.lifelong_top_k}")
-    data = RecDataModule(
-        dataset="lifelong-synthetic", max_history=args.lifelong_history, batch_size=args.lifelong_batch, seed=0,
-        lifelong_users=args.lifelong_users, lifelong_history=args.lifelong_history, lifelong_items=args.lifelong_items,
-        lifelong_interests=args.lifelong_interests, lifelong_relevant=args.lifelong_relevant,
-    )
-    settings = {
-        "twin": dict(representation_dim=64),  # one 64-d table searched, attended and summed
-        "dare": dict(attention_dim=16, representation_dim=64),  # 16-d attention table, 64-d representation table
-    }
-    results, modules = {}, {}
-    for name, dims in settings.items():
-        if name not in args.lifelong_models:
-            continue
-        module = build(name, data, 0, top_k=args.lifelong_top_k, mlp_hidden=[200, 80], lr=args.lifelong_lr, **dims)
-        seconds = train(module, data, args.lifelong_steps, f"{name} lifelong")
-        metrics = evaluate(module, data)
-        results[name] = {"auc": metrics["auc"], "search_recall": metrics.get("search_recall", float("nan"))}
-        modules[name] = module
-        say(f"  {name}: auc {metrics['auc']:.4f}  search recall {results[name]['search_recall']:.4f} "
-            f"({seconds:.0f} s training)")
+def movielens(args) -> tuple[dict, dict]:
+    if args.ml_seeds < 1:
+        say("== 1. MovieLens-100K: skipped (--ml-seeds 0)")
+        return {}, {}
+    say(f"== 1. MovieLens-100K: {args.ml_models}, seeds {list(range(args.ml_seeds))}, {args.ml_steps} steps of "
+        f"{args.ml_batch}, histories of {args.ml_history}, best validation every {args.val_every} steps")
+    summary = summarise(movielens_runs(args, args.ml_models, {**OLD, **REFERENCE}, "reference"))
+    ablation = {}
+    if args.ablation:
+        for variant, settings in ABLATION.items():
+            if variant not in args.ablation_variants:
+                continue
+            if variant == "+adam_l2" and set(args.ablation_models) <= set(args.ml_models):
+                ablation[variant] = {m: summary[m] for m in args.ablation_models}  # the run above
+                continue
+            say(f"-- ablation {variant}: {settings or 'our old settings'}")
+            ablation[variant] = summarise(movielens_runs(args, args.ablation_models, {**OLD, **settings}, variant))
+    return summary, ablation
 
-    say(f"== 3. search-stage speed: one test batch of {args.speed_batch} × {args.lifelong_history} behaviours, "
-        f"median of {args.speed_repeats} repeats")
-    batch = data.batch_builder("test")(np.arange(min(args.speed_batch, len(data.samples["test"]))))
-    timings = {}
-    if set(modules) != {"twin", "dare"}:
-        return results, float("nan"), {}
+
+# --- 2. lifelong ----------------------------------------------------------------------------------------------------
+
+
+def lifelong_data(args, seed: int, users: int | None = None) -> RecDataModule:
+    return RecDataModule(
+        dataset="lifelong-synthetic", max_history=args.lifelong_history, batch_size=args.lifelong_batch, seed=seed,
+        lifelong_users=users or args.lifelong_users, lifelong_history=args.lifelong_history,
+        lifelong_items=args.lifelong_items, lifelong_interests=args.lifelong_interests,
+        lifelong_relevant=args.lifelong_relevant, lifelong_popularity=args.lifelong_popularity,
+    )
+
+
+def random_search_recall(data: RecDataModule, top_k: int) -> float:
+    """Expected recall of a search that keeps ``top_k`` of a history's real behaviours at random: ``min(1, k / n)``
+    for every positive test sample with planted behaviours, averaged."""
+    builder = data.batch_builder("test")
+    recalls = []
+    for start in range(0, len(builder), 256):
+        batch = builder(np.arange(start, min(start + 256, len(builder))))
+        keep = (batch["label"] > 0.5) & batch["relevant"].any(dim=1)
+        real = batch["hist_mask"].sum(dim=1).double()
+        recalls += (top_k / real).clamp(max=1.0)[keep].tolist()
+    return statistics.fmean(recalls) if recalls else float("nan")
+
+
+def gradient_conflict(module: RecModule, data: RecDataModule, batches: int) -> dict[str, float]:
+    """TWIN's one table serves two roles; back-propagate the click loss through each role alone (the other role's
+    embeddings detached) and compare the two gradients on the table: their cosine over the whole table, the mean
+    cosine per item row that both reach, and how much larger the representation gradient is (DARE's "gradient
+    domination" and "conflict")."""
+    model = module.recommender
+    if model.decoupled:
+        raise ValueError("gradient conflict is measured on a single-table model (twin)")
+    table = model.attention_table
+    module.eval()
+    loader = data.test_dataloader()
+    sums = {"attention": None, "representation": None}
+    for i, batch in enumerate(loader):
+        if i >= batches:
+            break
+        groups = resolve_groups(batch, None)
+        found = model._search(batch, groups)
+        history = {f: gather_history(batch[f"hist_{f}"], found.indices) for f in ("item", "cate", "time")}
+        for role in sums:
+            module.zero_grad()
+            query = model.attention_query(batch, groups)
+            keys = model.embed_behaviours(table, history, found.valid, groups)
+            target_repr, values = model.embed_target(table, batch, groups), keys
+            if role == "attention":
+                target_repr, values = target_repr.detach(), values.detach()
+            else:
+                query, keys = query.detach(), keys.detach()
+            pool = target_attention(query, keys, values, found.valid, model.temperature)
+            logit = model.predict(target_repr, pool.interest, model.embed_profile(batch, groups))
+            F.binary_cross_entropy_with_logits(logit, batch["label"].float()).backward()
+            grads = table.tables["item"].weight.grad.detach().clone()  # (items, d_item)
+            sums[role] = grads if sums[role] is None else sums[role] + grads
+    attention, representation = sums["attention"], sums["representation"]
+    overall = F.cosine_similarity(attention.flatten(), representation.flatten(), dim=0)
+    both = (attention.norm(dim=1) > 0) & (representation.norm(dim=1) > 0)
+    per_row = F.cosine_similarity(attention[both], representation[both], dim=1)
+    module.zero_grad()
+    return {"cosine": float(overall), "mean_row_cosine": float(per_row.mean()),
+            "negative_row_share": float((per_row < 0).float().mean()),
+            "representation_over_attention_norm": float(representation.norm() / attention.norm().clamp_min(1e-30)),
+            "rows": int(both.sum())}
+
+
+def lifelong(args) -> tuple[dict, float, dict, dict]:
+    if args.lifelong_users < 1:
+        say("== 2. lifelong synthetic: skipped (--lifelong-users 0)")
+        return {}, float("nan"), {}, {}
+    say(f"== 2. lifelong synthetic: {args.lifelong_users} users × {args.lifelong_history} behaviours, "
+        f"{args.lifelong_items} items (popularity exponent {args.lifelong_popularity}), {args.lifelong_steps} steps of "
+        f"{args.lifelong_batch}, top-k {args.lifelong_top_k}, lr {args.lifelong_lr}, seeds {args.lifelong_seeds}")
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in args.lifelong_models}
+    curves: dict[str, list] = {}
+    conflicts: list[dict[str, float]] = []
+    randoms: list[float] = []
+    for seed in range(args.lifelong_seeds):
+        data = lifelong_data(args, seed)
+        randoms.append(random_search_recall(data, args.lifelong_top_k))
+        say(f"  seed {seed}: a random top-{args.lifelong_top_k} search recalls {randoms[-1]:.4f} of the planted behaviours")
+        for name in args.lifelong_models:
+            model, attention_dim, representation_dim = LIFELONG_MODELS[name]
+            module = build(model, data, seed, top_k=args.lifelong_top_k, mlp_hidden=[200, 80], lr=args.lifelong_lr,
+                           attention_dim=attention_dim, representation_dim=representation_dim, **REFERENCE)
+            if name == "twin64" and seed == 0:
+                conflicts.append({"when": "start", **gradient_conflict(module, data, args.conflict_batches)})
+            seconds, progress = train(module, data, args.lifelong_steps, f"{name} seed {seed}", args.val_every,
+                                      args.lifelong_val_batches)
+            metrics = evaluate(module, data)
+            runs[name].append(metrics)
+            curves[f"{name}/seed{seed}"] = progress.curve
+            say(f"  {name} seed {seed}: auc {metrics['auc']:.4f}  search recall {metrics.get('search_recall', math.nan):.4f}"
+                f" (best validation at step {progress.best_step}; {seconds:.0f} s training)")
+            if name == "twin64" and seed == 0:
+                conflicts.append({"when": "trained", **gradient_conflict(module, data, args.conflict_batches)})
+                say(f"  twin64 gradient conflict: {json.dumps({k: v for k, v in conflicts[-1].items()})}")
+    results = {}
+    for name, metrics in runs.items():
+        auc, auc_std = mean_std([m["auc"] for m in metrics])
+        recall, recall_std = mean_std([m.get("search_recall", math.nan) for m in metrics])
+        results[name] = {"auc": auc, "auc_std": auc_std, "search_recall": recall, "search_recall_std": recall_std}
+    conflict = {c.pop("when"): c for c in conflicts}
+    return results, statistics.fmean(randoms), conflict, curves
+
+
+# --- 3. speed -------------------------------------------------------------------------------------------------------
+
+
+def interleaved(fns: dict[str, callable], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each call, the functions alternating within every repeat (after one warm-up call each)."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
+def median_ratio(slow: list[float], fast: list[float]) -> float:
+    return statistics.median(s / f for s, f in zip(slow, fast))
+
+
+def synthetic_batch(num_items: int, num_cates: int, num_time_buckets: int, batch: int, length: int,
+                    profile_cardinalities: tuple[int, ...], seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "user": torch.zeros(batch, dtype=torch.long),
+        "profile": torch.stack([torch.randint(1, c, (batch,), generator=g) for c in profile_cardinalities], dim=1)
+        if profile_cardinalities else torch.zeros(batch, 0, dtype=torch.long),
+        "target_item": torch.randint(1, num_items, (batch,), generator=g),
+        "target_cate": torch.randint(1, num_cates, (batch,), generator=g),
+        "hist_item": torch.randint(1, num_items, (batch, length), generator=g),
+        "hist_cate": torch.randint(1, num_cates, (batch, length), generator=g),
+        "hist_time": torch.randint(1, num_time_buckets, (batch, length), generator=g),
+        "hist_mask": torch.ones(batch, length, dtype=torch.bool),
+        "label": torch.zeros(batch),
+    }
+
+
+def speed(args, catalogue: dict) -> tuple[float, float, dict]:
+    if args.speed_repeats < 1:
+        say("== 3. speed: skipped (--speed-repeats 0)")
+        return float("nan"), float("nan"), {}
+    say(f"== 3. search speed at L = {args.speed_history} on the MovieLens-100K catalogue ({catalogue['num_items'] - 1} "
+        f"items): batch {args.speed_batch}, {args.speed_repeats} interleaved repeats, {torch.get_num_threads()} threads")
+    config = dict(num_time_buckets=16, top_k=args.lifelong_top_k, mlp_hidden=(200, 80), subset_table=False,
+                  **catalogue)  # the reference's defaults: N(0, 0.01) tables, per-part scaling
+    torch.manual_seed(0)
+    twin = RecModule(RecConfig(model="twin", representation_dim=64, **config)).recommender.eval()
+    dare = RecModule(RecConfig(model="dare", attention_dim=16, representation_dim=64, **config)).recommender.eval()
+    batch = synthetic_batch(catalogue["num_items"], catalogue["num_cates"], 16, args.speed_batch, args.speed_history, ())
+    same = torch.equal(dare.search(batch, via="table").indices, dare.search(batch, via="lookup").indices)
     with torch.no_grad():
-        for name, module in modules.items():
-            module.eval()
-            search = median_seconds(lambda m=module: m.recommender.search(batch), args.speed_repeats)
-            forward = median_seconds(lambda m=module: m(batch), args.speed_repeats)
-            timings[name] = {"search_s": search, "forward_s": forward}
-            say(f"  {name}: stage-1 search {1e3 * search:.1f} ms, whole forward {1e3 * forward:.1f} ms")
-    speedup = timings["twin"]["search_s"] / timings["dare"]["search_s"]
-    forward_speedup = timings["twin"]["forward_s"] / timings["dare"]["forward_s"]
-    say(f"  search speed-up dare16 vs twin64: {speedup:.2f}x (whole forward {forward_speedup:.2f}x); "
-        f"AUC twin64 {results['twin']['auc']:.4f}, dare16 {results['dare']['auc']:.4f}")
-    return results, speedup, {"forward_speedup": forward_speedup, **{f"{m}_{k}": v for m, t in timings.items() for k, v in t.items()}}
+        times = interleaved({
+            "twin64_lookup": lambda: twin.search(batch, via="lookup"),
+            "dare16_lookup": lambda: dare.search(batch, via="lookup"),
+            "dare16_table": lambda: dare.search(batch, via="table"),
+            "twin64_table": lambda: twin.search(batch, via="table"),
+        }, args.speed_repeats)
+        forward = interleaved({"twin64": lambda: twin(batch), "dare16": lambda: dare(batch)}, max(3, args.speed_repeats // 3))
+    medians = {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    plain = median_ratio(times["twin64_lookup"], times["dare16_lookup"])
+    gather = median_ratio(times["twin64_lookup"], times["dare16_table"])
+    details = {
+        "median_ms": {k: round(v, 3) for k, v in medians.items()},
+        "twin64_table_vs_lookup": round(median_ratio(times["twin64_lookup"], times["twin64_table"]), 2),
+        "forward_speedup_dare16_vs_twin64_auto": round(median_ratio(forward["twin64"], forward["dare16"]), 2),
+        "forward_median_ms": {k: round(1e3 * statistics.median(t), 2) for k, t in forward.items()},
+        "table_and_lookup_same_top_k": same,
+    }
+    say(f"  medians (ms): {json.dumps(details['median_ms'])}")
+    say(f"  search speed-up dare16 vs twin64, plain path: {plain:.2f}x; table path dare16 vs twin64 plain: {gather:.2f}x; "
+        f"twin64 table vs its plain: {details['twin64_table_vs_lookup']}x; whole forward (auto path) "
+        f"{details['forward_speedup_dare16_vs_twin64_auto']}x; identical top-k on both paths: {same}")
+    return plain, gather, details
+
+
+def scoring_throughput(args) -> float:
+    """Rows per second of ``LongSeqRecipe.score_frame`` (raw rows → encoding → forward) on ``--score-history``-long
+    histories, with DARE16 (untrained: the cost does not depend on the weights) on a lifelong set just big enough."""
+    if args.score_rows < 1:
+        return float("nan")
+    from recipes.longseq_rec.predictor import RecPredictor
+    from recipes.longseq_rec.recipe import RECIPE
+
+    rows_args = copy.copy(args)
+    rows_args.lifelong_history = args.score_history
+    data = lifelong_data(rows_args, 0, users=max(20, math.ceil(args.score_rows / 8 / 0.1) + 10))
+    module = build("dare", data, 0, attention_dim=16, representation_dim=64, top_k=args.lifelong_top_k, **REFERENCE)
+    module.eval()
+    frame = data.scoring_frame("test").head(args.score_rows)
+    predictor = RecPredictor(module, data.vocab)
+    RECIPE.score_frame(predictor, frame.head(8))  # warm-up
+    started = time.perf_counter()
+    result = RECIPE.score_frame(predictor, frame)
+    seconds = time.perf_counter() - started
+    assert result["error"].null_count() == frame.height, result["error"].drop_nulls().head(3).to_list()
+    rate = frame.height / seconds
+    lengths = frame["history_items"].list.len()
+    say(f"== scoring throughput: {frame.height} rows with histories of {lengths.min()}–{lengths.max()} behaviours in "
+        f"{seconds:.2f} s: {rate:.1f} rows/s")
+    return rate
+
+
+def write_report(path: Path, results: dict, curves: dict, args) -> Path:
+    """The lifelong section as a self-contained HTML report: the learning curves (training loss, validation AUC
+    and search recall every ``--val-every`` steps, per model and seed) and the results table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recipes.runtime.report import HtmlReport
+
+    report = HtmlReport("bench/longseq.py — lifelong learning curves",
+                        f"{args.lifelong_users} users × {args.lifelong_history} behaviours, {args.lifelong_items} items "
+                        f"(popularity exponent {args.lifelong_popularity}), {args.lifelong_steps} steps of "
+                        f"{args.lifelong_batch}, lr {args.lifelong_lr}, top-{args.lifelong_top_k}")
+    report.heading("Learning curves")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    colours = {name: f"C{i}" for i, name in enumerate(LIFELONG_MODELS)}
+    for key, curve in curves.items():
+        name = key.split("/")[0]
+        steps = [p["step"] for p in curve]
+        for ax, metric in zip(axes, ("train_loss", "val_auc", "val_search_recall")):
+            ax.plot(steps, [p.get(metric, math.nan) for p in curve], color=colours[name], alpha=0.8,
+                    label=name if key.endswith("seed0") else None)
+    for ax, title in zip(axes, ("training loss (mean since the last point)", "validation AUC", "validation search recall")):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    axes[0].legend()
+    report.figure(fig, "one line per model and seed; the weights reported are those of the best validation AUC")
+    plt.close(fig)
+    report.heading("Results")
+    report.table({"model": list(results), **{k: [round(results[m][k], 4) for m in results]
+                                              for k in ("auc", "auc_std", "search_recall", "search_recall_std")}})
+    return report.save(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ml-models", nargs="+", default=["din", "twin", "dare"])
+    parser.add_argument("--ml-models", nargs="*", default=["din", "twin", "dare"])
     parser.add_argument("--ml-seeds", type=int, default=3)
     parser.add_argument("--ml-steps", type=int, default=300)
     parser.add_argument("--ml-batch", type=int, default=256)
     parser.add_argument("--ml-history", type=int, default=50)
     parser.add_argument("--ml-top-k", type=int, default=20, help="top-k of twin/dare and din's window")
     parser.add_argument("--ml-users", type=int, default=None, help="keep a seeded subset of users (default: all 943)")
+    parser.add_argument("--ml-lr", type=float, default=1e-2)
+    parser.add_argument("--ablation", action="store_true", help="retrain twin and dare with the reference's choices "
+                        "added one at a time")
+    parser.add_argument("--ablation-models", nargs="+", default=["twin", "dare"])
+    parser.add_argument("--ablation-variants", nargs="+", default=list(ABLATION), choices=list(ABLATION))
+    parser.add_argument("--val-every", type=int, default=50, help="validation (curve, best checkpoint) every N steps")
     parser.add_argument("--lifelong-users", type=int, default=600)
     parser.add_argument("--lifelong-history", type=int, default=10_000)
-    parser.add_argument("--lifelong-items", type=int, default=200,
-                        help="a multiple of 20 categories × 10 themes; 200 = one item per theme (see the docstring)")
+    parser.add_argument("--lifelong-items", type=int, default=2_000,
+                        help="a multiple of 20 categories × 10 themes; 2,000 = 10 items per theme, so relevant "
+                             "behaviours are other items of the target's theme; 200 = the target item itself")
+    parser.add_argument("--lifelong-popularity", type=float, default=1.0, help="Zipf exponent of item popularity")
     parser.add_argument("--lifelong-interests", type=int, default=4, help="categories each user's history draws from")
     parser.add_argument("--lifelong-relevant", type=int, default=3, help="behaviours planted per target")
-    parser.add_argument("--lifelong-models", nargs="+", default=["twin", "dare"])
+    parser.add_argument("--lifelong-models", nargs="+", default=list(LIFELONG_MODELS), choices=list(LIFELONG_MODELS))
+    parser.add_argument("--lifelong-seeds", type=int, default=3)
     parser.add_argument("--lifelong-lr", type=float, default=2e-3)
-    parser.add_argument("--lifelong-steps", type=int, default=200)
-    parser.add_argument("--lifelong-batch", type=int, default=32)
+    parser.add_argument("--lifelong-steps", type=int, default=300)
+    parser.add_argument("--lifelong-batch", type=int, default=64)
     parser.add_argument("--lifelong-top-k", type=int, default=32)
+    parser.add_argument("--lifelong-val-batches", type=float, default=1.0, help="share (or count) of val batches")
+    parser.add_argument("--conflict-batches", type=int, default=4)
     parser.add_argument("--speed-batch", type=int, default=64)
-    parser.add_argument("--speed-repeats", type=int, default=10)
-    parser.add_argument("--ml-lr", type=float, default=1e-2)
+    parser.add_argument("--speed-history", type=int, default=10_000)
+    parser.add_argument("--speed-repeats", type=int, default=15)
+    parser.add_argument("--score-rows", type=int, default=64, help="rows timed for score_rows_per_s")
+    parser.add_argument("--score-history", type=int, default=10_000)
+    parser.add_argument("--report", type=Path, default=None, help="write the lifelong learning curves to this HTML file")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the plumbing in about a minute")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.ml_seeds, args.ml_steps, args.ml_users = 2, 10, 100
-        args.lifelong_users, args.lifelong_history, args.lifelong_steps = 40, 2_000, 5
-        args.speed_batch, args.speed_repeats = 16, 3
+        args.ml_seeds, args.ml_steps, args.ml_users, args.val_every = 2, 10, 100, 5
+        args.lifelong_users, args.lifelong_history, args.lifelong_steps, args.lifelong_seeds = 40, 500, 6, 2
+        args.speed_batch, args.speed_repeats, args.speed_history, args.score_rows = 8, 3, 2_000, 16
     say(f"torch {torch.__version__}, {torch.get_num_threads()} threads; options {vars(args)}")
 
-    ml = movielens(args)
-    life, speedup, timings = lifelong(args)
-    say(f"done; search timings {json.dumps({k: round(v, 5) for k, v in timings.items()})}")
-    print(json.dumps({"ml100k": ml, "lifelong": life, "search_speedup_dare16_vs_twin64": speedup}), flush=True)
+    ml, ablation = movielens(args)
+    life, random_recall, conflict, curves = lifelong(args)
+    plain, gather, timings = speed(args, ML100K_CATALOGUE)
+    rows_per_s = scoring_throughput(args)
+    say(f"done; timings {json.dumps(timings)}")
+    if curves:
+        say(f"learning curves {json.dumps(curves)}")
+        if args.report is not None:
+            say(f"report: {write_report(args.report, life, curves, args)}")
+    print(json.dumps({
+        "ml100k": ml, "ml100k_ablation": ablation, "lifelong": life, "random_search_recall": random_recall,
+        "gradient_conflict": conflict, "search_speedup_dare16_vs_twin64": plain, "gather_speedup": gather,
+        "score_rows_per_s": rows_per_s,
+    }), flush=True)
     return 0
 
 
