@@ -21,6 +21,7 @@ examples:
   fusion data fetch movielens-100k
   fusion train longseq_rec --config quick --trainer.max_epochs 2
   fusion score longseq_rec --run latest --input held_out.parquet --output scores.parquet --shard 0/2
+  fusion score longseq_rec --run latest --input held_out.parquet --output scores.parquet --engine ray
   fusion explain longseq_rec --run latest --out report.html
   fusion app --port 8501
 
@@ -36,10 +37,11 @@ def _user_errors() -> Iterator[None]:
     """Turn the runtime's user-facing errors into :class:`_UsageError`; anything else keeps its traceback."""
     from recipes.runtime.runs import RunNotFoundError
     from recipes.runtime.score import ScoreInputError
+    from recipes.runtime.score_ray import RayUnavailableError
 
     try:
         yield
-    except (RunNotFoundError, ScoreInputError) as error:
+    except (RunNotFoundError, ScoreInputError, RayUnavailableError) as error:
         raise _UsageError(str(error)) from None
 
 
@@ -108,9 +110,16 @@ def _score(args: argparse.Namespace) -> int:
         shard = parse_shard(args.shard) if args.shard else None
     except ValueError as error:
         raise _UsageError(str(error)) from None
+    engine = args.engine
+    if args.address and engine != "ray":
+        raise _UsageError("--address needs --engine ray (it names the Ray cluster to score on)")
+    if engine == "ray":
+        from recipes.runtime.score_ray import RayEngine
+
+        engine = RayEngine(address=args.address)
     with _user_errors():
         score_file(recipe, args.run, args.input, args.output, chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, shard=shard,
-                   progress=not args.no_progress, runs_dir=args.runs_dir, data_root=args.data_root)
+                   progress=not args.no_progress, runs_dir=args.runs_dir, data_root=args.data_root, engine=engine)
     return 0
 
 
@@ -155,6 +164,8 @@ def _data_list(args: argparse.Namespace) -> int:
 
 
 # --- app -----------------------------------------------------------------------------------------------------
+UPLOAD_LIMIT_MB = 64
+
 def _app(args: argparse.Namespace) -> int:
     try:
         import apps
@@ -169,6 +180,7 @@ def _app(args: argparse.Namespace) -> int:
         "--server.port", str(args.port),
         "--server.headless", "true" if args.headless else "false",
         "--browser.gatherUsageStats", "false",
+        "--server.maxUploadSize", str(UPLOAD_LIMIT_MB),  # as .streamlit/config.toml says, from any working folder
     ]
     print(f"fusion app: http://localhost:{args.port}  (runs: {runs}; Ctrl-C stops it)", flush=True)
     try:
@@ -200,8 +212,8 @@ def _parser() -> argparse.ArgumentParser:
                                 "with `row`, the recipe's passthrough columns, `score`, `warnings` and `error`.")
     score.add_argument("recipe", help="recipe name (fusion train --help lists them)")
     score.add_argument("--run", default="latest", help="run id, run folder or 'latest' (default)")
-    score.add_argument("--input", required=True, type=Path, help="Parquet file to score")
-    score.add_argument("--output", required=True, type=Path, help="Parquet file to write")
+    score.add_argument("--input", required=True, help="Parquet file to score (a path or a file:// URL)")
+    score.add_argument("--output", required=True, help="Parquet file to write (a path or a file:// URL)")
     score.add_argument("--chunk-size", type=_positive_int, default=None, help="rows per chunk (default 10000)")
     score.add_argument("--shard", help="i/n: score the i-th of n contiguous parts of the chunks (0-based)")
     score.add_argument("--runs-dir", help="runs root (default: $FUSION_RUNS_DIR, else ./runs)")
@@ -209,6 +221,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="folder every file the input names must lie in, symlinks resolved; relative paths are read "
                             "from it (default: the input file's folder)")
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
+    score.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local: chunks scored in this process (default); ray: chunks as Ray tasks, same output bytes")
+    score.add_argument("--address", help="Ray cluster to score on with --engine ray (default: $RAY_ADDRESS, else a "
+                       "local Ray instance with this machine's cores)")
     score.set_defaults(handler=_score)
 
     explain = commands.add_parser("explain", help="write a self-contained HTML report for a run",

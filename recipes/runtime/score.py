@@ -12,6 +12,10 @@ job ran. A score is never NaN: a non-finite score becomes an ``error``.
 
 Every file path an input row names is confined to the data root (``data_root``, by default the input file's
 folder): see :mod:`recipes.runtime.inputs`.
+
+``engine="ray"`` (or a :class:`recipes.runtime.score_ray.RayEngine`) scores the chunks as Ray tasks, each writing
+its part file with the same :func:`write_chunk`; everything else (manifest, resume, merge) is this module's.
+Paths may be given as ``file://`` URLs.
 """
 from __future__ import annotations
 
@@ -29,8 +33,9 @@ if TYPE_CHECKING:
 
     from recipes.runtime.recipe import Recipe
     from recipes.runtime.runs import Run
+    from recipes.runtime.score_ray import RayEngine
 
-__all__ = ["score_file", "score_chunk", "score_part", "ScoreInputError", "parse_shard", "DEFAULT_CHUNK_SIZE", "OUTPUT_COLUMNS"]
+__all__ = ["score_file", "score_chunk", "score_part", "write_chunk", "ScoreInputError", "parse_shard", "DEFAULT_CHUNK_SIZE", "OUTPUT_COLUMNS"]
 
 DEFAULT_CHUNK_SIZE = 10_000
 OUTPUT_COLUMNS = ("row", "score", "warnings", "error")
@@ -209,6 +214,38 @@ def score_part(recipe: "Recipe", predictor: Any, chunk: "pl.DataFrame", offset: 
     return rows.hstack([*chunk.select(passthrough).get_columns(), *scored.get_columns()])
 
 
+def write_chunk(recipe: "Recipe", predictor: Any, input_path: Path, chunk: int, chunk_size: int, passthrough: list[str],
+                data_root: Path, parts: Path) -> int:
+    """Score chunk ``chunk`` of ``input_path`` (rows ``[chunk·chunk_size, (chunk+1)·chunk_size)``) inside
+    ``data_root`` and write its part file atomically; returns its row count. Every engine writes its parts with
+    this: the local one in this process, the Ray one in its workers."""
+    import polars as pl
+
+    from recipes.runtime.inputs import data_root as confined_to
+
+    offset = chunk * chunk_size
+    rows = pl.scan_parquet(input_path).slice(offset, chunk_size).collect()
+    with confined_to(data_root):
+        part = score_part(recipe, predictor, rows, offset, passthrough)
+    _write_part(part, _part_path(parts, chunk))
+    return rows.height
+
+
+def _local_path(value: str | Path) -> Path:
+    """A path, or a ``file://`` URL as a path; any other URL scheme is refused with what to do instead."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    text = str(value)
+    if "://" not in text:
+        return Path(value)
+    url = urlparse(text)
+    if url.scheme == "file" and url.netloc in ("", "localhost"):
+        return Path(url2pathname(url.path))
+    raise ScoreInputError(f"{text}: only local paths and file:// URLs are supported; mount the storage (NFS, s3fs, "
+                          "gcsfuse) at the same path on every node and pass that path")
+
+
 def _write_part(frame: "pl.DataFrame", path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     frame.write_parquet(tmp)
@@ -244,16 +281,16 @@ def score_file(
     progress: bool = True,
     runs_dir: str | Path | None = None,
     data_root: str | Path | None = None,
+    engine: "str | RayEngine" = "local",
 ) -> Path:
     """Score ``input_path`` with ``run`` of ``recipe`` into ``output_path`` (see the module docstring).
 
     ``run`` is a :class:`Run`, a run folder, a run id or ``latest`` (looked up under ``runs_dir``).
     ``data_root`` is the folder every file the rows name must lie in (default: ``input_path``'s folder).
+    ``engine`` is ``"local"`` (this process), ``"ray"`` (a :class:`~recipes.runtime.score_ray.RayEngine` with its
+    defaults) or a configured ``RayEngine``.
     Returns ``output_path``; with ``shard`` it is written by whichever shard finishes last.
     """
-    import polars as pl
-
-    from recipes.runtime.inputs import data_root as confined_to
     from recipes.runtime.recipe import Recipe
     from recipes.runtime.registry import get_recipe
     from recipes.runtime.runs import Run, resolve_run
@@ -264,12 +301,18 @@ def score_file(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     shard = shard or (0, 1)
     _check_shard(shard)
-    input_path, output_path = Path(input_path), Path(output_path)
+    if engine == "ray":
+        from recipes.runtime.score_ray import RayEngine
+
+        engine = RayEngine()
+    elif isinstance(engine, str) and engine != "local":
+        raise ValueError(f"unknown engine {engine!r}: use 'local' or 'ray'")
+    input_path, output_path = _local_path(input_path), _local_path(output_path)
     if input_path.resolve() == output_path.resolve():
         raise ScoreInputError(f"{input_path}: the output would overwrite the input; pass another --output")
 
     num_rows, columns = _inspect_input(recipe, input_path)
-    root = Path(data_root) if data_root is not None else input_path.resolve().parent
+    root = _local_path(data_root) if data_root is not None else input_path.resolve().parent
     if not root.is_dir():
         raise ScoreInputError(f"data root {root}: not a folder; pass --data-root with the folder that holds the files "
                               f"the input names")
@@ -298,17 +341,16 @@ def score_file(
 
         label = f"scoring {input_path.name}" + (f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else "")
         bar = tqdm(total=last - first, initial=last - first - len(todo), desc=label, unit="chunk", file=sys.stderr)
-    predictor = recipe.load_predictor(run) if todo else None
-    scan = pl.scan_parquet(input_path)
     try:
-        for k in todo:
-            offset = k * chunk_size
-            chunk = scan.slice(offset, chunk_size).collect()
-            with confined_to(root):
-                part = score_part(recipe, predictor, chunk, offset, passthrough)
-            _write_part(part, _part_path(parts, k))
-            if bar is not None:
-                bar.update(1)
+        if isinstance(engine, str):
+            predictor = recipe.load_predictor(run) if todo else None
+            for k in todo:
+                write_chunk(recipe, predictor, input_path, k, chunk_size, passthrough, root, parts)
+                if bar is not None:
+                    bar.update(1)
+        else:
+            engine.score_chunks(recipe, run, input_path, todo, chunk_size, passthrough, root, parts,
+                                on_chunk=None if bar is None else lambda: bar.update(1))
     finally:
         if bar is not None:
             bar.close()
