@@ -3,7 +3,7 @@
 A vertical fills in two things: :meth:`RecipeDataModule.prepare_data` (fetch or build its data set, once per
 machine) and :meth:`RecipeDataModule.build_splits` (read it and return ``{"train": Dataset, "val": ..., "test":
 ...}``); the base class does the rest the same way for all of them: ``setup`` runs ``build_splits`` once, the loaders
-shuffle the training split with a seeded generator (so a run and its resume see the same order), drop a last
+shuffle the training split in an order drawn from ``(seed, epoch)`` (so a run and its resume see the same order), drop a last
 partial training batch only when the split is larger than a batch, and keep evaluation order. Every loader has its
 own seeded generator, so iterating one (a validation pass) never draws from the global random state that training's
 dropout uses: results do not depend on what ran before.
@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from recipes.runtime.files import atomic_save, atomic_write_text
 
@@ -78,6 +78,7 @@ class RecipeDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.seed = int(seed)
         self.splits: dict[str, Dataset] | None = None
+        self._resume: tuple[int, int] | None = None
 
     # --- what a vertical fills in ------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -108,16 +109,32 @@ class RecipeDataModule(pl.LightningDataModule):
             raise KeyError(f"{type(self).__name__} has no {split!r} split; it has {sorted(self.splits)}")
         return self.splits[split]
 
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Start the next training loader at ``epoch`` after its first ``batches`` batches (called on resume by
+        :class:`recipes.runtime.resume.ResumePoint`)."""
+        self._resume = (int(epoch), int(batches))
+
     def loader(self, split: str, *, shuffle: bool | None = None, batch_size: int | None = None) -> DataLoader:
-        """A DataLoader over ``split``: shuffled with a generator seeded by ``seed`` (training by default), the last
-        partial batch dropped only when shuffling a split larger than a batch and :attr:`drop_last_train` is set."""
+        """A DataLoader over ``split``: shuffled (training by default) in an order drawn from ``(seed, epoch)`` alone
+        (:class:`~recipes.runtime.resume.EpochSampler`, so a resumed run sees the order an uninterrupted one would),
+        the last partial batch dropped only when shuffling a split larger than a batch and :attr:`drop_last_train` is
+        set."""
+        from recipes.runtime.resume import EpochSampler
+
         dataset = self.dataset(split)
         shuffle = split == "train" if shuffle is None else shuffle
         size = self.batch_size if batch_size is None else int(batch_size)
-        # seeded even when not shuffling: a DataLoader draws its workers' base seed from its generator (the global RNG
-        # when it has none) each time it is iterated, so an unseeded validation pass would shift training's randomness
+        # evaluation keeps PyTorch's SequentialSampler, which Lightning splits across DDP processes as it always has
+        sampler = EpochSampler(len(dataset), seed=self.seed) if shuffle else SequentialSampler(dataset)
+        if shuffle and self._resume is not None:
+            epoch, batches = self._resume
+            sampler.start_at(epoch, batches * size)
+            self._resume = None
+        # a seeded generator even though the sampler does not use it: a DataLoader draws its workers' base seed from its
+        # generator (the global RNG when it has none) each time it is iterated, so an unseeded pass would shift
+        # training's randomness
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(dataset, batch_size=size, shuffle=shuffle, generator=generator, num_workers=self.num_workers,
+        return DataLoader(dataset, batch_size=size, sampler=sampler, generator=generator, num_workers=self.num_workers,
                           collate_fn=self.collate_fn(), drop_last=shuffle and self.drop_last_train and len(dataset) > size,
                           persistent_workers=self.num_workers > 0)
 

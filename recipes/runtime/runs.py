@@ -138,8 +138,14 @@ class Run:
     @property
     def status(self) -> str:
         """What ``run.json`` says: ``running``, ``interrupted`` or ``finished`` (a resumed run keeps its earlier
-        model while it trains on); without ``run.json``: ``finished`` when a model is saved, else ``unknown``."""
-        return self.info.get("status") or ("finished" if self.has_model else "unknown")
+        model while it trains on); without ``run.json``: ``finished`` when a model is saved, else ``unknown``.
+        A run that says ``running`` but whose training process on this machine is gone (``kill -9``, a crash, a
+        lost node) is ``interrupted``: continue it with ``--resume``."""
+        info = self.info
+        status = info.get("status") or ("finished" if self.has_model else "unknown")
+        if status == "running" and _process_gone(info.get("process")):
+            return "interrupted"
+        return status
 
     @property
     def has_model(self) -> bool:
@@ -221,6 +227,36 @@ def _has_class_path(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_class_path(v) for v in value)
     return False
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc``), to tell it from a later process that
+    reuses its pid; None where ``/proc`` is not available."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19])  # field 22, counted after the command name
+
+
+def _process_gone(process: Any) -> bool:
+    """Whether the training process ``run.json`` records (host, pid, start) has certainly ended. A process on
+    another host cannot be checked from here and counts as alive."""
+    import socket
+
+    if not isinstance(process, dict) or process.get("host") != socket.gethostname():
+        return False
+    pid = process.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, owned by someone else
+    start = process.get("start")
+    return start is not None and process_start_ticks(pid) != start
 
 
 def _read_yaml(file: Path) -> dict[str, Any]:

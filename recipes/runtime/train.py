@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -46,7 +47,7 @@ __all__ = ["train", "parse_config", "TrainConfigError", "TrainingInterrupted", "
 DEFAULT_SEED = 42
 
 TRAIN_USAGE = """\
-usage: fusion train RECIPE [--config quick|full|PATH] [--resume RUN] [--runs-dir DIR] [OVERRIDES ...]
+usage: fusion train RECIPE [--config quick|full|PATH] [--resume RUN] [--runs-dir DIR] [--checkpoint-every N] [OVERRIDES ...]
 
 Train RECIPE with Lightning into RUNS_DIR/RECIPE/RUN_ID/ (config.yaml, hparams.yaml, model.safetensors,
 metrics.json, checkpoints/last.ckpt, MODEL_CARD.md).
@@ -55,6 +56,8 @@ metrics.json, checkpoints/last.ckpt, MODEL_CARD.md).
   --resume RUN              continue a run (its id, folder or 'latest') from checkpoints/last.ckpt with its
                             config.yaml; overrides apply on top, e.g. a larger --trainer.max_epochs
   --runs-dir DIR            runs root (default: $FUSION_RUNS_DIR, else ./runs)
+  --checkpoint-every N      save a checkpoint every N optimizer steps (default 50; the last two are kept and
+                            last.ckpt is the newest); a run killed at any moment resumes to the same weights
   OVERRIDES                 LightningCLI options: --trainer.max_epochs 2 --model.lr 0.001 --data.batch_size 64 ...
                             (`fusion train RECIPE --help` lists every option of the recipe)
 
@@ -79,11 +82,13 @@ class _TrainArgs:
     configs: list[str] = field(default_factory=list)
     resume: str | None = None
     runs_dir: str | None = None
+    checkpoint_every: str | None = None
     overrides: list[str] = field(default_factory=list)
     help: bool = False
 
 
-_OWN_OPTIONS = {"--config": "configs", "-c": "configs", "--resume": "resume", "--runs-dir": "runs_dir"}
+_OWN_OPTIONS = {"--config": "configs", "-c": "configs", "--resume": "resume", "--runs-dir": "runs_dir",
+                "--checkpoint-every": "checkpoint_every"}
 
 
 def _split_args(argv: list[str]) -> _TrainArgs:
@@ -251,6 +256,13 @@ def _print_summary(run: Run, metrics: dict[str, float]) -> None:
     sys.stdout.flush()
 
 
+def _process_identity() -> dict[str, Any]:
+    """Who is training the run, so that a reader can tell a live run from one whose process died (``kill -9``)."""
+    from recipes.runtime.runs import process_start_ticks
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start_ticks(os.getpid())}
+
+
 def train(recipe_name: str, argv: list[str]) -> Run:
     """Train ``recipe_name`` as ``fusion train`` would with ``argv``; returns the run (see :data:`TRAIN_USAGE`)."""
     from recipes.runtime.registry import get_recipe
@@ -296,15 +308,18 @@ def train(recipe_name: str, argv: list[str]) -> Run:
 
     from jsonargparse import ArgumentError
     from lightning.fabric.utilities.exceptions import MisconfigurationException
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from recipes.runtime.resume import DEFAULT_CHECKPOINT_EVERY, checkpoint_callbacks
 
+    every = args.checkpoint_every or DEFAULT_CHECKPOINT_EVERY
+    if not str(every).isdigit() or int(every) < 1:
+        raise TrainConfigError(f"--checkpoint-every needs a whole number of steps >= 1; got {every!r}")
     checkpoint_dir = run_dir / "checkpoints"
     trainer_defaults = {
         "default_root_dir": str(run_dir),
         "enable_progress_bar": True,
         "callbacks": [
-            # one rolling checkpoints/last.ckpt, overwritten in place (no last-v1.ckpt after a resume)
-            ModelCheckpoint(dirpath=checkpoint_dir, save_top_k=0, save_last=True, enable_version_counter=False),
+            # step checkpoints, the data position and random state in each, last.ckpt the newest (no -v1 after a resume)
+            *checkpoint_callbacks(checkpoint_dir, int(every)),
             _make_interrupt_checkpoint(checkpoint_dir / "last.ckpt"),
         ],
     }
@@ -337,11 +352,12 @@ def train(recipe_name: str, argv: list[str]) -> Run:
     if is_zero:
         atomic_write_text(run.config_path, _dump_config(cli))
         atomic_write_text(run.path / HPARAMS_FILE, yaml.safe_dump(_hparams(model), sort_keys=False))
+        alive = _process_identity()
         if resumed:
-            run.write_info(status="running", resumed=[*run.info.get("resumed", []), {"at": datetime.now().isoformat(timespec="seconds"), "command": command}])
+            run.write_info(status="running", process=alive, resumed=[*run.info.get("resumed", []), {"at": datetime.now().isoformat(timespec="seconds"), "command": command}])
         else:
             run.write_info(recipe=recipe.name, run_id=run_id, created=datetime.now().isoformat(timespec="microseconds"),
-                           status="running", command=command, module_class=f"{type(model).__module__}.{type(model).__qualname__}")
+                           status="running", process=alive, command=command, module_class=f"{type(model).__module__}.{type(model).__qualname__}")
         if not _hparams(model):
             print(f"warning: {type(model).__name__} saved no hyperparameters; call self.save_hyperparameters() in its __init__ "
                   "so load_module() can rebuild it", file=sys.stderr)

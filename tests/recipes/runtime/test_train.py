@@ -38,7 +38,7 @@ def test_hparams_hold_the_linked_value_and_rebuild_the_module(trained_run):
     hparams = yaml.safe_load((trained_run.path / "hparams.yaml").read_text())
     config = {"lr": 0.05, "weight_decay": 0.0, "modality_dropout": 0.0, "balance_missingness": False,
               "step_loss_weight": 0.0, "subset_table": True, "num_features": 4, "hidden": 8, "fusion": "concat",
-              "interrupt_at_step": None}
+              "interrupt_at_step": None, "kill_at_step": None}
     assert hparams == {"config": config}  # the one config, with the linked value, readable by yaml.safe_load
 
 
@@ -89,7 +89,8 @@ def test_resume_continues_an_interrupted_run_with_its_config(toy, tmp_path):
     assert longer == run and global_step(longer) == 24
     assert longer.config["trainer"]["max_epochs"] == 3
     assert len(longer.info["resumed"]) == 2
-    assert sorted(p.name for p in (run.path / "checkpoints").iterdir()) == ["last.ckpt"]
+    # no last-v1.ckpt after resumes: the newest epoch end, last.ckpt and no step checkpoint (24 steps < the default 50)
+    assert sorted(p.name for p in (run.path / "checkpoints").iterdir()) == ["epoch-end.ckpt", "last.ckpt"]
 
 
 def test_config_mistakes_raise_train_config_error(toy, tmp_path):
@@ -138,3 +139,41 @@ def test_ddp_on_two_cpu_processes_makes_one_run(tmp_path):
     assert 0.0 <= run.metrics["test/acc"] <= 1.0
     assert f"run folder: {run.path}" in result.stdout
     assert elapsed < 60, f"DDP test took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("kill_at", [13, 17], ids=["mid-epoch", "after-an-epoch-end"])
+def test_kill_9_then_resume_gives_the_weights_of_an_uninterrupted_run(kill_at, tmp_path):
+    """3 epochs of 8 steps with modality dropout (global RNG) and shuffling; checkpoints every 3 steps. SIGKILL at
+    step 13 resumes from step 12 (mid-epoch: data position and RNG restored); at step 17 from the epoch-end
+    checkpoint at 16. Either way the final weights equal an uninterrupted run's, bit for bit."""
+    from safetensors.torch import load_file
+
+    script = tmp_path / "fusion_toy.py"
+    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
+    common = ["--config", "quick", "--trainer.max_epochs", "3", "--model.config.modality_dropout", "0.3",
+              "--checkpoint-every", "3"]
+    env = {k: v for k, v in os.environ.items() if k not in ("FUSION_RUN_ID", "WORLD_SIZE", "LOCAL_RANK", "RANK")}
+
+    def fusion(runs: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), "train", "toy", "--runs-dir", str(runs), *args],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    reference = fusion(tmp_path / "ref", *common)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    (whole,) = list_runs(tmp_path / "ref")
+
+    killed = fusion(tmp_path / "runs", *common, "--model.config.kill_at_step", str(kill_at))
+    assert killed.returncode == -9
+    (run,) = list_runs(tmp_path / "runs")
+    assert run.info["status"] == "running" and run.status == "interrupted"  # the process is gone
+    steps = sorted(p.name for p in (run.path / "checkpoints").glob("step=*.ckpt"))
+    assert steps == {13: ["step=12.ckpt", "step=9.ckpt"], 17: ["step=12.ckpt", "step=15.ckpt"]}[kill_at]  # the last two
+    assert global_step(run) == {13: 12, 17: 16}[kill_at]
+
+    resumed = fusion(tmp_path / "runs", "--resume", run.run_id, "--model.config.kill_at_step", "null")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert run.status == "finished" and run.info["training"]["global_step"] == 24
+    expected, got = load_file(whole.model_path), load_file(run.model_path)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name

@@ -7,6 +7,9 @@ tensors), test metrics, a ``score_frame`` that gives bad rows an error, and an `
 """
 from __future__ import annotations
 
+import os
+import signal
+
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +75,7 @@ class ToyConfig(RecipeConfig):
     fusion: str = "concat"
     lr: float = 0.05
     interrupt_at_step: int | None = None
+    kill_at_step: int | None = None  # SIGKILL the training process when this many steps are done (the resume test)
 
 
 class ToyClassifier(RecipeModule):
@@ -114,6 +118,8 @@ class ToyClassifier(RecipeModule):
     def training_step(self, batch, batch_idx):
         if self.config.interrupt_at_step is not None and self.global_step >= self.config.interrupt_at_step:
             raise KeyboardInterrupt
+        if self.config.kill_at_step is not None and self.global_step == self.config.kill_at_step:
+            os.kill(os.getpid(), signal.SIGKILL)
         out = self.fused(batch["x"], self.training_present(batch))
         label = batch["label"]
         loss = nn.functional.binary_cross_entropy_with_logits(self.head(out.pooled).squeeze(-1), label)
