@@ -5,6 +5,8 @@ Parquet upload scoring. Nothing here knows about a particular recipe; pages talk
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,8 +17,8 @@ import streamlit as st
 from recipes.runtime import runs as run_folders
 from recipes.runtime.registry import get_recipe
 from recipes.runtime.runs import Run, list_runs
-from recipes.runtime.score import OUTPUT_COLUMNS, ScoreInputError
-from recipes.runtime.score import score_chunk
+from recipes.runtime.inputs import data_root
+from recipes.runtime.score import OUTPUT_COLUMNS, ScoreInputError, score_part
 
 if TYPE_CHECKING:
     from recipes.runtime.recipe import Recipe
@@ -40,6 +42,8 @@ EMPTY_RUNS_HELP = (
     "`$FUSION_RUNS_DIR` (or `fusion app --runs-dir DIR`)."
 )
 SCORE_CHUNK_ROWS = 4096
+#: the folder an uploaded table's file paths may point into (unset: none — uploaded tables cannot name server files)
+APP_DATA_ROOT_ENV = "FUSION_APP_DATA_ROOT"
 _RUN_COLUMNS = ("recipe", "run_id", "created", "status", "model")
 
 
@@ -136,9 +140,12 @@ def score_uploaded(
     """Score an uploaded Parquet file with ``recipe.score_frame``, in chunks of ``chunk_rows`` rows.
 
     Returns one row per input row, in input order, with the columns ``fusion score`` writes: ``row`` (input row
-    index), the recipe's passthrough columns, ``score`` and ``error`` (a bad row gets a null score and a message;
-    the other rows are still scored). Raises :class:`UploadError` when the file as a whole cannot be scored:
-    unreadable, or missing one of ``recipe.score_columns``.
+    index), the recipe's passthrough columns, ``score``, the extra outputs, ``warnings`` and ``error`` (a bad row gets
+    a null score and a message; the other rows are still scored). Raises :class:`UploadError` when the file as a
+    whole cannot be scored: unreadable, or missing one of ``recipe.score_columns``.
+
+    Paths an uploaded table names are confined to ``$FUSION_APP_DATA_ROOT`` when it is set, else to an empty
+    temporary folder: a table from a browser never makes the server open its own files.
     """
     if chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be positive; got {chunk_rows}")
@@ -151,14 +158,13 @@ def score_uploaded(
         )
     passthrough = [c for c in dict.fromkeys(recipe.passthrough) if c in frame.columns and c not in OUTPUT_COLUMNS]
     parts: list[pl.DataFrame] = []
-    for start in range(0, frame.height, chunk_rows):
-        chunk = frame.slice(start, chunk_rows)
-        scored = score_chunk(recipe, predictor, chunk)  # falls back to row by row, so one bad row costs only itself
-        rows = pl.int_range(start, start + chunk.height, dtype=pl.Int64, eager=True).alias("row")
-        parts.append(pl.DataFrame(rows).hstack([*chunk.select(passthrough).get_columns(), *scored.get_columns()]))
+    with tempfile.TemporaryDirectory(prefix="fusion-upload-") as empty_root:
+        with data_root(os.environ.get(APP_DATA_ROOT_ENV) or empty_root):
+            for start in range(0, frame.height, chunk_rows):
+                # score_part falls back to row by row, so one bad row costs only itself
+                parts.append(score_part(recipe, predictor, frame.slice(start, chunk_rows), start, passthrough))
     if not parts:
-        empty = {"row": pl.Int64, **{c: frame.schema[c] for c in passthrough}, "score": pl.Float64, "error": pl.Utf8}
-        return pl.DataFrame(schema=empty)
+        return score_part(recipe, predictor, frame.head(0), 0, passthrough)
     return pl.concat(parts, how="vertical")
 
 
@@ -224,10 +230,15 @@ def upload_scorer(recipe: "Recipe", predictor: Any, *, key: str, run_id: str = "
         st.error(str(error))
         return None
     failed = scored.filter(pl.col("error").is_not_null())
-    st.write(f"**{scored.height}** rows scored from `{uploaded.name}`, **{failed.height}** with an error.")
+    warned = scored.filter(pl.col("warnings").is_not_null())
+    st.write(f"**{scored.height}** rows scored from `{uploaded.name}`, **{failed.height}** with an error, "
+             f"**{warned.height}** scored with a warning.")
     if failed.height:
         st.warning("Rows that could not be scored (null score):")
         st.dataframe(failed.select("row", "error"), hide_index=True, width="stretch")
+    if warned.height:
+        st.info("Rows scored without something (see `warnings`):")
+        st.dataframe(warned.select("row", "score", "warnings"), hide_index=True, width="stretch")
     st.dataframe(scored, hide_index=True, width="stretch")
     buffer = io.BytesIO()
     scored.write_parquet(buffer)
