@@ -130,6 +130,7 @@ RECIPE = DementiaRecipe(
     links=(("data.text_dim", "model.config.text_dim"), ("data.image_size", "model.config.image_size"),
            ("data.acoustic", "model.config.acoustic"), ("data.acoustic_features", "model.config.acoustic_features"),
            ("data.text_encoder", "model.config.text_encoder"), ("data.text_vocab_size", "model.config.text_vocab_size")),
+    modality_columns={"audio": ("wav_path",), "text": ("transcript", "cha_path")},
     score_columns=("speaker_id",),
     passthrough=("speaker_id", "label", "domain"),
     extra_outputs=(("transcript_source", "Utf8"),),  # "manual" (given or .cha) or "asr" (pocketsphinx)

@@ -120,6 +120,7 @@ RECIPE = DrivingRecipe(
     variant_field="variant",
     aliases=("driving",),
     links=tuple((f"data.{name}", f"model.config.{name}") for name in DATA_GEOMETRY),
+    modality_columns={"camera": ("image_path",), "lidar": ("velodyne_path",)},
     score_columns=("frame_id",),
     passthrough=("frame_id", "label_path"),
     datasets=("driving-scenes",),

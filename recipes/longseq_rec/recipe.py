@@ -105,6 +105,7 @@ RECIPE = LongSeqRecipe(
         ("data.num_time_buckets", "model.config.num_time_buckets"),
         ("data.profile_cardinalities", "model.config.profile_cardinalities"),
     ),
+    modality_columns={"history": ("history_items", "history_timestamps"), "profile": ("user_id",)},
     score_columns=("target_item",),
     passthrough=("user_id", "target_item", "label"),
     datasets=("movielens-100k",),

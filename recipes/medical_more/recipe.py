@@ -142,6 +142,7 @@ RECIPE = MedicalRecipe(
         ("data.text_max_len", "model.config.text_max_len"),
         ("data.findings", "model.config.findings"),
     ),
+    modality_columns={"xray": ("xray_path",), "ecg": ("ecg_path",), "report": ("report_text",)},
     score_columns=(),
     passthrough=("patient_id", *FINDINGS),
     extra_outputs=(*((f"p_{f}", "Float64") for f in FINDINGS), ("modalities", "Utf8")),

@@ -40,6 +40,8 @@ class Recipe(abc.ABC):
     ``extra_outputs`` ``(column, polars dtype name)`` pairs that ``score_frame`` adds next to ``score``, e.g.
                       ``(("p_cardiomegaly", "Float64"),)``; they reach the scored file (null where a row failed)
     ``datasets``      names of the datasets (``recipes.runtime.datasets``) ``make demo`` fetches first
+    ``modality_columns`` modality → the input columns that carry it (``{"ecg": ("ecg_path",)}``); a row whose columns
+                      of a modality are null is scored without that modality. The contract test scores every subset.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Recipe(abc.ABC):
     datasets: tuple[str, ...] = ()
     description: str = ""
     variant_field: str = ""
+    modality_columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     # --- training -------------------------------------------------------------------------------------
