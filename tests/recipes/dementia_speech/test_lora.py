@@ -163,7 +163,7 @@ def test_tiny_run_saves_reloads_and_scores_like_the_in_memory_module(lora_run, t
     assert encoded.batch["text_ids"].dtype == torch.long and "text" not in encoded.batch
     memory = memory.cpu().eval()
     with torch.no_grad():
-        expected = memory.probability(encoded.batch).double()
+        expected = torch.sigmoid(memory.logit(encoded.batch) / predictor.temperature).double()  # temperature-scaled
     assert torch.allclose(torch.tensor(scored["score"].to_list()[:3], dtype=torch.float64), expected, atol=1e-6)
 
 
