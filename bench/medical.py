@@ -26,8 +26,8 @@ exceed it (0.83-0.91 on the 1,200-patient test split). ``recall_ceiling`` is the
 describe the same radiograph or ECG cannot be told apart (``fusion_core.losses.retrieval_recall_ceiling``): read
 ``recall_at`` against it, not against 1.
 
-Run: ``.venv/bin/python bench/medical.py`` (about 2 minutes on 2 idle cores, the first run's MiniLM embedding of
-the reports aside; ``--patients 1200`` is about 30 s).
+Run: ``.venv/bin/python bench/medical.py`` (about 4 minutes on 2 idle cores, the first run's MiniLM embedding of
+the reports aside; ``--patients 1200`` is about 2 minutes).
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def trainer(epochs: int) -> pl.Trainer:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=None, help="a seeded subset of the cohort (default: all)")
-    parser.add_argument("--pretrain-epochs", type=int, default=14)
+    parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--finding-target-weight", type=float, default=0.0,
                         help="weight of the finding-aware soft targets in the contrastive loss (0: instance targets only)")
     parser.add_argument("--finetune-epochs", type=int, default=6)
