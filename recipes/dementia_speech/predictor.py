@@ -100,7 +100,9 @@ class DementiaPredictor(NamedTuple):
                     [rows[i].vector if rows[i].vector is not None else np.zeros(width) for i in valid]).astype(np.float32))
             batch.update(encode_texts([rows[i].transcript for i in valid], self.settings["text_encoder"],
                                       self.settings["max_text_tokens"], self.settings["text_vocab_size"]))
-        warnings = [("; ".join(r.warnings) or None) if r is not None else None for r in rows]
+        # the warnings column joins several with "; ", so one warning keeps none inside
+        warnings = [("; ".join(w.replace("; ", ", ") for w in r.warnings) or None) if r is not None else None
+                    for r in rows]
         return EncodedRows(batch, valid, errors, [r.transcript if r else None for r in rows],
                            [r.source if r else None for r in rows], [r.wave if r else None for r in rows], warnings,
                            [r.markers if r else None for r in rows])
