@@ -11,8 +11,8 @@ devkit does, and KITTI-style BEV mAP): ``camera_blackout`` (an all-black image),
 
 Progress goes to stdout; the last line is one JSON object::
 
-    {"clean": {"lidar": {"map": m, "nds": n, "kitti_bev_map": k}, "camera": {...}, "concat": {...},
-               "interaction": {...}},
+    {"clean": {"lidar": {"map": m, "nds": n, "kitti_bev_map": k, "ap_car": a, ...}, "camera": {...},
+               "concat": {...}, "interaction": {...}},
      "faults": {"camera_blackout": {<variant>: {...}}, "lidar_failed": {...}, "lidar_beam_loss": {...},
                 "night": {...}},
      "goals": {<issue 13's bench goal>: true | false},
@@ -67,7 +67,8 @@ def evaluate(module, datamodule, fault: str) -> tuple[dict[str, float], list]:
         module.update_metrics(metrics, batch, module.present_of(batch))
     detection = metrics["detection"]
     computed = {name: float(value) for name, value in detection.compute().items()}
-    return {key: round(computed[key], 4) for key in ("map", "nds", "kitti_bev_map")}, detection.frames()
+    keys = ["map", "nds", "kitti_bev_map"] + ([f"ap_{name.lower()}" for name in CLASSES] if fault == "clean" else [])
+    return {key: round(computed[key], 4) for key in keys if key in computed}, detection.frames()
 
 
 def devkit_check(frames: list) -> float | None:
@@ -130,6 +131,9 @@ def main() -> None:
                         help="cap on the frames of each split (default: the quick config's; 'null' for all)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--smoke", action="store_true", help="one epoch on 16 frames per split")
+    parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="a further `fusion train` option, e.g. --set model.config.modality_dropout "
+                             "'{camera: 0.1, lidar: 0.3}'")
     args = parser.parse_args()
     overrides = ["--config", "quick", "--trainer.enable_progress_bar", "false"]
     if args.smoke:
@@ -138,6 +142,8 @@ def main() -> None:
         overrides += ["--trainer.max_epochs", str(args.epochs)]
     if args.limit_frames is not None:
         overrides += ["--data.limit_frames", str(args.limit_frames)]
+    for key, value in args.set:
+        overrides += [f"--{key}", value]
     say(f"variants {args.variants}; scenarios clean + {list(FAULTS)}; fusion train driving {' '.join(overrides)}")
     clean: dict[str, dict] = {}
     faults: dict[str, dict] = {name: {} for name in FAULTS}
