@@ -11,6 +11,7 @@ with the run's ``calibration.json`` (:mod:`recipes.runtime.calibration`), fit on
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,8 +97,25 @@ class DementiaRecipe(Recipe):
                              "error": pl.Series(encoded.errors, dtype=pl.Utf8)})
 
     def demo_input(self, run: "Run", path: Path) -> Path:
+        """The run's held-out speakers, their recordings and transcripts copied into ``<stem>_files/`` next to
+        ``path`` and named relative to it, so the file scores under ``fusion score``'s default data root."""
         frame = _held_out(run)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        files = path.parent / f"{path.stem}_files"
+        files.mkdir(parents=True, exist_ok=True)
+
+        def copied(column: str) -> list[str | None]:
+            names = []
+            for speaker, value in zip(frame["speaker_id"], frame[column]):
+                if value is None:
+                    names.append(None)
+                    continue
+                target = files / f"{speaker}{Path(value).suffix}"
+                shutil.copyfile(value, target)
+                names.append(str(target.relative_to(path.parent)))
+            return names
+
+        frame = frame.with_columns(pl.Series("wav_path", copied("wav_path"), dtype=pl.Utf8),
+                                   pl.Series("cha_path", copied("cha_path"), dtype=pl.Utf8))
         frame.write_parquet(path)
         return path
 

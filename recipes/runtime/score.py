@@ -252,20 +252,32 @@ def _write_part(frame: "pl.DataFrame", path: Path) -> None:
     os.replace(tmp, path)
 
 
+MERGED_ROW_GROUP = 65_536  # rows per row group of the merged file, whatever the chunk size
+
+
 def _merge(parts: Path, chunks: int, schema, output: Path) -> None:
-    """Concatenate the parts in chunk order into ``output``: one row group per chunk, fixed writer options,
-    so the bytes depend only on the rows."""
+    """Concatenate the parts in chunk order into ``output`` in row groups of :data:`MERGED_ROW_GROUP` rows with fixed
+    writer options, so the bytes depend only on the rows — not on the chunk size, the engine or the shards. Holds at
+    most one row group plus one part in memory."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     tmp = output.with_name(f".{output.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=True) as writer:
-            if chunks == 0:
-                writer.write_table(pa.Table.from_batches([], schema=schema))
+            pending: list[pa.Table] = []
+            rows = 0
             for k in range(chunks):
-                table = pq.read_table(_part_path(parts, k)).select(schema.names)
-                writer.write_table(table.replace_schema_metadata(None).cast(schema))
+                table = pq.read_table(_part_path(parts, k)).select(schema.names).replace_schema_metadata(None).cast(schema)
+                pending.append(table)
+                rows += table.num_rows
+                while rows >= MERGED_ROW_GROUP:
+                    merged = pa.concat_tables(pending)
+                    writer.write_table(merged.slice(0, MERGED_ROW_GROUP).combine_chunks(), row_group_size=MERGED_ROW_GROUP)
+                    pending, rows = [merged.slice(MERGED_ROW_GROUP)], rows - MERGED_ROW_GROUP
+            if rows or chunks == 0:
+                rest = pa.concat_tables(pending) if pending else pa.Table.from_batches([], schema=schema)
+                writer.write_table(rest.combine_chunks(), row_group_size=MERGED_ROW_GROUP)
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)

@@ -13,7 +13,9 @@ Each vertical's test package provides ``tests/recipes/<recipe>/tiny.py`` with:
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import itertools
 import math
 import os
 import subprocess
@@ -122,3 +124,89 @@ def test_two_processes_report_the_metrics_of_the_whole_test_set(name, tmp_path, 
     # and 1-process training lands within the stated tolerance of 2-process training
     for key, value in one_test.items():
         assert abs(value - two_test[key]) <= spec.DDP_TOLERANCE, (key, value, two_test[key])
+
+
+@pytest.fixture(scope="module")
+def scoring_runs(tmp_path_factory):
+    """One tiny run per recipe (trained on first use) and its demo input, with $FUSION_DATA_DIR pointing at its data
+    while the test uses it."""
+    made: dict[str, tuple[object, Path, Path]] = {}
+
+    @contextlib.contextmanager
+    def use(name: str):
+        if name not in made:
+            folder = tmp_path_factory.mktemp(name)
+            run = _train(name, folder, [])
+            made[name] = (run, folder, folder / "input" / "input.parquet")
+            (folder / "input").mkdir()
+        run, folder, path = made[name]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("FUSION_DATA_DIR", str(folder / "data"))
+            if not path.is_file():
+                get_recipe(name).demo_input(run, path)
+            yield run, path
+
+    return use
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RECIPES)
+def test_a_rows_score_depends_only_on_the_row(name, scoring_runs, tmp_path):
+    """The same file scored in chunks of 1, 7 and the default gives the same bytes, and reversing the rows
+    gives each row the same score and messages: nothing depends on a row's neighbours or position."""
+    import polars as pl
+
+    from recipes.runtime.score import score_file
+
+    recipe = get_recipe(name)
+    with scoring_runs(name) as (run, path):
+        outputs = [score_file(recipe, run, path, tmp_path / f"chunk{size}.parquet", chunk_size=size, progress=False)
+                   for size in (1, 7, 10_000)]
+        frame = pl.read_parquet(path)
+        reversed_path = path.with_name("reversed.parquet")
+        frame.reverse().write_parquet(reversed_path)
+        backwards = pl.read_parquet(score_file(recipe, run, reversed_path, tmp_path / "reversed.parquet", progress=False))
+    first = outputs[0].read_bytes()
+    assert all(out.read_bytes() == first for out in outputs[1:])
+    forwards = pl.read_parquet(outputs[0])
+    assert forwards.height == frame.height and forwards["score"].null_count() < frame.height
+    assert forwards.drop("row").equals(backwards.reverse().drop("row"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_modality_subset_scores(name, scoring_runs, tmp_path):
+    """Blank the input columns of any modalities (recipe.modality_columns): every row the full input scored still
+    scores, with a finite score and no error."""
+    import polars as pl
+
+    from recipes.runtime.score import score_file
+
+    recipe = get_recipe(name)
+    modalities = list(recipe.modality_columns)
+    assert len(modalities) >= 2, f"{name} declares no modality_columns"
+    with scoring_runs(name) as (run, path):
+        frame = pl.read_parquet(path)
+        full = pl.read_parquet(score_file(recipe, run, path, tmp_path / "full.parquet", progress=False))
+        scored = full["error"].is_null()
+        assert scored.sum() > 0, full["error"].to_list()[:3]
+
+        def has(modality: str) -> pl.Series:
+            columns = [c for c in recipe.modality_columns[modality] if c in frame.columns]
+            return frame.select(pl.any_horizontal(pl.col(c).is_not_null() for c in columns) if columns else pl.lit(False)).to_series()
+
+        for size in range(1, len(modalities)):
+            for kept in itertools.combinations(modalities, size):
+                dropped = [c for m in modalities if m not in kept for c in recipe.modality_columns[m] if c in frame.columns]
+                subset = path.with_name(f"without_{'+'.join(m for m in modalities if m not in kept)}.parquet")
+                frame.with_columns(pl.lit(None, dtype=frame.schema[c]).alias(c) for c in dropped).write_parquet(subset)
+                out = pl.read_parquet(score_file(recipe, run, subset, tmp_path / subset.name, progress=False))
+                assert out.height == frame.height
+                # the rows that scored in full and still hold one of the kept modalities
+                left = has(kept[0])
+                for modality in kept[1:]:
+                    left = left | has(modality)
+                rows = out.filter(scored & left)
+                assert rows.height > 0, kept
+                assert rows["error"].null_count() == rows.height, (kept, rows["error"].drop_nulls().to_list()[:3])
+                assert rows["score"].is_finite().all(), kept
