@@ -60,3 +60,12 @@ class RecPredictor(NamedTuple):
 
     def probability(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         return torch.sigmoid(self.forward(batch, present).logit)
+
+    @torch.no_grad()
+    def row_probabilities(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(B,)`` click probabilities computed one row at a time, so a row's score has the same bits whatever rows
+        share its chunk (batched matrix products round differently for different batch sizes). Scoring uses this;
+        with long histories the per-row cost is the history's, so little is lost to batching."""
+        size = batch["target_item"].shape[0]
+        logits = [self.module({k: v[i : i + 1] for k, v in batch.items()}).logit for i in range(size)]
+        return torch.sigmoid(torch.cat(logits)) if logits else torch.zeros(0)

@@ -70,7 +70,7 @@ class LongSeqRecipe(Recipe):
             warnings[start : start + len(encoded.warnings)] = encoded.warnings
             if not encoded.valid_rows:
                 continue
-            probability = predictor.probability(encoded.batch).double().tolist()
+            probability = predictor.row_probabilities(encoded.batch).double().tolist()
             for offset, value in zip(encoded.valid_rows, probability):
                 scores[start + offset] = value
         return pl.DataFrame({"score": pl.Series("score", scores, dtype=pl.Float64),
