@@ -39,9 +39,9 @@ ACOUSTIC_NAMES = {"vit": "acoustic (spectrogram)", "features": "acoustic (marker
 
 @st.cache_data(show_spinner="Loading the held-out speakers…", max_entries=8)
 def held_out_frame(run_path: str, model_stamp: float) -> pl.DataFrame:
-    recipe, run = get_recipe(RECIPE), Run(run_path)
-    with tempfile.TemporaryDirectory() as folder:
-        return pl.read_parquet(recipe.demo_input(run, Path(folder) / "held_out.parquet"))
+    from recipes.dementia_speech.recipe import held_out_rows
+
+    return held_out_rows(Run(run_path))
 
 
 def marked_markdown(transcript: str) -> str:
@@ -191,7 +191,7 @@ if encoded.warnings[0]:
 probability = float(predictor.probability(encoded.batch)[0])
 left, right = st.columns([1, 2])
 left.metric("Probability of dementia", f"{probability:.2f}")
-if "label" in row.columns and row["label"][0] is not None:
+if row is not None and "label" in row.columns and row["label"][0] is not None:
     left.metric("Recorded diagnosis", "dementia" if int(row["label"][0]) == 1 else "control")
 left.caption(f"Temperature-scaled (T = {predictor.temperature:.2f}, fit on the validation speakers). "
              f"Held-out ECE of this run: {metrics.get('test/ece', float('nan')):.3f} (source), "

@@ -99,7 +99,7 @@ class DementiaRecipe(Recipe):
     def demo_input(self, run: "Run", path: Path) -> Path:
         """The run's held-out speakers, their recordings and transcripts copied into ``<stem>_files/`` next to
         ``path`` and named relative to it, so the file scores under ``fusion score``'s default data root."""
-        frame = _held_out(run)
+        frame = held_out_rows(run)
         files = path.parent / f"{path.stem}_files"
         files.mkdir(parents=True, exist_ok=True)
 
@@ -125,13 +125,14 @@ class DementiaRecipe(Recipe):
 
         matplotlib.use("Agg")
         predictor = self.load_predictor(run)
-        frame = pl.read_parquet(input_path) if input_path is not None else _held_out(run)
+        frame = pl.read_parquet(input_path) if input_path is not None else held_out_rows(run)
         source = f"`{Path(input_path).name}`" if input_path is not None else "the run's held-out test speakers"
         return write_report(run, predictor, frame, source, out_path, max_examples)
 
 
-def _held_out(run: "Run") -> pl.DataFrame:
-    """The run's labelled test rows (source and target domain) in the scoring schema."""
+def held_out_rows(run: "Run") -> pl.DataFrame:
+    """The run's labelled test rows (source and target domain) in the scoring schema, with the absolute paths of the
+    recordings and transcripts in the run's data folder (what the dashboard reads in place)."""
     settings = json.loads((run.path / SETTINGS_FILE).read_text())
     frame = load_cohort_frame(Path(settings["root"]))
     return frame.filter((pl.col("split") == "test") & pl.col("label").is_not_null()).select(

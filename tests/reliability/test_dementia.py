@@ -196,7 +196,9 @@ def scored(tmp_path_factory):
     with tiny_dementia_run(tmp_path_factory, ("--data.acoustic", "both")) as run:
         root = base / "root"
         root.mkdir()
-        demo = pl.read_parquet(recipe.demo_input(run, base / "demo.parquet"))
+        from recipes.dementia_speech.recipe import held_out_rows
+
+        demo = held_out_rows(run)
         outside = _build_files(root, Path(demo["wav_path"][0]), Path(demo["cha_path"][0]))
         good = {"speaker_id": "good", "wav_path": "bad/good.wav", "cha_path": None, "transcript": TEXT}
         cases = _cases(outside)

@@ -108,6 +108,9 @@ def test_scoring_keeps_every_row_and_explains_bad_recordings(tiny_run, tmp_path)
     recipe = get_recipe("dementia")
     held_out = pl.read_parquet(recipe.demo_input(tiny_run, tmp_path / "demo.parquet"))
     assert held_out.height == 8 and {"speaker_id", "wav_path", "cha_path", "label", "domain"} <= set(held_out.columns)
+    assert held_out["wav_path"].str.starts_with("demo_files/").all()  # copied beside it: scores under its data root
+    held_out = held_out.with_columns(pl.col("wav_path", "cha_path").map_elements(lambda p: str(tmp_path / p),
+                                                                                 return_dtype=pl.Utf8))
     frame = _bad_and_good_inputs(tmp_path / "wavs", held_out.head(3))
     frame.write_parquet(tmp_path / "in.parquet")
     scored = pl.read_parquet(score_file(recipe, tiny_run, tmp_path / "in.parquet", tmp_path / "out.parquet", chunk_size=4))
@@ -145,7 +148,9 @@ def test_predictor_marks_asr_when_there_is_no_transcript(tiny_run, monkeypatch):
 
     monkeypatch.setattr(predictor_module, "transcribe", lambda waveform, sample_rate=16_000: "the boy fell")
     predictor = get_recipe("dementia").load_predictor(tiny_run)
-    row = pl.read_parquet(get_recipe("dementia").demo_input(tiny_run, tiny_run.path.parent / "x.parquet")).head(1)
+    from recipes.dementia_speech.recipe import held_out_rows
+
+    row = held_out_rows(tiny_run).head(1)
     encoded = predictor.encode(row.select("speaker_id", "wav_path"))
     assert encoded.transcripts == ["the boy fell"] and encoded.transcript_sources == ["asr"]
     encoded = predictor.encode(row)
