@@ -27,7 +27,6 @@ from recipes.dementia_speech.acoustic import LONG_PAUSE_SECONDS  # noqa: E402
 from fusion_core.explain import modality_shapley  # noqa: E402
 from recipes.dementia_speech.readers.chat import PAUSE_TOKENS, is_filler  # noqa: E402
 from recipes.dementia_speech.explain import reliability_figure  # noqa: E402
-from recipes.runtime.registry import get_recipe  # noqa: E402
 from recipes.runtime.runs import Run, list_runs  # noqa: E402
 
 RECIPE = "dementia_speech"
