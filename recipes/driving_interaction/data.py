@@ -328,20 +328,25 @@ def read_scoring_row(row: dict[str, Any], image_size: tuple[int, int] | None = N
             problems.append(f"{column}: {error}")
     if frame.points is None and frame.image is None:
         return ScoringRow(None, "; ".join(problems) + "; no sensor of the row could be read, so it cannot be scored", ())
-    warnings = [f"{problem}; the row is scored without this sensor" for problem in problems]
+    # '; ' separates warnings in the output column, so each warning is one clause list without it
+    warnings = [f"{_one_warning(problem)}, so the row is scored without this sensor" for problem in problems]
     if paths["label_path"] is not None and paths["label_path"].is_file():
         try:
             frame = with_labels(frame, paths["label_path"])
         except KittiFormatError as error:
-            warnings.append(f"label_path: {error}; the row is scored without its ground truth")
+            warnings.append(f"label_path: {_one_warning(str(error))}, so the row is scored without its ground truth")
     if frame.image is not None and image_size is not None:
         letterbox = Letterbox.fit(frame.image.shape[:2], image_size)
         if not letterbox.is_identity_aspect:
             height, width = frame.image.shape[:2]
             warnings.append(f"image_path: {paths['image_path'].name} is {width}×{height}, another aspect ratio than "
-                            f"the model's {image_size[1]}×{image_size[0]}; it was letterboxed (scaled without distortion, "
-                            "black borders), so objects look smaller than in training")
+                            f"the model's {image_size[1]}×{image_size[0]}, so it was letterboxed (scaled without distortion, "
+                            "black borders) and objects look smaller than in training")
     return ScoringRow(frame, None, tuple(warnings))
+
+
+def _one_warning(text: str) -> str:
+    return text.replace("; ", ", ")
 
 
 def _read_points(frame: Frame, path: Path, calib: Path) -> Frame:

@@ -267,7 +267,7 @@ def test_each_case_has_its_exact_outcome(scored, index):
             assert [column for column in case.expect if warnings.startswith(f"{column}: ") or f"; {column}: " in warnings] \
                 == list(case.expect), warnings
             consequences = warnings.count("scored without") + warnings.count("letterboxed")
-            assert consequences == len(case.expect), warnings
+            assert consequences == len(case.expect) == len(warnings.split("; ")), warnings  # '; ' only between
     else:
         assert row["score"] is None and row["warnings"] is None, row
         for text in case.expect:
