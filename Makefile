@@ -29,6 +29,15 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 venv: $(STAMP)
 
+# The nuScenes devkit: a test-only reference for the driving recipe's detection metric. nuscenes-devkit 1.2.0 pins
+# numpy < 2, which this venv cannot take, so it and the three modules its detection code imports are installed
+# without their pins into a folder of their own, which only the metric test puts on its path.
+DEVKIT := $(VENV)/nuscenes-devkit
+DEVKIT_PACKAGES := nuscenes-devkit==1.2.0 pyquaternion==0.9.9 cachetools==8.0.2 opencv-python-headless==5.0.0.93
+$(DEVKIT)/.stamp: | $(STAMP)
+	$(PIP) install -q --no-deps --target $(DEVKIT) $(DEVKIT_PACKAGES)
+	@touch $@
+
 # Debian packages: chromium + chromedriver (the dashboards' browser tests), espeak-ng (the speech cohort's voices),
 # sox (audio conversions), libsndfile1 (soundfile).
 DEBIAN_PACKAGES := chromium chromium-driver espeak-ng sox libsndfile1
@@ -41,8 +50,8 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-test: venv system-deps
-	$(BIN)/python -m pytest -q
+test: venv system-deps $(DEVKIT)/.stamp
+	NUSCENES_DEVKIT_PATH=$(abspath $(DEVKIT)) $(BIN)/python -m pytest -q
 
 demo: venv system-deps
 	$(BIN)/python -m recipes.demo --runs-dir $(RUNS_DIR)

@@ -155,11 +155,14 @@ def test_kitti_bev_ap_uses_rotated_iou_and_forty_recall_levels():
 
 def _devkit():
     """The nuScenes devkit's detection modules, or skip. It is a test-only reference that cannot share this venv
-    (nuscenes-devkit 1.2.0 pins numpy < 2); point ``NUSCENES_DEVKIT_PATH`` at a site-packages that holds it."""
+    (nuscenes-devkit 1.2.0 pins numpy < 2): ``make test`` installs it without its pins into ``.venv/nuscenes-devkit``
+    (see the Makefile); ``NUSCENES_DEVKIT_PATH`` points elsewhere."""
     import os
     import sys
+    from pathlib import Path
 
-    extra = os.environ.get("NUSCENES_DEVKIT_PATH")
+    default = Path(__file__).resolve().parents[3] / ".venv" / "nuscenes-devkit"
+    extra = os.environ.get("NUSCENES_DEVKIT_PATH") or (str(default) if default.is_dir() else None)
     if extra and extra not in sys.path:
         sys.path.append(extra)
     algo = pytest.importorskip("nuscenes.eval.detection.algo")
