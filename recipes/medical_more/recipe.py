@@ -64,8 +64,9 @@ class MedicalRecipe(Recipe):
         probabilities: dict[str, list[float | None]] = {f: [None] * frame.height for f in FINDINGS}
         rows = encoded.valid_rows
         if rows:
-            batch, present = encoded.rows(rows)
-            values = predictor.probabilities(batch, present).double()  # (rows, findings)
+            # one row per forward pass: batched kernels round differently with the batch's size and contents, and a
+            # row's score must not depend on the rows scored beside it (chunk size, order, a failed neighbour)
+            values = torch.cat([predictor.probabilities(*encoded.rows([row])).double() for row in rows])  # (rows, findings)
             finite = torch.isfinite(values).all(dim=1).tolist()
             for row, ok in zip(rows, finite):
                 if not ok:
