@@ -67,7 +67,9 @@ def test_upload_with_a_transcript_and_a_bad_upload(dementia_runs, monkeypatch, t
     at.radio(key="dementia-mode").set_value("Upload a recording").run()
     assert "Upload a WAV file" in at.info[0].value
 
-    audio = (0.3 * np.sin(2 * np.pi * 180 * np.arange(44_100) / 22_050)).astype(np.float32)
+    from tests.recipes.dementia_speech.dementia_helpers import speech
+
+    audio = speech("the boy is on the stool and he is falling", 3.0, rate=22_050)  # the VAD must hear speech
     buffer = io.BytesIO()
     sf.write(buffer, np.stack([audio, audio], axis=1), 22_050, format="WAV")  # stereo at another rate
     at.text_area(key="dementia-transcript").input("the boy (..) &uh is on the stool")

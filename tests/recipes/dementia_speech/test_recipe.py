@@ -125,7 +125,10 @@ def test_scoring_keeps_every_row_and_explains_bad_recordings(tiny_run, tmp_path)
     assert by_speaker["B2"]["transcript_source"] == "manual"  # read from its .cha file, kept in the scored file
     stereo_equals_mono = abs(by_speaker["B3"]["score"] - by_speaker[held_out["speaker_id"][0]]["score"]) < 1e-5
     assert stereo_equals_mono
-    assert "notes.wav: not a readable audio file" in by_speaker["B4"]["error"] and "sox" in by_speaker["B4"]["error"]
+    # an unreadable recording with a transcript: scored from the text alone, the warning names the file and the fix
+    assert by_speaker["B4"]["error"] is None and by_speaker["B4"]["score"] is not None
+    assert by_speaker["B4"]["warnings"].startswith("scored without wav_path")
+    assert "notes.wav: not a readable audio file" in by_speaker["B4"]["warnings"] and "sox" in by_speaker["B4"]["warnings"]
 
 
 def test_explain_writes_a_report_with_every_section(tiny_run, tmp_path):
