@@ -2,7 +2,7 @@
 
 The job is the local engine's (:mod:`recipes.runtime.score`): the same manifest, chunk ``k`` = input rows
 ``[k·C, (k+1)·C)``, the same part files, resume and merge. Only who scores a chunk changes: a Ray task reads its
-chunk from the input itself, scores it with :func:`recipes.runtime.score.write_chunk` (row index = the chunk's
+chunk from the input itself, scores it with :func:`recipes.runtime.chunks.write_chunk` (row index = the chunk's
 input offset, never the order tasks finish in) and writes ``part-<k>.parquet`` atomically; the driver sends chunk
 numbers and counts finished chunks, so no rows travel through Ray's object store. The merged file therefore has
 the same bytes as the local engine's.
@@ -179,7 +179,7 @@ def _predictor(recipe: "Recipe", run: "Run") -> Any:
 
 def _score_chunk_task(job: tuple, chunk: int) -> dict[str, Any]:
     """A Ray task: score chunk ``chunk`` of ``job`` into its part file; returns who did it and its peak memory."""
-    from recipes.runtime.score import write_chunk
+    from recipes.runtime.chunks import write_chunk
 
     recipe, run, input_path, chunk_size, passthrough, data_root, parts = job
     predictor = _predictor(recipe, run)

@@ -295,10 +295,11 @@ def train(recipe_name: str, argv: list[str]) -> Run:
     else:
         run_id = os.environ.get(RUN_ID_ENV, "")
         if not run_id:
-            if _externally_launched():
+            if _externally_launched() or _launch_rank() > 0:
+                # a second node (NODE_RANK > 1) or a torchrun/SLURM copy would pick its own id and leave a stray folder
                 raise TrainConfigError(
-                    f"several processes were launched (WORLD_SIZE/SLURM_NTASKS > 1): export {RUN_ID_ENV}=<one id> in "
-                    "every process so they share one run folder"
+                    f"several processes were launched (WORLD_SIZE/SLURM_NTASKS > 1 or NODE_RANK > 0): export "
+                    f"{RUN_ID_ENV}=<one id> in every process so they share one run folder"
                 )
             run_id = new_run_id()
         run_dir = root / recipe.name / run_id

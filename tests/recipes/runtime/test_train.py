@@ -177,3 +177,14 @@ def test_kill_9_then_resume_gives_the_weights_of_an_uninterrupted_run(kill_at, t
     assert expected.keys() == got.keys()
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
+
+
+@pytest.mark.parametrize("env", [{"WORLD_SIZE": "2"}, {"NODE_RANK": "1"}], ids=["torchrun", "second-node"])
+def test_a_multi_process_launch_without_a_shared_run_id_is_refused(toy, tmp_path, monkeypatch, env):
+    """Each copy would pick its own run id: the second node of a Lightning multi-node launch left a stray folder."""
+    monkeypatch.delenv("FUSION_RUN_ID", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(TrainConfigError, match="export FUSION_RUN_ID"):
+        train("toy", ["--config", "quick", "--runs-dir", str(tmp_path)])
+    assert not any(tmp_path.rglob("*"))
