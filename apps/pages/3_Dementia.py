@@ -109,11 +109,16 @@ def uploaded_row(predictor: Any, wav: Any, chat: Any, transcript: str) -> tuple[
             row[column] = f"{stem}{suffix}"
         with data_root(folder):
             encoded = predictor.encode(pl.DataFrame([row], schema={k: pl.Utf8 for k in row}))
-        error = encoded.errors[0]
-        for upload, column in ((wav, "wav_path"), (chat, "cha_path")):
-            if error and upload is not None and row[column]:
-                error = error.replace(str(folder.resolve() / row[column]), upload.name)
-        return encoded, error
+
+        def named(text: str | None) -> str | None:
+            """The message with the uploads' own names, not the server's temporary paths or generated names."""
+            for upload, column in ((wav, "wav_path"), (chat, "cha_path")):
+                if text and upload is not None and row[column]:
+                    text = text.replace(str(folder.resolve() / row[column]), upload.name).replace(row[column], upload.name)
+            return text
+
+        encoded.warnings[0] = named(encoded.warnings[0])
+        return encoded, named(encoded.errors[0])
 
 
 # --- page -------------------------------------------------------------------------------------------------------
