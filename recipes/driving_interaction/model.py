@@ -6,13 +6,14 @@ Two streams are kept from input to output (Yang et al., "DeepInteraction++", 202
 * camera stream: a small CNN (stride 8) → image tokens ``(B, h·w, D)``.
 * representational interaction encoder: the ``"interaction"`` fusion operator of fusion_core
   (:class:`fusion_core.fusion.interaction.InteractionFusion`, built with ``create_fusion``) with local
-  neighbourhoods from :class:`BevGeometry`: each BEV cell attends to the image features sampled where points of
+  neighbourhoods from :class:`~recipes.driving_interaction.geometry.BevGeometry`: each BEV cell attends to the image features sampled where points of
   its pillar project through the calibration, and each image feature attends to the BEV cells sampled along its
   camera ray; both streams are updated in parallel and kept.
 * predictive interaction decoder (:class:`fusion_core.layers.interaction_decoder.InteractionDecoder`): object
   queries start at the peaks of a BEV objectness heatmap and are refined by layers that alternate attention to
-  the BEV tokens and to the image tokens (a layer is skipped for a frame without a camera); heads give class
-  (with background), centre offset, height, size and yaw.
+  the BEV tokens and to the image tokens (a layer is skipped for a frame without a camera).
+* detection head (:class:`recipes.driving_interaction.head.CenterHead`): the objectness heatmap, each query's class
+  (with background), centre offset, height, size and yaw, and the head's targets, loss and NMS.
 
 Baselines (``variant``): ``lidar`` (BEV stream only), ``camera`` (image features lifted onto the BEV grid by the
 same projection sampling; decoder alternates lifted BEV and image), ``concat`` (BEVFusion-like: LiDAR BEV and
@@ -31,7 +32,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fusion_core.encoders.points import PillarEncoder
@@ -40,6 +40,8 @@ from fusion_core.layers.grid_sampling import GridNeighbourhood, sample_feature_m
 from fusion_core.layers.interaction_decoder import InteractionDecoder
 from fusion_core.layers.mlp import MLP
 from recipes.driving_interaction.config import DrivingConfig
+from recipes.driving_interaction.geometry import BevGeometry
+from recipes.driving_interaction.head import CenterHead
 
 __all__ = [
     "DetectorOutput",
@@ -48,9 +50,6 @@ __all__ = [
     "DrivingDetector",
     "build_detector",
 ]
-
-# class-agnostic size prior (l, w, h); the size head predicts log ratios to it
-SIZE_PRIOR = (3.0, 1.4, 1.7)
 
 
 class DetectorOutput(NamedTuple):
@@ -75,63 +74,6 @@ class ImageEncoder(nn.Module):
 
     def forward(self, image: Tensor) -> Tensor:
         return self.net(image)
-
-
-class BevGeometry(nn.Module):
-    """Where BEV cells land in the image and where image rays cross the BEV grid, from the calibration.
-
-    ``cell_to_image(projection)`` → grid-sample coordinates ``(B, N, K_h, 2)`` in the image feature map and a
-    validity mask ``(B, N, K_h)`` for ``pillar_heights`` samples up each BEV cell. ``ray_to_bev(projection)`` →
-    coordinates ``(B, h·w, K_d, 2)`` in the BEV map and validity ``(B, h·w, K_d)`` for ``ray_depths`` samples along
-    the ray of every image feature cell. Coordinates follow ``F.grid_sample`` (x = width axis, in [-1, 1]).
-    """
-
-    def __init__(self, config: DrivingConfig) -> None:
-        super().__init__()
-        self.config = config
-        X, Y = config.grid_size
-        dx, dy = config.cell
-        xs = config.x_range[0] + (torch.arange(X) + 0.5) * dx
-        ys = config.y_range[0] + (torch.arange(Y) + 0.5) * dy
-        gx, gy = torch.meshgrid(xs, ys, indexing="ij")
-        self.register_buffer("cell_xy", torch.stack([gx, gy], -1).reshape(-1, 2), persistent=False)  # (N, 2)
-        H, W = config.image_size
-        h, w = H // 8, W // 8
-        v, u = torch.meshgrid((torch.arange(h) + 0.5) * 8, (torch.arange(w) + 0.5) * 8, indexing="ij")
-        self.register_buffer("feature_uv", torch.stack([u, v], -1).reshape(-1, 2), persistent=False)  # (h·w, 2)
-        self.register_buffer("heights", torch.tensor(config.pillar_heights, dtype=torch.float32), persistent=False)
-        self.register_buffer("depths", torch.tensor(config.ray_depths, dtype=torch.float32), persistent=False)
-
-    def cell_to_image(self, projection: Tensor) -> tuple[Tensor, Tensor]:
-        N, K = self.cell_xy.shape[0], self.heights.shape[0]
-        xyz = torch.cat([self.cell_xy[:, None, :].expand(N, K, 2), self.heights[None, :, None].expand(N, K, 1)], -1)
-        homo = torch.cat([xyz, torch.ones(N, K, 1, device=xyz.device)], -1).reshape(-1, 4)  # (N·K, 4)
-        pixel = torch.einsum("bij,nj->bni", projection, homo)  # (B, N·K, 3)
-        depth = pixel[..., 2]
-        uv = pixel[..., :2] / depth.clamp(min=1e-3)[..., None]
-        H, W = self.config.image_size
-        valid = (depth > 0.5) & (uv[..., 0] >= 0) & (uv[..., 0] < W) & (uv[..., 1] >= 0) & (uv[..., 1] < H)
-        grid = torch.stack([uv[..., 0] / W * 2 - 1, uv[..., 1] / H * 2 - 1], -1)
-        grid = torch.where(valid[..., None], grid, torch.zeros((), device=grid.device))
-        B = projection.shape[0]
-        return grid.reshape(B, N, K, 2), valid.reshape(B, N, K)
-
-    def ray_to_bev(self, projection: Tensor) -> tuple[Tensor, Tensor]:
-        # invert pixel = A·X + m for X at camera depth d:  X = A⁻¹ (d·(u, v, 1) - m)
-        A, m = projection[:, :, :3], projection[:, :, 3]  # (B, 3, 3), (B, 3)
-        A_inv = torch.linalg.inv(A)
-        M, K = self.feature_uv.shape[0], self.depths.shape[0]
-        uv1 = torch.cat([self.feature_uv, torch.ones(M, 1, device=A.device)], -1)  # (M, 3)
-        scaled = self.depths[None, :, None] * uv1[:, None, :]  # (M, K, 3)
-        xyz = torch.einsum("bij,bmkj->bmki", A_inv, scaled[None] - m[:, None, None, :])  # (B, M, K, 3)
-        cfg = self.config
-        fx = (xyz[..., 0] - cfg.x_range[0]) / (cfg.x_range[1] - cfg.x_range[0])
-        fy = (xyz[..., 1] - cfg.y_range[0]) / (cfg.y_range[1] - cfg.y_range[0])
-        valid = (fx >= 0) & (fx < 1) & (fy >= 0) & (fy < 1)
-        # the BEV map is (B, D, X, Y): grid_sample's width axis is y, its height axis x
-        grid = torch.stack([fy * 2 - 1, fx * 2 - 1], -1)
-        grid = torch.where(valid[..., None], grid, torch.zeros((), device=grid.device))
-        return grid, valid
 
 
 class DrivingDetector(nn.Module):
@@ -161,8 +103,6 @@ class DrivingDetector(nn.Module):
             if config.variant == "interaction" and config.encoder_layers else None
         )
         self.bev_head = _conv_block(D + 2, D)
-        self.heatmap_head = nn.Conv2d(D, 1, 1)
-        nn.init.constant_(self.heatmap_head.bias, -2.19)  # CenterNet: start at p ≈ 0.1
         sources = ("bev", "image") if config.variant in ("interaction", "camera") else ("bev",)
         self.decoder = InteractionDecoder(D, config.num_heads, tuple(sources[i % len(sources)] for i in range(config.decoder_layers)),
                                           ffn_mult=2, dropout=config.dropout)
@@ -171,8 +111,7 @@ class DrivingDetector(nn.Module):
         self.image_position = nn.Parameter(torch.randn(h * w, D) * 0.02) if "image" in sources else None
         self.bev_position = MLP(2, [D], D)
         self.query_position = MLP(2, [D], D)
-        self.class_head = MLP(D, [D], config.num_classes + 1)
-        self.box_head = MLP(D, [D], 8)
+        self.head = CenterHead(config, self.geometry)
 
     # --- streams ----------------------------------------------------------------------------------------
     def _coords(self, B: int, device) -> Tensor:
@@ -239,18 +178,12 @@ class DrivingDetector(nn.Module):
                 out.tokens["image"].transpose(1, 2).reshape(B, D, h, w))
 
     # --- queries and heads --------------------------------------------------------------------------------
-    def peak_cells(self, heatmap: Tensor, k: int) -> Tensor:
-        """``(B, k)`` flat cells of the ``k`` highest local maxima (3×3) of ``heatmap (B, X, Y)``."""
-        pooled = F.max_pool2d(heatmap[:, None], 3, 1, 1)[:, 0]
-        peaks = torch.where(heatmap >= pooled, heatmap, torch.full_like(heatmap, -1e4))
-        return peaks.flatten(1).topk(k, dim=1).indices
-
     def forward(self, batch: dict[str, Tensor], query_cells: Tensor | None = None, *,
                 teacher_cells: Tensor | None = None) -> DetectorOutput:
         bev, image_features = self.streams(batch)
-        heatmap = self.heatmap_head(bev)[:, 0]  # (B, X, Y)
+        heatmap = self.head.heatmap(bev)  # (B, X, Y)
         if query_cells is None:
-            query_cells = self.peak_cells(heatmap.detach(), min(self.config.num_queries, heatmap[0].numel()))
+            query_cells = self.head.peak_cells(heatmap.detach(), min(self.config.num_queries, heatmap[0].numel()))
             if teacher_cells is not None:  # (B, G) then (B, Q) queries
                 query_cells = torch.cat([teacher_cells, query_cells], 1)
         return self.decode_queries(batch, bev, image_features, heatmap, query_cells)
@@ -271,24 +204,9 @@ class DrivingDetector(nn.Module):
         queries = decoded.queries
         no_update = torch.zeros_like(queries[..., 0])
         updates = torch.stack([decoded.updates.get(source, no_update) for source in ("bev", "image")], -1)  # (B, Q, 2)
-        params = self.box_head(queries)
-        boxes = self.decode(params, self.geometry.cell_xy[query_cells])
-        return DetectorOutput(heatmap, query_cells, self.class_head(queries), boxes, params, updates)
-
-    @staticmethod
-    def decode(params: Tensor, anchor_xy: Tensor) -> Tensor:
-        """``(…, 8)`` regression at anchor cells ``(…, 2)`` → ``(…, 7)`` velodyne boxes."""
-        prior = torch.tensor(SIZE_PRIOR, device=params.device, dtype=params.dtype)
-        size = prior * torch.exp(params[..., 3:6].clamp(-3, 3))
-        yaw = torch.atan2(params[..., 6], params[..., 7])
-        return torch.cat([anchor_xy + params[..., :2], params[..., 2:3], size, yaw[..., None]], -1)
-
-    @staticmethod
-    def encode(gt_boxes: Tensor, anchor_xy: Tensor) -> Tensor:
-        """Inverse of :meth:`decode` (the regression targets)."""
-        prior = torch.tensor(SIZE_PRIOR, device=gt_boxes.device, dtype=gt_boxes.dtype)
-        return torch.cat([gt_boxes[..., :2] - anchor_xy, gt_boxes[..., 2:3], torch.log(gt_boxes[..., 3:6] / prior),
-                          torch.sin(gt_boxes[..., 6:7]), torch.cos(gt_boxes[..., 6:7])], -1)
+        predicted = self.head(queries, query_cells)
+        return DetectorOutput(heatmap, query_cells, predicted.class_logits, predicted.boxes, predicted.box_params,
+                              updates)
 
 
 def build_detector(config: DrivingConfig) -> DrivingDetector:

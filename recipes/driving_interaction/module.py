@@ -9,7 +9,7 @@ from torchmetrics import MetricCollection
 
 from recipes.driving_interaction.config import CLASSES, MODALITIES, DrivingConfig
 from recipes.driving_interaction.data import collate_examples, frame_to_example
-from recipes.driving_interaction.head import Detections, DetectionLoss, detection_loss, postprocess, teacher_cells
+from recipes.driving_interaction.head import Detections, DetectionLoss
 from recipes.driving_interaction.metrics import DetectionMetrics
 from recipes.driving_interaction.model import DetectorOutput, build_detector
 from recipes.driving_interaction.readers import Frame
@@ -81,9 +81,9 @@ class DrivingModule(RecipeModule):
 
     # --- training -------------------------------------------------------------------------------------------
     def losses(self, batch: Mapping[str, Tensor]) -> DetectionLoss:
-        """The detection loss (:func:`recipes.driving_interaction.head.detection_loss`) of ``batch`` as it is."""
-        out = self.detector(batch, teacher_cells=teacher_cells(batch["gt_boxes"], self.detector.geometry))
-        return detection_loss(out, batch, self.detector.geometry)
+        """The detection loss (:meth:`recipes.driving_interaction.head.CenterHead.loss`) of ``batch`` as it is."""
+        head = self.detector.head
+        return head.loss(self.detector(batch, teacher_cells=head.teacher_cells(batch["gt_boxes"])), batch)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         losses = self.losses(self.with_present(batch, self.training_present(batch)))
@@ -109,8 +109,8 @@ class DrivingModule(RecipeModule):
     # --- inference ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def detect(self, batch: Mapping[str, Tensor], out: DetectorOutput | None = None) -> list[Detections]:
-        """Post-processed detections per frame (:func:`recipes.driving_interaction.head.postprocess`)."""
-        return postprocess(self(batch) if out is None else out, self.config.min_score)
+        """Post-processed detections per frame (:meth:`recipes.driving_interaction.head.CenterHead.detections`)."""
+        return self.detector.head.detections(self(batch) if out is None else out)
 
     @torch.no_grad()
     def detect_frames(self, frames: Sequence[Frame], batch_size: int = 8,

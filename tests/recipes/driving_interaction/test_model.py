@@ -168,8 +168,8 @@ def test_targets_and_assignment():
 def test_box_encoding_round_trips():
     boxes = torch.tensor([[6.0, 1.0, -0.9, 4.0, 1.8, 1.5, 0.3]])
     anchor = torch.tensor([[5.0, 1.5]])
-    detector = build_detector(DrivingConfig(variant="lidar", **TINY))
-    decoded = detector.decode(detector.encode(boxes, anchor), anchor)
+    head = build_detector(DrivingConfig(variant="lidar", **TINY)).head
+    decoded = head.decode_boxes(head.encode_boxes(boxes, anchor), anchor)
     torch.testing.assert_close(decoded, boxes)
 
 
