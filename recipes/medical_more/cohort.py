@@ -21,8 +21,13 @@ machine. What a finding looks like:
   a paced rhythm (fixed rate, spikes, wide QRS with discordant T, no P). Heart rate, axis, baseline wander and
   noise vary.
 
-``label_noise`` is the chance that a finding's appearance follows the flipped label, so the labels read from a
-report are not perfectly recoverable from the images and signals (as with real, imperfect report labels).
+``label_noise`` is the report's error rate on each disease finding, both ways and in equal numbers: a finding the
+report states is left undrawn with probability ``label_noise``, and as many findings the report does not state are
+drawn (each unstated finding with probability ``label_noise · p / (1 − p)``, ``p`` the finding's prevalence in the
+cohort's reports), so the labels read from a report are not perfectly recoverable from the images and signals (as
+with real, imperfect report labels) while the synthesised prevalence is the reported one. (Up to version 3 every
+label flipped with probability ``label_noise``: with effusion in 5 % of the reports, two thirds of the drawn
+effusions were ones the report did not mention, far from how a radiologist's report relates to the film.)
 :func:`cohort_arrays` draws every patient of a cohort once per setting and caches the arrays.
 
 ``template_reports`` writes reports from a few templates instead of reading the IU collection: a cohort that needs no
@@ -61,7 +66,7 @@ _WIDTHS = {"P": 0.025, "Q": 0.01, "R": 0.012, "S": 0.012, "T": 0.05}
 _V1, _V2, _V5, _V6 = 6, 7, 10, 11
 _LATERAL = [0, 4, 10, 11]  # I, aVL, V5, V6
 _SIDE_TO_X = {1: [1.0], 2: [-1.0], 3: [-1.0, 1.0]}  # report side → image half(s)
-SYNTHESIS_VERSION = 3  # part of the cached arrays' names: bump when the synthesiser changes
+SYNTHESIS_VERSION = 4  # part of the cached arrays' names: bump when the synthesiser changes
 # the sentences of template_reports: (finding present, finding absent)
 _TEMPLATES = {
     "cardiomegaly": ("The heart is enlarged.", "Heart size is normal."),
@@ -75,14 +80,21 @@ def patient_rng(patient_id: str, seed: int = 0) -> np.random.Generator:
     return np.random.default_rng([zlib.crc32(patient_id.encode()), seed])
 
 
-def appearance_labels(labels: Mapping[str, int], rng: np.random.Generator, label_noise: float) -> dict[str, int]:
-    """The labels the synthesised data follow: each disease label flipped with probability ``label_noise``."""
+def appearance_labels(labels: Mapping[str, int], rng: np.random.Generator, label_noise: float,
+                      prevalence: Mapping[str, float]) -> dict[str, int]:
+    """The disease labels the synthesised data follow: a stated finding is dropped with probability ``label_noise``;
+    an unstated one is drawn with probability ``label_noise · p / (1 − p)`` (``p = prevalence[finding]``, the share
+    of reports stating it; at most ``label_noise``), so as many findings are added as dropped on average."""
     if not 0.0 <= label_noise < 0.5:
         raise ValueError(f"label_noise must be in [0, 0.5); got {label_noise}")
     out = {}
     for name in ("cardiomegaly", "effusion", "opacity"):
         value = int(labels.get(name, 0))
-        out[name] = 1 - value if rng.random() < label_noise else value
+        p = float(prevalence[name])
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"prevalence of {name} must be in [0, 1]; got {p}")
+        added = label_noise * min(1.0, p / (1.0 - p)) if p < 1.0 else label_noise
+        out[name] = 1 - value if rng.random() < (label_noise if value else added) else value
     return out
 
 
@@ -180,9 +192,11 @@ def synthesize_xray(labels: Mapping[str, int], rng: np.random.Generator, size: i
             cx, cy = side * 0.4 + rng.normal(0, 0.08), rng.uniform(-0.4, 0.45)
             radius = rng.uniform(0.15, 0.25) if severe else rng.uniform(0.08, 0.16)
             image = image + 0.35 * _blob(x, y, cx, cy, radius) * lungs
-    if labels.get("nodule"):  # a soft-tissue nodule: a small, round, moderately dense spot
-        cx, cy = rng.choice([-1.0, 1.0]) * rng.uniform(0.25, 0.55), rng.uniform(-0.45, 0.3)
-        image = np.where(((x - cx) ** 2 + (y - cy) ** 2) < 0.075**2, np.maximum(image, 0.55), image)
+    if labels.get("nodule"):  # a soft-tissue nodule: a small, round, moderately dense spot inside a lung field
+        # (added density, so it shows over a rib or the heart too; it used to be max(image, 0.55), invisible there)
+        side = rng.choice([-1.0, 1.0])
+        cx, cy = side * 0.4 + rng.uniform(-0.5, 0.5) * lung_w, lung_cy + rng.uniform(-0.6, 0.4) * lung_h
+        image = np.where(((x - cx) ** 2 + (y - cy) ** 2) < 0.075**2, image + 0.3, image)
     if labels.get("granuloma"):  # a small calcified nodule: a bright dot in one lung
         cx, cy = rng.choice([-1.0, 1.0]) * rng.uniform(0.25, 0.55), rng.uniform(-0.5, 0.2)
         image = np.where(((x - cx) ** 2 + (y - cy) ** 2) < 0.045**2, 0.9, image)
@@ -204,9 +218,9 @@ def synthesize_xray(labels: Mapping[str, int], rng: np.random.Generator, size: i
             loop = np.abs(np.sqrt((x / 0.05) ** 2 + ((y - wire_y) / 0.03) ** 2) - 1.0) < 0.35
             image = np.where(loop, 1.0, image)
     if labels.get("clips"):  # surgical clips: short bright dashes in the right upper abdomen
-        for _ in range(3):
+        for _ in range(3):  # at least a pixel thick at 64 px (a 0.024-thick dash vanished in one image in eight)
             cx, cy = -0.35 + rng.normal(0, 0.06), 0.82 + rng.normal(0, 0.04)
-            image = np.where((np.abs(x - cx) < 0.035) & (np.abs(y - cy) < 0.012), 1.0, image)
+            image = np.where((np.abs(x - cx) < 0.05) & (np.abs(y - cy) < 0.02), 1.0, image)
 
     contrast, brightness = rng.uniform(0.85, 1.15), rng.normal(0.0, 0.04)
     image = (image - 0.4) * contrast + 0.4 + brightness
@@ -279,8 +293,9 @@ def cohort_arrays(folder: Path, image_size: int = 64, sampling_rate: int = 100, 
                   seed: int = 0) -> dict[str, np.ndarray]:
     """The synthetic modalities of the cohort in ``folder/cohort.parquet``, generated once per setting and cached in
     ``folder``: ``xray (P, S, S)`` float16 in [0, 1], ``ecg (P, 12, 10·rate)`` float16 mV, ``shown (P, 3)`` int8: the
-    labels the synthesis followed (cardiomegaly, effusion, opacity; differs from the report labels at rate
-    ``label_noise``)."""
+    labels the synthesis followed (cardiomegaly, effusion, opacity; a stated finding is dropped at rate
+    ``label_noise`` and as many unstated ones are added: :func:`appearance_labels`, with the prevalence of the whole
+    cohort, whatever subset a data module later takes)."""
     folder = Path(folder)
     key = f"v{SYNTHESIS_VERSION}-{image_size}px-{sampling_rate}hz-noise{label_noise:g}-seed{seed}"
     files = {name: folder / f"{name}-{key}.npy" for name in ("xray", "ecg", "shown")}
@@ -292,10 +307,11 @@ def cohort_arrays(folder: Path, image_size: int = 64, sampling_rate: int = 100, 
     xray = np.zeros((size, image_size, image_size), dtype=np.float16)
     ecg = np.zeros((size, 12, samples), dtype=np.float16)
     shown = np.zeros((size, 3), dtype=np.int8)
+    prevalence = {name: float(cohort[name].fill_null(0).mean()) for name in ("cardiomegaly", "effusion", "opacity")}
     progress(f"more-cohort: synthesising {size:,} radiographs ({image_size}px) and ECGs ({sampling_rate} Hz)")
     for row, record in enumerate(cohort.iter_rows(named=True)):
         rng = patient_rng(record["patient_id"], seed)
-        labels = {**{a: record.get(a) or 0 for a in ATTRIBUTES}, **appearance_labels(record, rng, label_noise)}
+        labels = {**{a: record.get(a) or 0 for a in ATTRIBUTES}, **appearance_labels(record, rng, label_noise, prevalence)}
         shown[row] = [labels["cardiomegaly"], labels["effusion"], labels["opacity"]]
         xray[row] = synthesize_xray(labels, rng, image_size)
         ecg[row] = synthesize_ecg(labels, rng, sampling_rate)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from recipes.medical_more.cohort import (
+    SYNTHESIS_VERSION,
     appearance_labels,
     cohort_arrays,
     patient_rng,
@@ -47,7 +48,7 @@ def test_fetch_from_a_local_archive_then_build_the_cohort(tmp_path):
     assert cohort["patient_id"].to_list() == ["CXR0", "CXR1"]
     assert cohort["cardiomegaly"].to_list() == [1, 0] and cohort["normal"].to_list() == [0, 1]
     assert set(cohort["split"]) <= {"train", "val", "test"}
-    assert (cohort_dir / "xray-v3-64px-100hz-noise0.1-seed0.npy").is_file()
+    assert (cohort_dir / f"xray-v{SYNTHESIS_VERSION}-64px-100hz-noise0.1-seed0.npy").is_file()
 
 
 def test_synthesis_is_deterministic_and_follows_the_labels():
@@ -66,12 +67,21 @@ def test_synthesis_is_deterministic_and_follows_the_labels():
     assert np.mean(sokolow[1]) > 3.0 > np.mean(sokolow[0])  # LVH voltage criterion (3.5 mV, noisy)
 
 
-def test_label_noise_flips_at_its_rate():
+def test_label_noise_drops_stated_findings_and_adds_as_many_unstated_ones():
     rng = np.random.default_rng(0)
-    flips = np.mean([appearance_labels({"cardiomegaly": 1}, rng, 0.2)["cardiomegaly"] == 0 for _ in range(2000)])
-    assert 0.17 < flips < 0.23
+    prevalence = {"cardiomegaly": 0.1, "effusion": 0.05, "opacity": 0.5}
+    stated = [appearance_labels({"cardiomegaly": 1, "effusion": 1, "opacity": 1}, rng, 0.2, prevalence) for _ in range(4000)]
+    unstated = [appearance_labels({}, rng, 0.2, prevalence) for _ in range(20000)]
+    for name, p in prevalence.items():
+        dropped = np.mean([s[name] == 0 for s in stated])
+        added = np.mean([u[name] == 1 for u in unstated])
+        assert abs(dropped - 0.2) < 0.02
+        # expected drops among the p stated equal expected additions among the 1 - p unstated: the drawn prevalence is p
+        assert abs(added - 0.2 * p / (1 - p)) < 0.2 * p / (1 - p) * 0.2 + 0.002
     with pytest.raises(ValueError, match="label_noise"):
-        appearance_labels({}, rng, 0.5)
+        appearance_labels({}, rng, 0.5, prevalence)
+    with pytest.raises(ValueError, match="prevalence of effusion"):
+        appearance_labels({}, rng, 0.1, {**prevalence, "effusion": 1.5})
 
 
 def test_datamodule_batches(toy_cohort):
