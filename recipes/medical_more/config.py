@@ -45,7 +45,9 @@ class MoreConfig(RecipeConfig):
     Objective: InfoNCE(report, X-ray) + InfoNCE(report, ECG) at a learnable temperature starting at
     ``temperature``; with ``semantic_positives``, patients whose reports describe the same radiograph / ECG are
     matches of each other; ``finding_target_weight`` ``w`` mixes in finding-aware soft targets (``(1 − w)`` on the
-    instance's matches, ``w`` spread over every patient whose report names the same findings). Epochs ``< pretrain_epochs`` train it alone; later epochs train the diagnosis head, a
+    instance's matches, ``w`` spread over every patient whose report names the same findings). Epochs ``< pretrain_epochs`` train it alone
+    (with ``select_pretraining``, the diagnosis head then starts from the pre-training epoch with the best validation
+    ``alignment_score``, not from the last one: see :class:`recipes.medical_more.module.MoreModule`); later epochs train the diagnosis head, a
     ``fusion`` operator of fusion_core (``fusion_options`` its keyword arguments, ``fusion_dim`` wide) over the
     projections, with binary cross-entropy plus ``contrastive_weight`` × the contrastive loss, and with
     ``modality_dropout`` (default: ECG 0.3 as in MoRE, report 0.5).
@@ -71,6 +73,7 @@ class MoreConfig(RecipeConfig):
     temperature: float = 0.07
     semantic_positives: bool = True
     finding_target_weight: float = 0.0
+    select_pretraining: bool = False
     fusion: str = "gated_self_attention"
     fusion_dim: int = 64
     fusion_options: dict[str, Any] = field(default_factory=dict)

@@ -15,9 +15,16 @@ embedding and the prompts of :data:`recipes.medical_more.data.PROMPTS`, and the 
 ``{stage}/auroc[_<finding>]``. The test loop adds the head's AUROC with modalities removed,
 ``test/auroc[_<finding>]@without_<m>[+<m>]``: ``auroc@without_report`` (X-ray + ECG only: the labels are read from
 the report) is the figure that says what the images and signals carry.
+
+Model selection: every pre-training epoch's validation also logs ``val/alignment_score``, zero-shot mean AUROC plus
+recall@10 report→X-ray as a share of its ceiling (:func:`alignment_score`: the two things pre-training is for). Zero-shot
+peaks early while retrieval keeps rising, so with ``select_pretraining`` the module keeps the weights of the epoch
+with the best score and the diagnosis head starts from them (:meth:`MoreModule.restore_selected_pretraining`, called
+when the first fine-tuning epoch starts); the kept weights travel in checkpoints, so a resumed run selects the same.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,7 +38,7 @@ from recipes.medical_more.metrics import FindingAUROC, ReportAlignment
 from recipes.medical_more.model import Diagnosis, MoreModel, build_more_model
 from recipes.runtime.module import RecipeModule
 
-__all__ = ["MoreModule", "prompt_ensemble"]
+__all__ = ["MoreModule", "prompt_ensemble", "alignment_score"]
 
 
 class MoreModule(RecipeModule):
@@ -48,6 +55,8 @@ class MoreModule(RecipeModule):
         self._prompts: dict[str, Tensor] | None = None  # the data module's prompt inputs, read once
         self._prompt_embeddings: Tensor | None = None  # their projections, once per evaluation epoch
         self._batch_embeddings: tuple[Mapping[str, Tensor], dict[str, Tensor]] | None = None
+        # (score, epoch, weights) of the best pre-training epoch on validation, with select_pretraining
+        self._selected: tuple[float, int, dict[str, Tensor]] | None = None
 
     # ------------------------------------------------------------------------------------------ batches
     @property
@@ -182,6 +191,44 @@ class MoreModule(RecipeModule):
     def on_validation_epoch_start(self) -> None:
         self._prompt_embeddings = None
 
+    def on_validation_epoch_end(self) -> None:
+        logged = self.log_stage("val")
+        score = alignment_score(logged, "val")
+        if score is None or not self.pretraining or self.trainer.sanity_checking:
+            return
+        self.log("val/alignment_score", score)
+        if self.config.select_pretraining and (self._selected is None or score > self._selected[0]):
+            weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self._selected = (score, int(self.current_epoch), weights)
+
+    @property
+    def selected_pretraining(self) -> tuple[float, int] | None:
+        """``(validation alignment_score, epoch)`` of the pre-training epoch kept by ``select_pretraining`` so far."""
+        return None if self._selected is None else self._selected[:2]
+
+    def restore_selected_pretraining(self) -> tuple[float, int] | None:
+        """Load the kept pre-training weights (once; later calls do nothing) and return ``(score, epoch)``, or None
+        when nothing was kept."""
+        if self._selected is None:
+            return None
+        score, epoch, weights = self._selected
+        self.model.load_state_dict(weights)
+        self._selected = None
+        return score, epoch
+
+    def on_train_epoch_start(self) -> None:
+        if self.current_epoch == self.config.pretrain_epochs and self._selected is not None:
+            self.restore_selected_pretraining()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._selected is not None:
+            checkpoint["more_selected_pretraining"] = {"score": self._selected[0], "epoch": self._selected[1],
+                                                       "weights": self._selected[2]}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        kept = checkpoint.get("more_selected_pretraining")
+        self._selected = None if kept is None else (float(kept["score"]), int(kept["epoch"]), kept["weights"])
+
     def on_test_epoch_start(self) -> None:
         self._prompt_embeddings = None
 
@@ -195,6 +242,16 @@ def prompt_ensemble(prompts: Tensor, num_findings: int) -> Tensor:
     per_side = prompts.shape[0] // (2 * num_findings)
     sides = F.normalize(prompts, dim=-1).reshape(2 * num_findings, per_side, -1)  # (2F, K, P)
     return sides.mean(dim=1)
+
+
+def alignment_score(metrics: Mapping[str, float], stage: str = "val") -> float | None:
+    """Zero-shot mean AUROC + recall@10 report→X-ray / its ceiling, from a stage's logged metrics (``{stage}/…``);
+    None when any of the three is missing (no prompts, or too few rows) or the ceiling is 0."""
+    names = [f"{stage}/zero_shot_auroc", f"{stage}/recall@10_report_to_xray", f"{stage}/recall_ceiling@10_report_to_xray"]
+    values = [metrics.get(name) for name in names]
+    if any(v is None or not math.isfinite(float(v)) for v in values) or float(values[2]) <= 0:
+        return None
+    return float(values[0]) + float(values[1]) / float(values[2])
 
 
 def _total(out: Diagnosis) -> Tensor:

@@ -7,7 +7,7 @@ import torch
 
 from fusion_core.losses.contrastive import info_nce
 from recipes.medical_more.config import MoreConfig
-from recipes.medical_more.module import MoreModule, prompt_ensemble
+from recipes.medical_more.module import MoreModule, alignment_score, prompt_ensemble
 
 TINY = dict(image_size=16, ecg_samples=100, report_encoder="scratch", vocab_size=64, text_max_len=8, patch_size=8,
             ecg_patch=25, encoder_dim=16, depth=1, num_heads=2, projection_dim=8, fusion_dim=8,
@@ -247,3 +247,58 @@ def test_sequential_fusion_adds_the_per_step_loss():
         losses[weight] = float(module.training_step(batch, 0).detach())
         expected = torch.stack([torch.nn.functional.binary_cross_entropy_with_logits(s, batch["labels"]) for s in out.steps]).mean()
     assert losses[0.5] == pytest.approx(losses[0.0] + 0.5 * float(expected), rel=1e-5)
+
+
+def test_alignment_score_adds_zero_shot_and_recall_as_a_share_of_its_ceiling():
+    metrics = {"val/zero_shot_auroc": 0.8, "val/recall@10_report_to_xray": 0.3, "val/recall_ceiling@10_report_to_xray": 0.6}
+    assert alignment_score(metrics) == pytest.approx(1.3)
+    assert alignment_score({k.replace("val/", "test/"): v for k, v in metrics.items()}, "test") == pytest.approx(1.3)
+    assert alignment_score({**metrics, "val/recall_ceiling@10_report_to_xray": 0.0}) is None
+    assert alignment_score({k: v for k, v in metrics.items() if "zero_shot" not in k}) is None
+
+
+def test_select_pretraining_fine_tunes_from_the_best_validated_pretraining_epoch(toy_cohort, monkeypatch):
+    """Three pre-training epochs, then one of the head: the head's first step starts from the weights of the
+    pre-training epoch with the best validation alignment_score, and the choice survives a checkpoint. The scores
+    are scripted (the middle epoch best), so neither the first nor the last epoch passes by chance."""
+    import lightning.pytorch as L
+
+    import recipes.medical_more.module as more_module
+    from recipes.medical_more.data import MoreDataModule
+
+    scripted = iter([0.5, 0.9, 0.7])
+    monkeypatch.setattr(more_module, "alignment_score", lambda metrics, stage="val": next(scripted))
+
+    class Record(L.Callback):
+        def __init__(self) -> None:
+            self.scores, self.weights, self.at_finetuning = {}, {}, None
+            self.restored_from_checkpoint = None
+
+        def on_validation_end(self, trainer, module) -> None:
+            if "val/alignment_score" in trainer.callback_metrics and module.pretraining:
+                self.scores[trainer.current_epoch] = float(trainer.callback_metrics["val/alignment_score"])
+                self.weights[trainer.current_epoch] = {k: v.clone() for k, v in module.model.state_dict().items()}
+                checkpoint: dict = {}
+                module.on_save_checkpoint(checkpoint)
+                fresh = make_module(ecg_samples=500, text_max_len=16, pretrain_epochs=3, select_pretraining=True)
+                fresh.on_load_checkpoint(checkpoint)
+                self.restored_from_checkpoint = fresh.selected_pretraining
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            if trainer.current_epoch == 3 and batch_idx == 0:
+                self.at_finetuning = {k: v.clone() for k, v in module.model.state_dict().items()}
+
+    datamodule = MoreDataModule(image_size=16, sampling_rate=50, report_encoder="scratch", vocab_size=64, text_max_len=16,
+                                batch_size=16, data_dir=str(toy_cohort))
+    torch.manual_seed(0)
+    module = make_module(ecg_samples=500, text_max_len=16, pretrain_epochs=3, select_pretraining=True, lr=3e-3)
+    record = Record()
+    L.Trainer(accelerator="cpu", max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, num_sanity_val_steps=0, callbacks=[record]).fit(module, datamodule=datamodule)
+    assert record.scores == pytest.approx({0: 0.5, 1: 0.9, 2: 0.7})
+    best = 1
+    assert record.restored_from_checkpoint == (pytest.approx(0.9), best)
+    assert not all(torch.equal(v, record.weights[2][k]) for k, v in record.weights[best].items())  # epoch 2 moved on
+    for name, value in record.at_finetuning.items():
+        assert torch.equal(value, record.weights[best][name]), name
+    assert module.restore_selected_pretraining() is None  # restored once, when fine-tuning began
