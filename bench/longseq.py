@@ -234,19 +234,25 @@ def lifelong_data(args, seed: int, users: int | None = None) -> RecDataModule:
         lifelong_users=users or args.lifelong_users, lifelong_history=args.lifelong_history,
         lifelong_items=args.lifelong_items, lifelong_interests=args.lifelong_interests,
         lifelong_relevant=args.lifelong_relevant, lifelong_popularity=args.lifelong_popularity,
+        lifelong_structure=args.lifelong_structure, lifelong_liked_themes=args.lifelong_liked_themes,
+        lifelong_match_logit=args.lifelong_match_logit, lifelong_quality_std=args.lifelong_quality_std,
+        lifelong_targets_per_user=args.lifelong_targets,
     )
 
 
 def random_search_recall(data: RecDataModule, top_k: int) -> float:
-    """Expected recall of a search that keeps ``top_k`` of a history's real behaviours at random: ``min(1, k / n)``
-    for every positive test sample with planted behaviours, averaged."""
+    """Expected search recall (the metric's ``hits / min(r, k)``) of a search that keeps ``top_k`` of a history's
+    ``n`` real behaviours at random: ``min(k, n) · r / n / min(r, k)`` for every positive test sample with ``r``
+    relevant behaviours, averaged."""
     builder = data.batch_builder("test")
     recalls = []
     for start in range(0, len(builder), 256):
         batch = builder(np.arange(start, min(start + 256, len(builder))))
         keep = (batch["label"] > 0.5) & batch["relevant"].any(dim=1)
         real = batch["hist_mask"].sum(dim=1).double()
-        recalls += (top_k / real).clamp(max=1.0)[keep].tolist()
+        relevant = batch["relevant"].sum(dim=1).double()
+        hits = real.clamp(max=top_k) * relevant / real
+        recalls += (hits / relevant.clamp(max=top_k))[keep].tolist()
     return statistics.fmean(recalls) if recalls else float("nan")
 
 
@@ -493,6 +499,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lifelong-popularity", type=float, default=1.0, help="Zipf exponent of item popularity")
     parser.add_argument("--lifelong-interests", type=int, default=4, help="categories each user's history draws from")
     parser.add_argument("--lifelong-relevant", type=int, default=3, help="behaviours planted per target")
+    parser.add_argument("--lifelong-structure", default="interests", choices=["planted", "interests"],
+                        help="interests: users like a few themes per category, the click follows the target's theme "
+                             "being liked plus an item quality; planted: a few behaviours planted far back")
+    parser.add_argument("--lifelong-liked-themes", type=int, default=3, help="themes a user likes per interest category")
+    parser.add_argument("--lifelong-match-logit", type=float, default=4.0, help="click logit gap liked vs other theme")
+    parser.add_argument("--lifelong-quality-std", type=float, default=1.0, help="std of the items' click-quality logit")
+    parser.add_argument("--lifelong-targets", type=int, default=8, help="targets per user")
     parser.add_argument("--lifelong-models", nargs="+", default=list(LIFELONG_MODELS), choices=list(LIFELONG_MODELS))
     parser.add_argument("--lifelong-seeds", type=int, default=3)
     parser.add_argument("--lifelong-lr", type=float, default=2e-3)

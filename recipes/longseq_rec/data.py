@@ -44,6 +44,9 @@ class RecDataModule(RecipeDataModule):
     catalogue items stay in the vocabulary for MovieLens). ``user_hash_buckets``: size of the hashed user field
     that is the profile of lifelong and Taobao users. ``taobao_behaviors``: behaviour types kept (None = all).
     ``lifelong_popularity``: Zipf exponent of the lifelong items' and categories' popularity (0 = uniform).
+    ``lifelong_structure``: ``planted`` (a few relevant behaviours planted far back) or ``interests`` (users like
+    ``lifelong_liked_themes`` themes per interest category; click from ``lifelong_match_logit`` and an item quality of
+    std ``lifelong_quality_std``; see :func:`~recipes.longseq_rec.lifelong.generate_lifelong`).
     """
 
     drop_last_train = False  # train on every sample, as this recipe always has
@@ -67,6 +70,10 @@ class RecDataModule(RecipeDataModule):
         lifelong_relevant: int = 3,
         lifelong_targets_per_user: int = 8,
         lifelong_popularity: float = 0.0,
+        lifelong_structure: str = "planted",
+        lifelong_liked_themes: int = 3,
+        lifelong_match_logit: float = 4.0,
+        lifelong_quality_std: float = 1.0,
         taobao_behaviors: list[str] | None = None,
         user_hash_buckets: int = 1_000,
     ) -> None:
@@ -146,6 +153,8 @@ class RecDataModule(RecipeDataModule):
             num_items=hp.lifelong_items, num_cates=hp.lifelong_cates, num_interests=hp.lifelong_interests,
             relevant_per_target=hp.lifelong_relevant, seed=hp.seed, num_themes=hp.lifelong_themes,
             targets_per_user=hp.lifelong_targets_per_user, popularity_exponent=hp.get("lifelong_popularity", 0.0),
+            structure=hp.get("lifelong_structure", "planted"), themes_per_interest=hp.get("lifelong_liked_themes", 3),
+            match_logit=hp.get("lifelong_match_logit", 4.0), quality_std=hp.get("lifelong_quality_std", 1.0),
         )
 
     @property

@@ -176,6 +176,9 @@ class Sequences:
     item: np.ndarray  # (N,) item index
     time: np.ndarray  # (N,) timestamp, seconds
     offsets: np.ndarray  # (U + 1,)
+    # (num_items,) hidden group of each item index (lifelong: its (category, theme)); when set, the behaviours
+    # relevant to a target are those of its group, else the samples' ``relevant`` positions
+    item_group: np.ndarray | None = None
 
 
 @dataclass
@@ -236,7 +239,9 @@ class BatchBuilder(Dataset):
         target_time = s.target_time[index]
         hist_time = np.where(mask, time_bucket(target_time[:, None] - seq.time[flat], self.num_time_buckets), 0)
         relevant = np.zeros(mask.shape, dtype=bool)
-        if s.relevant.shape[1]:
+        if seq.item_group is not None:
+            relevant = mask & (seq.item_group[hist_item] == seq.item_group[s.target_item[index]][:, None])
+        elif s.relevant.shape[1]:
             column = s.relevant[index] - start[:, None]  # (B, k)
             ok = (s.relevant[index] >= 0) & (column >= 0) & (column < self.max_history)
             rows = np.broadcast_to(np.arange(index.size)[:, None], column.shape)

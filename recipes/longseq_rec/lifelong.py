@@ -18,7 +18,10 @@ import numpy as np
 
 from recipes.runtime.datasets import progress, replace_dir
 
-__all__ = ["LifelongData", "generate_lifelong", "LIFELONG_DEFAULTS", "fetch_lifelong"]
+__all__ = ["LifelongData", "generate_lifelong", "LIFELONG_DEFAULTS", "STRUCTURES", "fetch_lifelong"]
+
+#: ``planted``: a few relevant behaviours planted far back per target; ``interests``: themes learnable from co-occurrence
+STRUCTURES: tuple[str, ...] = ("planted", "interests")
 
 
 @dataclass
@@ -29,14 +32,19 @@ class LifelongData:
     ``hist_timestamp``    (U, H) int64 seconds, increasing along each row
     ``target_item``       (U, T) int64 the T candidate items shown after the history
     ``target_timestamp``  (U,) int64 when they were shown (after the last behaviour)
-    ``label``             (U, T) int8 1 when the history holds the target's theme
+    ``label``             (U, T) int8 the click: ``planted``, 1 when the history holds the target's theme;
+                          ``interests``, drawn from the target's theme being one of the user's and its quality
     ``planted_positions`` (U, T, k) int64 history positions planted for each target: for a positive the k
                           relevant behaviours (same category and theme as the target), for a negative k decoys
-                          (same category, other themes)
+                          (same category, other themes); k = 0 for ``interests`` (nothing is planted)
     ``item_cate``         (num_items + 1,) category id of each item id (index 0 unused)
     ``item_theme``        (num_items + 1,) hidden theme (0..num_themes-1) of each item id, within its category
     ``user_interests``    (U, I) the categories each user's background behaviours come from
+    ``item_quality``      (num_items + 1,) float64 click propensity (logit) of each item id; zeros for ``planted``
     ``params``            the generator's arguments
+
+    In both structures the behaviours relevant to a target are those of its hidden (category, theme):
+    :meth:`relevant_mask`, :meth:`item_group`.
     """
 
     hist_item: np.ndarray
@@ -48,7 +56,12 @@ class LifelongData:
     item_cate: np.ndarray
     item_theme: np.ndarray
     user_interests: np.ndarray
+    item_quality: np.ndarray | None = None
     params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.item_quality is None:  # saved before items had a quality: the planted structure has none
+            self.item_quality = np.zeros(self.item_cate.shape, dtype=np.float64)
 
     @property
     def num_users(self) -> int:
@@ -58,21 +71,29 @@ class LifelongData:
     def history_length(self) -> int:
         return int(self.hist_item.shape[1])
 
+    @property
+    def item_group(self) -> np.ndarray:
+        """``(num_items + 1,)`` the hidden (category, theme) pair of each item id as one integer (−1 for id 0)."""
+        themes = int(self.params.get("num_themes", int(self.item_theme.max()) + 1))
+        group = self.item_cate * themes + self.item_theme
+        group[0] = -1
+        return group
+
     def relevant_mask(self, user_row: int, target: int) -> np.ndarray:
         """``(H,)`` bool: the behaviours the search stage should find for target ``target`` of user row
-        ``user_row`` (the planted ones when the target is positive, none when negative)."""
-        mask = np.zeros(self.history_length, dtype=bool)
-        if self.label[user_row, target]:
-            mask[self.planted_positions[user_row, target]] = True
-        return mask
+        ``user_row``: those of the target's hidden (category, theme). With the ``planted`` structure these are the
+        planted ones of a positive and none of a negative (background behaviours never fall in a target's pair)."""
+        group = self.item_group
+        return group[self.hist_item[user_row]] == group[self.target_item[user_row, target]]
 
     def head(self, num_users: int) -> "LifelongData":
         """The first ``num_users`` users (the item tables are kept whole)."""
-        per_user = {name: getattr(self, name)[:num_users] for name in self._ARRAYS if name not in ("item_cate", "item_theme")}
-        return LifelongData(**per_user, item_cate=self.item_cate, item_theme=self.item_theme, params=dict(self.params))
+        per_item = ("item_cate", "item_theme", "item_quality")
+        per_user = {name: getattr(self, name)[:num_users] for name in self._ARRAYS if name not in per_item}
+        return LifelongData(**per_user, **{name: getattr(self, name) for name in per_item}, params=dict(self.params))
 
     _ARRAYS = ("hist_item", "hist_timestamp", "target_item", "target_timestamp", "label", "planted_positions",
-               "item_cate", "item_theme", "user_interests")
+               "item_cate", "item_theme", "user_interests", "item_quality")
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
@@ -87,7 +108,7 @@ class LifelongData:
         if not (folder / "lifelong.npz").is_file():
             raise FileNotFoundError(f"{folder}: no lifelong.npz (write one with fusion data fetch lifelong-synthetic)")
         with np.load(folder / "lifelong.npz") as arrays:
-            values = {name: arrays[name] for name in cls._ARRAYS}
+            values = {name: arrays[name] for name in cls._ARRAYS if name in arrays.files}
         params = json.loads((folder / "params.json").read_text()) if (folder / "params.json").is_file() else {}
         return cls(**values, params=params)
 
@@ -131,6 +152,10 @@ def generate_lifelong(
     mean_gap_hours: float = 2.0,
     start_timestamp: int = 1_500_000_000,
     popularity_exponent: float = 0.0,
+    structure: str = "planted",
+    themes_per_interest: int = 3,
+    match_logit: float = 4.0,
+    quality_std: float = 1.0,
     verbose: bool | None = None,
 ) -> LifelongData:
     """Lifelong behaviour histories whose targets depend on a few behaviours planted far back.
@@ -157,6 +182,14 @@ def generate_lifelong(
 
     So the label is exactly "does the history hold the target's theme", category counts carry no signal, and a
     model must find the planted behaviours to beat chance. Deterministic for a given seed.
+
+    ``structure="interests"`` draws histories whose themes can be learnt from co-occurrence instead (see
+    :func:`_interest_chunk`): each user likes ``themes_per_interest`` themes in each of its interest categories, and
+    the whole history comes from those themes; half the targets are of a liked theme, half of another theme of a
+    liked category; the click is Bernoulli(σ(``match_logit`` · (the history holds the target's theme − ½) +
+    quality)), the quality a fixed
+    N(0, ``quality_std``²) logit per item that only the target's representation can carry. Nothing is planted:
+    the relevant behaviours of a target are all the history's behaviours of its (category, theme).
     """
     total = num_cates * num_themes
     if num_items < total or num_items % total:
@@ -185,6 +218,18 @@ def generate_lifelong(
         raise ValueError("num_users must be >= 1, recent_window >= 0 and mean_gap_hours > 0")
     if popularity_exponent < 0:
         raise ValueError(f"popularity_exponent must be >= 0 (0 = uniform popularity), got {popularity_exponent}")
+    if structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {list(STRUCTURES)}, got {structure!r}")
+    if structure == "interests":
+        if not 1 <= themes_per_interest < num_themes:
+            raise ValueError(f"themes_per_interest must be in [1, num_themes − 1 = {num_themes - 1}] (a category keeps "
+                             f"a theme the user does not like, for the other half of the targets), got {themes_per_interest}")
+        liked, other = num_interests * themes_per_interest, num_interests * (num_themes - themes_per_interest)
+        if not 1 <= targets_per_user <= 2 * min(liked, other):
+            raise ValueError(f"targets_per_user must be in [1, 2 × min(liked themes {liked}, other themes {other}) = "
+                             f"{2 * min(liked, other)}] (half liked, half not, all distinct), got {targets_per_user}")
+        if quality_std < 0:
+            raise ValueError(f"quality_std must be >= 0, got {quality_std}")
 
     params = dict(
         num_users=num_users, history_length=history_length, num_items=num_items, num_cates=num_cates,
@@ -194,6 +239,9 @@ def generate_lifelong(
     )
     if popularity_exponent:  # only when used, so the saved parameters of uniform data sets stay as they were
         params["popularity_exponent"] = popularity_exponent
+    if structure != "planted":  # likewise: the planted data sets' parameters stay as they were
+        params.update(structure=structure, themes_per_interest=themes_per_interest, match_logit=match_logit,
+                      quality_std=quality_std)
     variants = num_items // total
     users, length, themes, k = num_users, history_length, num_themes, relevant_per_target
     targets = targets_per_user
@@ -227,6 +275,10 @@ def generate_lifelong(
         return np.searchsorted(variant_edges, rng.random(shape), side="right")
     verbose = users * length >= 5_000_000 if verbose is None else verbose
     started = time.perf_counter()
+    item_quality = np.zeros(num_items + 1, dtype=np.float64)
+    if structure == "interests":
+        item_quality[1:] = global_rng.normal(0.0, quality_std, size=num_items)
+        planted_positions = np.empty((users, targets, 0), dtype=np.int64)
     for chunk, first in enumerate(range(0, users, _LIFELONG_CHUNK)):
         last = min(first + _LIFELONG_CHUNK, users)
         c = last - first
@@ -238,12 +290,20 @@ def generate_lifelong(
         else:
             interests = np.argsort(rng.random((c, num_cates)), axis=1)[:, :num_interests]  # (c, I) category − 1
         weights = rng.dirichlet(np.ones(num_interests), size=c)
-        edges = np.cumsum(weights, axis=1)[:, :-1]
-        pick = rng.random((c, length))
-        which = np.zeros((c, length), dtype=np.int64)
-        for i in range(num_interests - 1):
-            which += pick > edges[:, i : i + 1]
+        which = _draw_by_weight(rng, weights, length)  # (c, H) interest of each behaviour
         cate = interests[rows, which]  # (c, H)
+        if structure == "interests":
+            item, t_item, t_label = _interest_chunk(rng, interests, which, cate, themes, themes_per_interest, targets,
+                                                    match_logit, item_quality, item_of_grid, draw_variants, variants)
+            hist_item[first:last] = item
+            target_item[first:last] = t_item
+            label[first:last] = t_label
+            _finish_chunk(rng, first, last, length, gap_mean, start_timestamp, hist_timestamp, target_timestamp)
+            user_interests[first:last] = interests + 1
+            if verbose:
+                progress(f"lifelong-synthetic: {last:,}/{users:,} users × {length:,} behaviours "
+                         f"({time.perf_counter() - started:.1f} s)")
+            continue
         theme = rng.integers(0, themes, size=(c, length))
         variant = draw_variants(rng, (c, length))
 
@@ -284,10 +344,7 @@ def generate_lifelong(
 
         hist_item[first:last] = item_of_grid[(cate * themes + theme) * variants + variant] + 1
         target_item[first:last] = item_of_grid[(t_cate * themes + t_theme) * variants + t_variant] + 1
-        start = start_timestamp + rng.integers(0, 30 * 86_400, size=c)
-        times = start[:, None] + np.cumsum(rng.exponential(gap_mean, size=(c, length)), axis=1).astype(np.int64)
-        hist_timestamp[first:last] = times
-        target_timestamp[first:last] = times[:, -1] + 1 + rng.exponential(gap_mean, size=c).astype(np.int64)
+        _finish_chunk(rng, first, last, length, gap_mean, start_timestamp, hist_timestamp, target_timestamp)
         label[first:last] = t_label
         planted_positions[first:last] = chosen
         user_interests[first:last] = interests + 1
@@ -297,14 +354,82 @@ def generate_lifelong(
     return LifelongData(
         hist_item=hist_item, hist_timestamp=hist_timestamp, target_item=target_item,
         target_timestamp=target_timestamp, label=label, planted_positions=planted_positions,
-        item_cate=item_cate, item_theme=item_theme, user_interests=user_interests, params=params,
+        item_cate=item_cate, item_theme=item_theme, user_interests=user_interests, item_quality=item_quality,
+        params=params,
     )
+
+
+def _draw_by_weight(rng: np.random.Generator, weights: np.ndarray, n: int) -> np.ndarray:
+    """``(c, n)`` column indices drawn ∝ each row of ``weights`` (c, m)."""
+    edges = np.cumsum(weights, axis=1)[:, :-1]
+    pick = rng.random((weights.shape[0], n))
+    which = np.zeros(pick.shape, dtype=np.int64)
+    for i in range(edges.shape[1]):
+        which += pick > edges[:, i : i + 1]
+    return which
+
+
+def _finish_chunk(rng: np.random.Generator, first: int, last: int, length: int, gap_mean: float, start_timestamp: int,
+                  hist_timestamp: np.ndarray, target_timestamp: np.ndarray) -> None:
+    """Timestamps of users ``first:last``: exponential gaps from a random start in the first month; the targets
+    come one gap after the last behaviour."""
+    c = last - first
+    start = start_timestamp + rng.integers(0, 30 * 86_400, size=c)
+    times = start[:, None] + np.cumsum(rng.exponential(gap_mean, size=(c, length)), axis=1).astype(np.int64)
+    hist_timestamp[first:last] = times
+    target_timestamp[first:last] = times[:, -1] + 1 + rng.exponential(gap_mean, size=c).astype(np.int64)
+
+
+def _interest_chunk(rng: np.random.Generator, interests: np.ndarray, which: np.ndarray, cate: np.ndarray,
+                    themes: int, liked_per_interest: int, targets: int, match_logit: float, item_quality: np.ndarray,
+                    item_of_grid: np.ndarray, draw_variants, variants: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``interests`` structure for one chunk of c users: ``(hist_item (c, H), target_item (c, T), label (c, T))``.
+
+    ``interests`` (c, I) category − 1, ``which`` (c, H) the interest of each behaviour, ``cate`` (c, H) its category.
+    Each user likes ``liked_per_interest`` distinct themes of each interest category with Dirichlet(1) weights; a
+    behaviour takes a liked theme of its category by weight and a variant by popularity. Targets: ⌊T/2⌋ distinct
+    liked (category, theme) pairs and the rest distinct pairs of an interest category that the user does not like
+    (never in the history), so category counts cannot tell them apart; click ~ Bernoulli(σ(match_logit · (the
+    history holds the target's theme − ½) + quality of the target item)).
+    """
+    c, num_interests = interests.shape
+    rows = np.arange(c)[:, None]
+    length = which.shape[1]
+    # (c, I, themes) a random order of each interest's themes: the first liked_per_interest are liked
+    order = np.argsort(rng.random((c, num_interests, themes)), axis=2)
+    liked = order[:, :, :liked_per_interest]  # (c, I, m)
+    theme_weights = rng.dirichlet(np.ones(liked_per_interest), size=(c, num_interests))  # (c, I, m)
+    pick = rng.random((c, length))
+    edges = np.cumsum(theme_weights, axis=2)[rows, which][:, :, :-1]  # (c, H, m − 1)
+    slot = (pick[:, :, None] > edges).sum(axis=2)  # (c, H) which liked theme
+    theme = liked[rows, which, slot]
+    variant = draw_variants(rng, (c, length))
+    hist_item = item_of_grid[(cate * themes + theme) * variants + variant] + 1
+
+    # targets: liked pairs (interest i, slot j) and unliked pairs (interest i, slot j ≥ m) of the theme order
+    n_liked = targets // 2
+    unliked_per_interest = themes - liked_per_interest
+    liked_pick = np.argsort(rng.random((c, num_interests * liked_per_interest)), axis=1)[:, :n_liked]
+    other_pick = np.argsort(rng.random((c, num_interests * unliked_per_interest)), axis=1)[:, : targets - n_liked]
+    t_interest = np.concatenate([liked_pick // liked_per_interest, other_pick // unliked_per_interest], axis=1)
+    t_slot = np.concatenate([liked_pick % liked_per_interest, liked_per_interest + other_pick % unliked_per_interest],
+                            axis=1)
+    t_theme = order[rows, t_interest, t_slot]  # (c, T)
+    t_cate = interests[rows, t_interest]
+    t_item = item_of_grid[(t_cate * themes + t_theme) * variants + draw_variants(rng, (c, targets))] + 1
+    # a liked theme with a tiny weight can be absent from the history: the click follows what the history holds
+    t_pair = t_cate * themes + t_theme
+    in_history = np.stack([(cate * themes + theme == t_pair[:, j : j + 1]).any(axis=1) for j in range(targets)], axis=1)
+    logit = match_logit * (in_history - 0.5) + item_quality[t_item]
+    t_label = (rng.random((c, targets)) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int8)
+    shuffle = np.argsort(rng.random((c, targets)), axis=1)  # liked targets are not always the first ones
+    return hist_item, t_item[rows, shuffle], t_label[rows, shuffle]
 
 
 # The configuration `fusion data fetch lifelong-synthetic` writes to the cache.
 LIFELONG_DEFAULTS: dict[str, Any] = {
     name: parameter.default for name, parameter in inspect.signature(generate_lifelong).parameters.items()
-    if name not in ("verbose", "popularity_exponent")
+    if name not in ("verbose", "popularity_exponent", "structure", "themes_per_interest", "match_logit", "quality_std")
 }
 
 

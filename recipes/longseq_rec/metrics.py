@@ -16,14 +16,16 @@ def search_recall(retrieved: Tensor, relevant: Tensor, label: Tensor) -> tuple[T
 
     retrieved ``(B, k)`` history positions (-1 = empty slot), relevant ``(B, L)`` bool, label ``(B,)``.
     Returns ``(recall (N,), count)``: one recall per positive example that has at least one relevant
-    behaviour, ``|retrieved ∩ relevant| / |relevant|``.
+    behaviour, ``|retrieved ∩ relevant| / min(|relevant|, k)``: the share of the relevant behaviours found when
+    they fit in the k slots, else the share of the slots they fill (a liked theme can have thousands), so a
+    search that finds as many as it can scores 1 either way.
     """
     relevant = relevant.bool()
     filled = retrieved >= 0
     hit = relevant.gather(1, retrieved.clamp_min(0)) & filled  # (B, k)
     num_relevant = relevant.sum(dim=1)
     keep = (label > 0.5) & (num_relevant > 0)
-    recall = hit.sum(dim=1)[keep].float() / num_relevant[keep].float()
+    recall = hit.sum(dim=1)[keep].float() / num_relevant[keep].clamp(max=retrieved.shape[1]).float()
     return recall, keep.sum()
 
 

@@ -293,7 +293,7 @@ def _file_key(path: Path, *parts: Any) -> str:
 def lifelong_task(data: LifelongData, seed: int, user_buckets: int, settings: dict[str, Any]) -> RecTask:
     """The task from lifelong data: every target of a user shares the whole history; split by user."""
     users, length = data.hist_item.shape
-    targets, k = data.planted_positions.shape[1:]
+    targets = data.target_item.shape[1]
     num_items = data.item_cate.size - 1
     user_ids = np.arange(1, users + 1)
     items = pl.DataFrame({
@@ -302,15 +302,15 @@ def lifelong_task(data: LifelongData, seed: int, user_buckets: int, settings: di
         "title": pl.Series([None] * num_items, dtype=pl.Utf8),
     })
     vocab = _make_vocab("lifelong-synthetic", user_ids, _hashed_profile(user_buckets)(user_ids), items, settings)
-    # Raw item ids 1..N are already their own indices.
+    # Raw item ids 1..N are already their own indices. A target's relevant behaviours are those of its hidden
+    # (category, theme) (LifelongData.relevant_mask): the planted ones, or a liked theme's whole share of the history.
     sequences = Sequences(item=data.hist_item.reshape(-1), time=data.hist_timestamp.reshape(-1),
-                           offsets=np.arange(users + 1, dtype=np.int64) * length)
+                           offsets=np.arange(users + 1, dtype=np.int64) * length, item_group=data.item_group)
     label = data.label.reshape(-1).astype(np.float32)
-    relevant = np.where(label[:, None] > 0, data.planted_positions.reshape(-1, k), -1)
     samples = Samples(
         user_row=np.repeat(np.arange(users), targets), end=np.full(users * targets, length, dtype=np.int64),
         target_item=data.target_item.reshape(-1), target_time=np.repeat(data.target_timestamp, targets),
-        label=label, relevant=relevant.astype(np.int64),
+        label=label, relevant=np.full((users * targets, 0), -1, dtype=np.int64),
     )
     # Split by user: 80 / 10 / 10 of a seeded permutation (at least one user each for val and test).
     held = max(1, round(0.1 * users)) if users >= 3 else 0

@@ -119,10 +119,40 @@ def test_popularity_is_long_tailed_and_leaves_the_planted_structure_alone():
         generate_lifelong(num_items=400, num_cates=10, num_themes=4, popularity_exponent=-1.0)
 
 
-def test_a_search_that_knows_the_themes_recalls_every_planted_behaviour():
-    """The label depends on the target's hidden (category, theme) only: an attention table whose item part is the
-    one-hot of that pair (category and time parts zero) finds all planted behaviours of every positive in its top-k,
-    through the recipe's data module, model search and recall metric."""
+def test_interest_histories_come_from_liked_themes_and_clicks_follow_them_and_the_quality():
+    data = generate_lifelong(num_users=256, history_length=400, num_items=400, num_cates=10, num_interests=3,
+                             seed=0, num_themes=4, targets_per_user=6, structure="interests", themes_per_interest=2,
+                             match_logit=4.0, quality_std=1.0, popularity_exponent=1.0)
+    assert data.planted_positions.shape == (256, 6, 0) and data.params["structure"] == "interests"
+    group = data.item_group
+    liked = np.zeros((256, 6), dtype=bool)
+    for user in range(256):
+        pairs = set(group[data.hist_item[user]].tolist())
+        assert len(pairs) <= 3 * 2 and set(data.item_cate[data.hist_item[user]]) <= set(data.user_interests[user])
+        for t in range(6):
+            item = data.target_item[user, t]
+            assert data.item_cate[item] in data.user_interests[user]  # every target is of a liked category
+            liked[user, t] = group[item] in pairs
+            assert data.relevant_mask(user, t).sum() == np.sum(group[data.hist_item[user]] == group[item])
+    # half the targets are of a liked theme (one with a tiny weight can be missing), half of a theme never seen
+    assert liked.sum(axis=1).max() == 3 and liked.mean() > 0.45
+    click = data.label.astype(bool)
+    assert click[liked].mean() > 0.75 and click[~liked].mean() < 0.25  # σ(±2 + quality)
+    quality = data.item_quality[data.target_item]
+    assert quality[click & liked].mean() > quality[~click & liked].mean() + 0.3  # the quality moves clicks too
+    assert data.item_quality[0] == 0 and abs(data.item_quality[1:].std() - 1.0) < 0.1
+    with pytest.raises(ValueError, match="themes_per_interest must be in \\[1, num_themes − 1 = 3\\]"):
+        generate_lifelong(num_items=400, num_cates=10, num_themes=4, structure="interests", themes_per_interest=4)
+    with pytest.raises(ValueError, match="structure must be one of"):
+        generate_lifelong(num_items=400, num_cates=10, num_themes=4, structure="themes")
+
+
+@pytest.mark.parametrize("structure", ["planted", "interests"])
+def test_a_search_that_knows_the_themes_recalls_every_relevant_behaviour(structure):
+    """The label depends on the target's hidden (category, theme): an attention table whose item part is the
+    one-hot of that pair (category and time parts zero) finds the relevant behaviours of every positive in its
+    top-k (all planted ones; or k of a liked theme's many), through the recipe's data module, model search and
+    recall metric."""
     import torch
 
     from recipes.longseq_rec.config import RecConfig
@@ -131,10 +161,12 @@ def test_a_search_that_knows_the_themes_recalls_every_planted_behaviour():
     from recipes.longseq_rec.model import build_model
 
     sizes = dict(lifelong_users=20, lifelong_history=300, lifelong_items=48, lifelong_cates=4, lifelong_themes=3,
-                 lifelong_interests=2, lifelong_relevant=2, lifelong_targets_per_user=3, lifelong_popularity=1.0)
+                 lifelong_interests=2, lifelong_relevant=2, lifelong_targets_per_user=3, lifelong_popularity=1.0,
+                 lifelong_structure=structure, lifelong_liked_themes=2)
     data = RecDataModule(dataset="lifelong-synthetic", max_history=300, batch_size=64, seed=1, **sizes)
     truth = generate_lifelong(num_users=20, history_length=300, num_items=48, num_cates=4, num_interests=2,
-                              relevant_per_target=2, seed=1, num_themes=3, targets_per_user=3, popularity_exponent=1.0)
+                              relevant_per_target=2, seed=1, num_themes=3, targets_per_user=3, popularity_exponent=1.0,
+                              structure=structure, themes_per_interest=2)
     model = build_model(RecConfig(model="twin", num_items=data.num_items, num_cates=data.num_cates,
                                   representation_dim=48, top_k=2, search="table")).eval()
     raw = data.vocab.item_raw(np.arange(1, data.num_items))

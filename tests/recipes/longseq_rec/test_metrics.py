@@ -37,6 +37,10 @@ def test_search_recall_over_positives():
     relevant[2, 0] = True  # negative: not counted
     recall, count = search_recall(retrieved, relevant, torch.tensor([1.0, 1.0, 0.0]))
     assert recall.tolist() == [0.5, 1.0] and int(count) == 2
+    many = torch.zeros(2, 6, dtype=torch.bool)
+    many[:, [1, 2, 3, 4, 5]] = True  # more relevant behaviours than slots: the share of the 3 slots they fill
+    recall, _ = search_recall(torch.tensor([[1, 2, 3], [0, 1, -1]]), many, torch.ones(2))
+    assert torch.allclose(recall, torch.tensor([1.0, 1 / 3]))
 
 
 def test_search_recall_metric_averages_over_positives_of_every_update_and_is_nan_without_any():
