@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from recipes.runtime.calibration import (
-    CALIBRATION_FILE, calibrated_probability, expected_calibration_error, fit_temperature, load_temperature,
-    save_calibration, scaled_nll,
+    CALIBRATION_FILE, MIN_CALIBRATION_ROWS, calibrate, calibrated_probability, expected_calibration_error,
+    fit_temperature, load_temperature, save_calibration, scaled_nll,
 )
 
 
@@ -57,14 +57,33 @@ def test_overconfident_logits_get_their_temperature_back_and_keep_their_ranking(
     assert torch.equal(torch.argsort(calibrated_probability(logits, temperature)), order)
 
 
-def test_ece_matches_torchmetrics():
-    from torchmetrics.functional.classification import binary_calibration_error
-
+def test_ece_is_torchmetrics_with_15_equal_width_bins():
     generator = torch.Generator().manual_seed(1)
     probability = torch.rand(500, generator=generator)
     labels = torch.bernoulli(probability.clamp(0.1, 0.9) ** 2, generator=generator).long()
-    reference = float(binary_calibration_error(probability, labels, n_bins=10, norm="l1"))
-    assert expected_calibration_error(probability, labels, n_bins=10) == pytest.approx(reference, abs=1e-6)
+    # by hand: 15 bins [k/15, (k+1)/15), sum over bins of |mean probability − fraction of positives| · bin share
+    bins = torch.clamp((probability * 15).long(), max=14)
+    by_hand = sum(abs(float(probability[bins == k].mean() - labels[bins == k].double().mean())) * int((bins == k).sum())
+                  for k in range(15) if (bins == k).any()) / 500
+    assert expected_calibration_error(probability, labels) == pytest.approx(by_hand, abs=1e-6)
+    assert expected_calibration_error(probability, labels, n_bins=10) != pytest.approx(by_hand, abs=1e-4)
+    # multi-class: confidence against accuracy, what torchmetrics computes
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    scores = torch.softmax(torch.randn(300, 3, generator=generator) * 2, dim=-1)
+    classes = torch.randint(0, 3, (300,), generator=generator)
+    assert expected_calibration_error(scores, classes) == pytest.approx(
+        float(multiclass_calibration_error(scores, classes, num_classes=3, n_bins=15)), abs=1e-6)
+
+
+def test_calibrate_fits_on_enough_rows_and_keeps_t_1_on_few(tmp_path):
+    assert MIN_CALIBRATION_ROWS == 100
+    fitted = calibrate(tmp_path, *_binary_case(4.0, 0.75, n=60))  # 120 rows
+    assert fitted.fitted and fitted.temperature == pytest.approx(4.0 / math.log(3.0), rel=1e-4)
+    few = calibrate(tmp_path, *_binary_case(4.0, 0.75, n=48))  # 96 rows
+    assert not few.fitted and few.temperature == 1.0 and few.ece_after == few.ece_before
+    assert json.loads((tmp_path / CALIBRATION_FILE).read_text())["fitted"] is False
+    assert load_temperature(tmp_path) == 1.0
 
 
 def test_perfectly_separated_validation_split_stays_within_bounds():
