@@ -147,6 +147,8 @@ def main() -> None:
                         help="weight of the finding-aware soft targets in the contrastive loss (0: instance targets only)")
     parser.add_argument("--last-epoch", action="store_true",
                         help="keep the last pre-training epoch instead of the one with the best validation alignment_score")
+    parser.add_argument("--xray-shift", type=float, default=0.0,
+                        help="training radiographs shifted by up to this share of their side (MoreConfig.xray_shift)")
     parser.add_argument("--finetune-epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
@@ -161,7 +163,7 @@ def main() -> None:
     log("patients per split: " + ", ".join(f"{k} {len(v)}" for k, v in datamodule.splits.items()))
     sizes = dict(image_size=64, ecg_samples=datamodule.ecg_samples, report_encoder="minilm", lr=2e-3,
                  fusion="gated_self_attention", fusion_options={"num_layers": 1, "num_heads": 4}, contrastive_weight=0.1,
-                 finding_target_weight=args.finding_target_weight)
+                 finding_target_weight=args.finding_target_weight, xray_shift=args.xray_shift)
 
     pl.seed_everything(args.seed, verbose=False)
     pretrained = MoreModule(MoreConfig(**sizes, pretrain_epochs=args.pretrain_epochs, select_pretraining=not args.last_epoch))
@@ -205,7 +207,8 @@ def main() -> None:
         "zero_shot_ceiling": zero_shot_ceiling(datamodule),
         "zero_shot_prompts": {finding: {side: list(texts) for side, texts in PROMPTS[finding].items()} for finding in FINDINGS},
         "settings": {"patients": args.patients, "pretrain_epochs": args.pretrain_epochs, "finetune_epochs": args.finetune_epochs,
-                     "finding_target_weight": args.finding_target_weight, "batch_size": args.batch_size},
+                     "finding_target_weight": args.finding_target_weight, "batch_size": args.batch_size,
+                     "xray_shift": args.xray_shift, "selection": "last epoch" if args.last_epoch else "validation"},
     }))
 
 

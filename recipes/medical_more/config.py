@@ -42,6 +42,9 @@ class MoreConfig(RecipeConfig):
     ``ecg_patch`` samples, both ``encoder_dim`` wide, ``depth`` layers, ``num_heads`` heads, ``dropout``; every
     modality projected to ``projection_dim``.
 
+    Augmentation: in training steps each radiograph is shifted by up to ``xray_shift`` of its side in each direction
+    (bilinear, border-padded; 0 = off), so the encoder cannot memorise each patient's one image.
+
     Objective: InfoNCE(report, X-ray) + InfoNCE(report, ECG) at a learnable temperature starting at
     ``temperature``; with ``semantic_positives``, patients whose reports describe the same radiograph / ECG are
     matches of each other; ``finding_target_weight`` ``w`` mixes in finding-aware soft targets (``(1 − w)`` on the
@@ -74,6 +77,7 @@ class MoreConfig(RecipeConfig):
     semantic_positives: bool = True
     finding_target_weight: float = 0.0
     select_pretraining: bool = False
+    xray_shift: float = 0.0
     fusion: str = "gated_self_attention"
     fusion_dim: int = 64
     fusion_options: dict[str, Any] = field(default_factory=dict)
@@ -97,6 +101,8 @@ class MoreConfig(RecipeConfig):
             raise ValueError(f"projection_dim and fusion_dim must be positive; got {self.projection_dim}, {self.fusion_dim}")
         if not 0.0 <= self.finding_target_weight <= 1.0:
             raise ValueError(f"finding_target_weight must be in [0, 1]; got {self.finding_target_weight}")
+        if not 0.0 <= self.xray_shift < 0.5:
+            raise ValueError(f"xray_shift must be in [0, 0.5) (a share of the image side); got {self.xray_shift}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0; got {self.temperature}")
 

@@ -108,7 +108,23 @@ class MoreModule(RecipeModule):
         present = self.present_of(batch) if present is None else present
         return torch.sigmoid(self.model.diagnose(self.model.encode(batch).embeddings, present).logits)
 
+    def augment(self, batch: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+        """The batch with each radiograph shifted by up to ``xray_shift`` of its side in x and y (drawn per image from
+        the torch generator; border-padded), or the batch itself with ``xray_shift`` 0. Left stays left: no flips."""
+        shift = float(self.config.xray_shift)
+        if shift == 0.0:
+            return batch
+        xray = batch["xray"]
+        size = xray.shape[0]
+        offsets = (torch.rand(size, 2, device=xray.device) * 2.0 - 1.0) * (2.0 * shift)  # grid units: the side is 2
+        theta = torch.zeros(size, 2, 3, device=xray.device, dtype=xray.dtype)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+        theta[:, :, 2] = offsets.to(xray.dtype)
+        grid = F.affine_grid(theta, list(xray.shape), align_corners=False)
+        return {**batch, "xray": F.grid_sample(xray, grid, mode="bilinear", padding_mode="border", align_corners=False)}
+
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        batch = self.augment(batch)
         present = self.present_of(batch)
         embeddings = self.model.encode(batch).embeddings
         size = batch["xray"].shape[0]

@@ -302,3 +302,18 @@ def test_select_pretraining_fine_tunes_from_the_best_validated_pretraining_epoch
     for name, value in record.at_finetuning.items():
         assert torch.equal(value, record.weights[best][name]), name
     assert module.restore_selected_pretraining() is None  # restored once, when fine-tuning began
+
+
+def test_xray_shift_moves_each_radiograph_within_its_bound_and_only_when_set():
+    image = torch.zeros(64, 1, 16, 16)
+    image[:, :, 8, 4] = 1.0  # a dot in the image's left half
+    batch = {"xray": image}
+    assert make_module().augment(batch) is batch
+    torch.manual_seed(0)
+    shifted = make_module(xray_shift=0.125).augment(batch)["xray"][:, 0]  # up to 2 of 16 pixels
+    rows, cols = torch.div(shifted.flatten(1).argmax(1), 16, rounding_mode="floor"), shifted.flatten(1).argmax(1) % 16
+    assert (rows - 8).abs().max() <= 2 and (cols - 4).abs().max() <= 2
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 5  # drawn per image
+    assert torch.allclose(shifted.sum((1, 2)), torch.ones(64))  # moved, not lost at the border
+    with pytest.raises(ValueError, match="xray_shift"):
+        MoreConfig(xray_shift=0.5)
