@@ -18,9 +18,14 @@ from recipes.medical_more.config import MODALITIES
 from recipes.medical_more.data import MoreDataModule, report_inputs
 from recipes.medical_more.module import MoreModule
 from recipes.medical_more.readers import InputFileError, load_ecg, load_xray
+from recipes.runtime.calibration import MIN_CALIBRATION_ROWS, Calibration, calibrate, collect_logits, load_temperature
 from recipes.runtime.inputs import RowInputError, resolve_input_path
 
-__all__ = ["MorePredictor", "EncodedFrame", "MAIN_FINDING", "INPUT_COLUMNS", "MAX_REPORT_CHARS", "report_value"]
+__all__ = ["MorePredictor", "EncodedFrame", "MAIN_FINDING", "INPUT_COLUMNS", "MAX_REPORT_CHARS", "CALIBRATION_DIR",
+           "report_value", "calibrate_findings", "finding_temperatures"]
+
+# one temperature per finding, each in the runtime's own file: <run>/calibration/<finding>/calibration.json
+CALIBRATION_DIR = "calibration"
 
 MAIN_FINDING = "cardiomegaly"
 INPUT_COLUMNS = ("xray_path", "ecg_path", "report_text")
@@ -41,6 +46,38 @@ def _column_message(column: str, error: Exception) -> str:
     """``"<column>: <message>"``, the column named once."""
     text = str(error)
     return text if text.startswith(f"{column}:") else f"{column}: {text}"
+
+
+def _head_logits(module: MoreModule, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits (2B, F), labels (2B, F))``: the head on every row with the modalities it has, then without its report."""
+    present = module.present_of(batch)
+    embeddings = module.model.encode(batch).embeddings
+    without_report = {**present, "report": torch.zeros_like(present["report"])}
+    logits = [module.model.diagnose(embeddings, mask).logits for mask in (present, without_report)]
+    return torch.cat(logits), torch.cat([batch["labels"], batch["labels"]])
+
+
+def calibrate_findings(run_dir: Path, module: MoreModule, batches) -> dict[str, Calibration]:
+    """Fit one temperature per finding on the validation ``batches`` and save each (``calibration/<finding>/``,
+    :func:`recipes.runtime.calibration.calibrate`). Every row counts twice, scored with the modalities it has and
+    without its report: with the report the head reads the finding from the text and is near certain, without it the
+    radiograph and ECG decide, and rows arrive at scoring both ways. A split of fewer than ``MIN_CALIBRATION_ROWS``
+    patients, or a finding with one class only there, keeps T = 1."""
+    logits, labels = collect_logits(module, batches, _head_logits)
+    result = {}
+    for column, finding in enumerate(module.findings):
+        target = labels[:, column]
+        one_class = bool(target.min() == target.max())
+        rows = 2 * MIN_CALIBRATION_ROWS if not one_class else target.shape[0] + 1  # one class: not fitted
+        result[finding] = calibrate(Path(run_dir) / CALIBRATION_DIR / finding, logits[:, column], target, min_rows=rows)
+    return result
+
+
+def finding_temperatures(run_dir: Path | None, findings: list[str]) -> torch.Tensor:
+    """``(F,)`` the run's temperature of each finding (1.0 for a finding, or a run, without one)."""
+    if run_dir is None:
+        return torch.ones(len(findings))
+    return torch.tensor([load_temperature(Path(run_dir) / CALIBRATION_DIR / f) for f in findings])
 
 
 @dataclass
@@ -78,6 +115,7 @@ class MorePredictor:
         self.ecg_samples = int(config.ecg_samples)
         self.report_encoder = str(config.report_encoder)
         self.findings = list(module.findings)
+        self.temperatures = finding_temperatures(run_path, self.findings)  # (F,), all 1 for an uncalibrated run
 
     # --------------------------------------------------------------------------------------- inputs
     def encode_texts(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -135,8 +173,10 @@ class MorePredictor:
     # -------------------------------------------------------------------------------------- outputs
     @torch.no_grad()
     def probabilities(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``(B, F)`` finding probabilities."""
-        return self.module(batch, present)
+        """``(B, F)`` finding probabilities: the head's logits divided by each finding's temperature, sigmoid."""
+        model = self.module.model
+        logits = model.diagnose(model.encode(batch).embeddings, present).logits
+        return torch.sigmoid(logits / self.temperatures.to(logits))
 
     @torch.no_grad()
     def embeddings(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -6,7 +6,9 @@ IMPRESSION text). A row needs at least one modality; the others are scored as mi
 probability of :data:`MAIN_FINDING`; known labels (``cardiomegaly``, ``effusion``, ``opacity``, ``normal``) and
 ``patient_id`` pass through. ``modalities`` says which modalities a score used (``"xray+ecg+report"``); a modality
 file that cannot be read leaves the row scored without it and says so in ``warnings``; ``error`` is for rows that
-cannot be scored at all (no readable modality).
+cannot be scored at all (no readable modality). Probabilities are temperature-scaled, one temperature per finding
+fitted on the validation split at the end of training (``calibration/<finding>/calibration.json``; T = 1 below 100
+validation patients).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import torch
 
 from recipes.medical_more.explain import write_report
 from recipes.medical_more.labels import FINDINGS
-from recipes.medical_more.predictor import MAIN_FINDING, MorePredictor
+from recipes.medical_more.predictor import MAIN_FINDING, MorePredictor, calibrate_findings
 from recipes.medical_more.readers import write_ecg_wfdb, write_xray_png
 from recipes.runtime.recipe import Recipe
 
@@ -50,6 +52,11 @@ class MedicalRecipe(Recipe):
             "robustness table) is the figure for images and signals. " + notes["Limitations"]
         )
         return notes
+
+    def on_train_end(self, run: "Run", datamodule) -> None:
+        """Fit one temperature per finding on the validation split (:func:`calibrate_findings`); scoring divides the
+        head's logits by them."""
+        calibrate_findings(run.path, run.load_module(), datamodule.val_dataloader())
 
     # ----------------------------------------------------------------------------------------- scoring
     def load_predictor(self, run: "Run") -> MorePredictor:

@@ -317,3 +317,43 @@ def test_xray_shift_moves_each_radiograph_within_its_bound_and_only_when_set():
     assert torch.allclose(shifted.sum((1, 2)), torch.ones(64))  # moved, not lost at the border
     with pytest.raises(ValueError, match="xray_shift"):
         MoreConfig(xray_shift=0.5)
+
+
+def test_one_temperature_per_finding_is_fitted_on_validation_and_divides_the_logits_at_scoring(tmp_path):
+    """A hand-made over-confident head: labels drawn from sigmoid(logit / T_f) with T = (3, 1, 0.5, 2) per finding;
+    the fit recovers each T, the predictor reads them back and divides each finding's logits by its own."""
+    from recipes.medical_more.predictor import CALIBRATION_DIR, MorePredictor, calibrate_findings
+
+    torch.manual_seed(0)
+    module = make_module().eval()
+    with torch.no_grad():
+        module.model.classifier.weight.mul_(40.0)  # logits spread over several units
+    batch = make_batch(3000, seed=1)
+    batch["present_report"] = torch.zeros(3000, dtype=torch.bool)  # the same logits with and without the report
+    present = module.present_of(batch)
+    with torch.no_grad():
+        logits = module.model.diagnose(module.model.encode(batch).embeddings, present).logits
+    true = torch.tensor([3.0, 1.0, 0.5, 2.0])
+    batch["labels"] = torch.bernoulli(torch.sigmoid(logits / true), generator=torch.Generator().manual_seed(2))
+    batches = [{k: v[i:i + 500] for k, v in batch.items()} for i in range(0, 3000, 500)]
+    fitted = calibrate_findings(tmp_path, module, batches)
+    temperatures = torch.tensor([fitted[f].temperature for f in module.findings])
+    assert torch.allclose(temperatures, true, rtol=0.15), temperatures
+    assert all(fitted[f].ece_after < fitted[f].ece_before for f in ("cardiomegaly", "normal"))  # the over-confident ones
+    assert (tmp_path / CALIBRATION_DIR / "effusion" / "calibration.json").is_file()
+
+    predictor = MorePredictor(module, {}, tmp_path)
+    assert torch.equal(predictor.temperatures, temperatures.float())
+    sample = {k: v[:8] for k, v in batch.items()}
+    expected = torch.sigmoid(logits[:8] / temperatures)
+    assert torch.allclose(predictor.probabilities(sample, module.present_of(sample)), expected, atol=1e-5)
+    uncalibrated = MorePredictor(module, {}, tmp_path / "elsewhere")  # a run without the files scores unscaled
+    assert torch.allclose(uncalibrated.probabilities(sample, module.present_of(sample)), torch.sigmoid(logits[:8]), atol=1e-6)
+
+
+def test_a_small_validation_split_keeps_every_temperature_at_one(tmp_path):
+    from recipes.medical_more.predictor import calibrate_findings
+
+    torch.manual_seed(0)
+    fitted = calibrate_findings(tmp_path, make_module().eval(), [make_batch(60)])  # 60 patients < 100
+    assert {f: (c.temperature, c.fitted) for f, c in fitted.items()} == {f: (1.0, False) for f in fitted}
