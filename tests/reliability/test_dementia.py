@@ -13,42 +13,23 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
+from tests.reliability.cases import SECRET, Case, assert_confined, assert_no_leak, fill, ids, record_opens
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs Debian espeak-ng (make system-deps)"),
 ]
 
-SECRET = "SECRET-0123456789"
 COLUMNS = ("speaker_id", "wav_path", "cha_path", "transcript")
 TEXT = "the boy (.) is &uh taking a cookie and the water is (..) overflowing"
 ALONE = "scored without wav_path"  # the start of the warning of a row scored from its transcript alone
 SHORT = "wav_path: the recording is"  # ... shorter than every training recording
-
-_OPENED: list[str] | None = None
-
-
-def _audit(event: str, args: tuple) -> None:
-    if _OPENED is not None and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-        _OPENED.append(os.fsdecode(args[0]))
-
-
-sys.addaudithook(_audit)  # audit hooks cannot be removed; it records only while _OPENED is a list
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    changes: dict
-    outcome: str  # "score" | "error"
-    expect: tuple[str, ...] = ()
 
 
 def _build_files(root: Path, good_wav: Path, good_cha: Path) -> dict[str, str]:
@@ -81,6 +62,8 @@ def _build_files(root: Path, good_wav: Path, good_cha: Path) -> dict[str, str]:
     sf.write(bad / "float.wav", audio, rate, subtype="FLOAT")
     sf.write(bad / "pcm24.wav", audio, rate, subtype="PCM_24")
     sf.write(bad / "good.flac", audio, rate, format="FLAC")
+    sf.write(bad / "excerpt.wav", audio[: 8 * rate], rate)  # 8 s: for the row-order test, which decodes 11 times
+    sf.write(bad / "excerpt.flac", audio[2 * rate: 10 * rate], rate, format="FLAC")
     sf.write(bad / "stereo.wav", np.stack([audio, audio], axis=1), rate)
     sf.write(bad / "rate44k.wav", audio, 44_100)  # the same samples declared at another rate: resampled
     sf.write(bad / "rate2k.wav", audio[:8000], 2_000)
@@ -106,10 +89,10 @@ def _build_files(root: Path, good_wav: Path, good_cha: Path) -> dict[str, str]:
     os.symlink(outside / "good.wav", bad / "link_out.wav")
     os.symlink(bad / "good.wav", bad / "link_in.wav")
     os.symlink(outside / "good.cha", bad / "link_out.cha")
-    return {"wav": str(outside / "good.wav"), "outside": str(outside)}
+    return {"outside_wav": str(outside / "good.wav"), "outside": str(outside)}
 
 
-def _cases(out: dict[str, str]) -> list[Case]:
+def _cases() -> list[Case]:
     b = "bad/"
     audio_only = {"transcript": None, "cha_path": None}
     return [
@@ -169,7 +152,7 @@ def _cases(out: dict[str, str]) -> list[Case]:
              ("cha_path", "no such CHAT file")),
         # paths out of the data root: refused without opening anything
         Case("WAV ../ outside the root", {"wav_path": "../outside/good.wav", **audio_only}, "error", ("wav_path", "outside the data root")),
-        Case("WAV absolute path outside the root", {"wav_path": out["wav"], **audio_only}, "error", ("wav_path", "outside the data root")),
+        Case("WAV absolute path outside the root", {"wav_path": "{outside_wav}", **audio_only}, "error", ("wav_path", "outside the data root")),
         Case("/etc/passwd", {"wav_path": "/etc/passwd", **audio_only}, "error", ("wav_path", "outside the data root")),
         Case("bad/../../ climbing out", {"wav_path": "bad/../../outside/secret.txt", **audio_only}, "error",
              ("wav_path", "outside the data root")),
@@ -182,11 +165,13 @@ def _cases(out: dict[str, str]) -> list[Case]:
     ]
 
 
+CASES = _cases()
+
+
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """``(cases, output, typed outputs, opened files, root, outside, run)``: every case scored in one job over ``root``,
     and tables whose columns have the wrong type."""
-    global _OPENED
     from recipes.runtime.registry import get_recipe
     from recipes.runtime.score import score_file
     from tests.recipes.dementia_speech.tiny import tiny_dementia_run
@@ -201,8 +186,8 @@ def scored(tmp_path_factory):
         demo = held_out_rows(run)
         outside = _build_files(root, Path(demo["wav_path"][0]), Path(demo["cha_path"][0]))
         good = {"speaker_id": "good", "wav_path": "bad/good.wav", "cha_path": None, "transcript": TEXT}
-        cases = _cases(outside)
-        rows = [{**good, "speaker_id": f"case-{i}", **case.changes} for i, case in enumerate(cases)]
+        cases = CASES
+        rows = [{**good, "speaker_id": f"case-{i}", **fill(case.changes, outside)} for i, case in enumerate(cases)]
         pl.DataFrame(rows, schema={c: pl.Utf8 for c in COLUMNS}).write_parquet(root / "input.parquet")
         typed_columns = {"wav_path": pl.Series([7], dtype=pl.Int64), "transcript": pl.Series([42], dtype=pl.Int64),
                          "cha_path": pl.Series([1.5])}
@@ -210,22 +195,16 @@ def scored(tmp_path_factory):
             only = {"wav_path": None, "transcript": None, "cha_path": None}
             table = pl.DataFrame([{**good, **only}], schema={c: pl.Utf8 for c in COLUMNS}).with_columns(values.alias(column))
             table.write_parquet(root / f"typed-{column}.parquet")
-        _OPENED = []
-        try:
+        with record_opens() as opened:
             out = pl.read_parquet(score_file(recipe, run, root / "input.parquet", base / "out.parquet", chunk_size=16,
                                              progress=False))
             typed = {c: pl.read_parquet(score_file(recipe, run, root / f"typed-{c}.parquet", base / f"typed-{c}.out.parquet",
                                                    progress=False)) for c in typed_columns}
-            opened = list(_OPENED)
-        finally:
-            _OPENED = None
         yield cases, out, typed, opened, root, Path(outside["outside"]), run
 
 
-def test_there_are_at_least_40_malformed_inputs(scored):
-    cases, _, typed, *_ = scored
-    controls = sum(case.outcome == "score" and not case.expect for case in cases)
-    assert len(cases) - controls + len(typed) >= 40
+def test_there_are_at_least_40_malformed_inputs():
+    assert sum(case.malformed for case in CASES) + 3 >= 40  # + the three wrong-typed columns
 
 
 def test_rows_keep_their_count_and_order_and_no_score_is_nan(scored):
@@ -240,20 +219,13 @@ def test_rows_keep_their_count_and_order_and_no_score_is_nan(scored):
 
 def test_no_file_outside_the_root_is_opened_and_nothing_leaks_into_a_message(scored):
     _, out, typed, opened, root, outside, _ = scored
-    assert any(Path(p).resolve().is_relative_to(root) for p in opened)  # the hook saw the job's reads
-    escaped = [p for p in opened if Path(p).resolve().is_relative_to(outside) or Path(p).resolve() == Path("/etc/passwd")]
-    assert escaped == []
-    texts = [t for column in ("error", "warnings") for t in out[column].to_list() if t]
-    texts += [t for frame in typed.values() for column in ("error", "warnings") for t in frame[column].to_list() if t]
-    assert texts and not any(SECRET in t or "root:x:0" in t or "hello, I am" in t for t in texts)
+    assert_confined(opened, root, outside)
+    assert_no_leak([t for frame in (out, *typed.values()) for column in ("error", "warnings") for t in frame[column]])
 
 
-@pytest.mark.parametrize("index", range(60))
+@pytest.mark.parametrize("index", range(len(CASES)), ids=ids(CASES))
 def test_each_case_has_its_exact_outcome(scored, index):
-    cases, out, *_ = scored
-    if index >= len(cases):
-        pytest.skip(f"{len(cases)} cases")
-    case, row = cases[index], out.row(index, named=True)
+    case, row = CASES[index], scored[1].row(index, named=True)
     if case.outcome == "score":
         assert row["error"] is None, (case.name, row["error"])
         assert row["score"] is not None and 0 <= row["score"] <= 1, case.name
@@ -296,7 +268,7 @@ def test_scores_and_transcripts_do_not_depend_on_row_order(scored, tmp_path):
 
     *_, root, _, run = scored
     recipe = get_recipe("dementia")
-    names = ["good.wav", "clip_1s.wav", "good.flac"]
+    names = ["excerpt.wav", "clip_1s.wav", "excerpt.flac"]
     forward = pl.DataFrame({"speaker_id": names, "wav_path": [f"bad/{n}" for n in names]})
     orders = {"forward": forward, "backward": forward.reverse(),
               "repeated": pl.concat([forward.slice(1, 1), forward, forward.slice(1, 1)])}

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import struct
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,29 +19,9 @@ from recipes.driving_interaction.recipe import RECIPE as DRIVING
 from recipes.driving_interaction.readers import Calibration, read_calib, write_calib
 from recipes.runtime.score import score_file
 from tests.recipes.driving_interaction.tiny import tiny_driving_env
+from tests.reliability.cases import SECRET, Case, assert_confined, assert_no_leak, fill, ids, png_header, record_opens
 
-SECRET = "SECRET-0123456789"
 COLUMNS = ("frame_id", "velodyne_path", "image_path", "calib_path", "label_path")
-
-
-@dataclass(frozen=True)
-class Case:
-    """One input row: the changes to the good row, and the outcome (``score`` with the warnings' columns, or
-    ``error`` with texts the error must contain)."""
-
-    name: str
-    changes: dict
-    outcome: str  # "score" | "error"
-    expect: tuple[str, ...] = ()  # texts the error must contain / columns the warnings must name (in order)
-
-
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG that declares ``width``×``height`` pixels and holds almost nothing (a decompression bomb's header)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def _calib_text(calib: Calibration, **replace: str) -> str:
@@ -76,8 +52,8 @@ def _build_files(root: Path, good: dict) -> dict[str, str]:
         "empty.png": b"",
         "truncated.png": image.read_bytes()[: image.stat().st_size // 2],
         "text.jpg": "hello, I am text\n",
-        "bomb.png": _png_header(20_000, 20_000),  # Pillow refuses it
-        "bomb_100mp.png": _png_header(10_000, 10_000),  # Pillow only warns and would decode 300 MB
+        "bomb.png": png_header(20_000, 20_000, color_type=2),  # Pillow refuses it
+        "bomb_100mp.png": png_header(10_000, 10_000, color_type=2),  # Pillow only warns and would decode 300 MB
         "calib_empty.txt": "",
         "calib_short.txt": "P2: 1 2 3\nR0_rect: 1 0 0 0 1 0 0 0 1\nTr_velo_to_cam: 1 0 0 0 0 1 0 0 0 0 1 0\n",
         "calib_nan.txt": _calib_text(calib, P2="P2: nan 0 160 0 0 240 28.8 0 0 0 1 0"),
@@ -205,8 +181,8 @@ CASES = _cases()
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
-    """``(input rows, scored output, {column: output of a table whose column has the wrong type})``: every case
-    scored in one ``fusion score`` job over the data root."""
+    """``(input rows, scored output, {column: output of a table whose column has the wrong type}, files the job opened,
+    data root)``: every case scored in one ``fusion score`` job over the data root."""
     base = tmp_path_factory.mktemp("driving-reliability")
     with tiny_driving_env(base / "train") as run:
         root = base / "root"
@@ -215,12 +191,11 @@ def scored(tmp_path_factory):
         good = demo.row(0, named=True)
         places = {**_build_files(root, good), "good_calib": str(root / good["calib_path"])}
         cases = CASES
-        rows = [{**good, "frame_id": f"case-{i}",
-                 **{k: v.format(**places) if isinstance(v, str) and v.startswith("{") else v for k, v in case.changes.items()}}
-                for i, case in enumerate(cases)]
+        rows = [{**good, "frame_id": f"case-{i}", **fill(case.changes, places)} for i, case in enumerate(cases)]
         pl.DataFrame(rows, schema={c: pl.Utf8 for c in COLUMNS}).write_parquet(root / "input.parquet")
-        out = pl.read_parquet(score_file("driving", run, root / "input.parquet", base / "out.parquet", chunk_size=16,
-                                         progress=False))
+        with record_opens() as opened:
+            out = pl.read_parquet(score_file("driving", run, root / "input.parquet", base / "out.parquet", chunk_size=16,
+                                             progress=False))
         typed = {}
         for column, values in (("calib_path", pl.Series([7], dtype=pl.Int64)), ("velodyne_path", pl.Series([1.5])),
                                ("image_path", pl.Series([["a.png"]]))):
@@ -228,16 +203,15 @@ def scored(tmp_path_factory):
             table.write_parquet(root / f"typed-{column}.parquet")
             typed[column] = pl.read_parquet(score_file("driving", run, root / f"typed-{column}.parquet",
                                                        base / f"typed-{column}.out.parquet", progress=False))
-        yield rows, out, typed
+        yield rows, out, typed, opened, root
 
 
 def test_there_are_at_least_40_malformed_inputs():
-    controls = sum(case.outcome == "score" and not case.expect for case in CASES)
-    assert len(CASES) - controls + 3 >= 40  # + the three wrong-typed columns
+    assert sum(case.malformed for case in CASES) + 3 >= 40  # + the three wrong-typed columns
 
 
 def test_rows_keep_their_count_and_order_and_no_score_is_nan(scored):
-    rows, out, _ = scored
+    rows, out, *_ = scored
     assert out.height == len(rows) == len(CASES)
     assert out["row"].to_list() == list(range(len(rows)))
     assert out["frame_id"].to_list() == [row["frame_id"] for row in rows]
@@ -246,15 +220,14 @@ def test_rows_keep_their_count_and_order_and_no_score_is_nan(scored):
     assert all((s is None) != (e is None) for s, e in zip(scores, errors))
 
 
-def test_nothing_outside_the_root_or_inside_a_file_leaks_into_a_message(scored):
-    _, out, typed = scored
-    texts = [t for column in ("error", "warnings") for t in out[column].to_list() if t]
-    texts += [t for frame in typed.values() for t in frame["error"].to_list() if t]
-    assert texts and not any(SECRET in t or "root:x:0" in t or "this line is broken" in t or "hello, I am" in t
-                             for t in texts)
+def test_nothing_outside_the_root_is_opened_and_nothing_leaks_into_a_message(scored):
+    _, out, typed, opened, root = scored
+    assert_confined(opened, root, root.parent / "outside")
+    assert_no_leak([t for frame in (out, *typed.values()) for column in ("error", "warnings") for t in frame[column]],
+                   extra=("this line is broken",))
 
 
-@pytest.mark.parametrize("index", range(len(CASES)), ids=[case.name for case in CASES])
+@pytest.mark.parametrize("index", range(len(CASES)), ids=ids(CASES))
 def test_each_case_has_its_exact_outcome(scored, index):
     case, row = CASES[index], scored[1].row(index, named=True)
     if case.outcome == "score":
@@ -276,7 +249,7 @@ def test_each_case_has_its_exact_outcome(scored, index):
 
 @pytest.mark.parametrize("column", ["calib_path", "velodyne_path", "image_path"])
 def test_a_path_column_of_the_wrong_type_is_an_error_naming_it(scored, column):
-    _, _, typed = scored
+    _, _, typed, *_ = scored
     row = typed[column].row(0, named=True)
     assert row["score"] is None
     assert row["error"].startswith(f"{column}: expected a file path (text)") and f"store {column} as a string" in row["error"]
