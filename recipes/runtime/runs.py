@@ -15,6 +15,7 @@ Files of a run:
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -250,11 +251,10 @@ def _process_gone(process: Any) -> bool:
     if not isinstance(pid, int):
         return False
     try:
-        os.kill(pid, 0)
+        with contextlib.suppress(PermissionError):  # PermissionError: alive, owned by another user
+            os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
-        pass  # alive, owned by someone else
     start = process.get("start")
     return start is not None and process_start_ticks(pid) != start
 
