@@ -36,6 +36,10 @@ class DrivingConfig(RecipeConfig):
     ``pillar_heights``   velodyne z of the samples up each BEV pillar (where a cell reads the image)
     ``ray_depths``       camera depths of the samples along each image ray (where an image cell reads the BEV)
     ``min_score``        detections below this confidence are dropped after the class softmax
+    ``camera_heatmap_weight``  ``interaction`` only: weight of an auxiliary objectness loss on the camera's own BEV
+                         map in every frame with a camera. That map is what a frame without LiDAR detects on, but
+                         the detection loss reaches it only in the frames whose LiDAR training drops; this trains it
+                         on all of them (0 switches it off)
     ``class_weights``    weights of the query classification loss, one per class then background (None: all 1);
                          the quick config up-weights the rarer trucks and cyclists by the square root of their
                          frequency ratio, since mAP weighs every class alike
@@ -56,6 +60,7 @@ class DrivingConfig(RecipeConfig):
     dropout: float = 0.0
     min_score: float = 0.05
     class_weights: tuple[float, ...] | None = None
+    camera_heatmap_weight: float = 0.0
     lr: float = 2e-3
     weight_decay: float = 1e-4
 
@@ -86,6 +91,8 @@ class DrivingConfig(RecipeConfig):
             raise ValueError(f"image_size {self.image_size} must be divisible by 8 (the image CNN's stride)")
         if not (self.x_range[0] < self.x_range[1] and self.y_range[0] < self.y_range[1]):
             raise ValueError(f"x_range and y_range must be (low, high); got {self.x_range}, {self.y_range}")
+        if self.camera_heatmap_weight < 0:
+            raise ValueError(f"camera_heatmap_weight must be >= 0 (0 switches the loss off); got {self.camera_heatmap_weight}")
         if not 0 <= self.min_score < 1:
             raise ValueError(f"min_score must be in [0, 1); got {self.min_score}")
 

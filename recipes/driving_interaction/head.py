@@ -13,7 +13,9 @@ forcing, :meth:`CenterHead.teacher_cells`) followed by the heatmap's peaks. :met
 * each query's class: the class of the nearest object within :data:`ASSIGN_RADIUS` m of its cell, background
   otherwise (:func:`assign_queries`), scored by cross-entropy (weighted by ``class_weights`` when the config sets
   them);
-* the box regression of the queries that found an object, scored by smooth-L1 and weighted by :data:`BOX_WEIGHT`.
+* the box regression of the queries that found an object, scored by smooth-L1 and weighted by :data:`BOX_WEIGHT`;
+* with ``camera_heatmap_weight``, the focal loss of the objectness read from the camera's own BEV map (the map a
+  frame without LiDAR detects on) in every frame with a camera, times that weight.
 
 Inference (:meth:`CenterHead.detections`): class = best non-background class, score = its probability, then a greedy
 centre-distance NMS (:meth:`CenterHead.nms`, :data:`NMS_RADIUS` m) and the config's ``min_score``.
@@ -74,12 +76,13 @@ class HeadTargets(NamedTuple):
 
 
 class DetectionLoss(NamedTuple):
-    """The training loss and its three terms (unweighted)."""
+    """The training loss and its terms (unweighted)."""
 
     total: Tensor
     heatmap: Tensor
     classification: Tensor
     box: Tensor
+    camera_heatmap: Tensor  # 0 unless the detector gave ``camera_heatmap``
 
 
 def centre_cells(gt_boxes: Tensor, cell_xy: Tensor, cell: tuple[float, float]) -> Tensor:
@@ -206,7 +209,13 @@ class CenterHead(nn.Module):
             loss_box = F.smooth_l1_loss(out.box_params[target.positive], target.box_params[target.positive], beta=0.2)
         else:
             loss_box = out.box_params.sum() * 0.0  # keeps every parameter in the graph (DDP needs its gradient)
-        return DetectionLoss(loss_heat + loss_class + BOX_WEIGHT * loss_box, loss_heat, loss_class, loss_box)
+        total = loss_heat + loss_class + BOX_WEIGHT * loss_box
+        loss_camera = loss_heat.new_zeros(())
+        if out.camera_heatmap is not None:
+            camera = batch["camera_present"].bool()
+            loss_camera = focal_heatmap_loss(out.camera_heatmap[camera], target.heatmap[camera])
+            total = total + self.config.camera_heatmap_weight * loss_camera
+        return DetectionLoss(total, loss_heat, loss_class, loss_box, loss_camera)
 
     # --- inference ------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -3,7 +3,10 @@
 Two streams are kept from input to output (Yang et al., "DeepInteraction++", 2024):
 
 * LiDAR stream: :class:`fusion_core.encoders.points.PillarEncoder` → a small BEV CNN → BEV tokens ``(B, X·Y, D)``.
-* camera stream: a small CNN (stride 8) → image tokens ``(B, h·w, D)``.
+* camera stream: a small CNN (stride 8) → image tokens ``(B, h·w, D)``, and the camera's own BEV map: the image
+  features lifted onto the BEV grid (the masked mean of the samples up each pillar, as the camera variant does). A
+  frame whose LiDAR is dead starts its BEV stream from this map instead of the LiDAR's, so the head always reads a
+  full BEV built from the sensor that works (DeepInteraction++ keeps both representations for exactly this).
 * representational interaction encoder: the ``"interaction"`` fusion operator of fusion_core
   (:class:`fusion_core.fusion.interaction.InteractionFusion`, built with ``create_fusion``) with local
   neighbourhoods from :class:`~recipes.driving_interaction.geometry.BevGeometry`: each BEV cell attends to the image features sampled where points of
@@ -45,6 +48,7 @@ from recipes.driving_interaction.head import CenterHead
 
 __all__ = [
     "DetectorOutput",
+    "Streams",
     "ImageEncoder",
     "BevGeometry",
     "DrivingDetector",
@@ -59,6 +63,14 @@ class DetectorOutput(NamedTuple):
     boxes: Tensor  # (B, Q, 7) decoded velodyne boxes
     box_params: Tensor  # (B, Q, 8) raw regression: dx, dy, z, log l/w/h ratios, sin, cos
     stream_updates: Tensor  # (B, Q, 2) size of the decoder's cross-attention updates from [BEV, image]
+    # (B, X, Y) objectness logits of the camera's own BEV map: interaction training with camera_heatmap_weight only
+    camera_heatmap: Tensor | None = None
+
+
+class Streams(NamedTuple):
+    bev: Tensor  # (B, D, X, Y) the BEV map the head reads
+    image: Tensor | None  # (B, D, h, w) image features (None for the LiDAR-only variant)
+    camera_bev: Tensor | None  # (B, D, X, Y) the camera's own lifted BEV map (None without a camera)
 
 
 def _conv_block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -90,7 +102,8 @@ class DrivingDetector(nn.Module):
         self.geometry = BevGeometry(config)
         if pillars is not None:
             self.lidar_bev = nn.Sequential(_conv_block(D + 2, D), _conv_block(D, D))
-        if config.variant in ("camera", "concat"):
+        if config.uses_camera:  # the camera's own BEV map: the whole BEV of the camera variant, and of an
+            # interaction frame without LiDAR; concat merges it with the LiDAR's
             self.lift_embedding = nn.Parameter(torch.randn(len(config.pillar_heights), D) * 0.02)
             self.camera_bev = nn.Sequential(_conv_block(D + 2, D), _conv_block(D, D))
         if config.variant == "concat":
@@ -131,9 +144,9 @@ class DrivingDetector(nn.Module):
         lifted = (samples * weight).sum(2) / weight.sum(2).clamp(min=1)
         return lifted.transpose(1, 2).reshape(B, D, X, Y)
 
-    def streams(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
-        """BEV map ``(B, D, X, Y)`` and image feature map ``(B, D, h, w)`` (None for the LiDAR-only variant)
-        after the streams and, for ``interaction``, the interaction encoder."""
+    def streams(self, batch: dict[str, Tensor]) -> Streams:
+        """The BEV and image maps after the streams and, for ``interaction``, the interaction encoder, and the
+        camera's own BEV map (:class:`Streams`)."""
         cfg = self.config
         B = batch["projection"].shape[0]
         device = batch["projection"].device
@@ -145,25 +158,30 @@ class DrivingDetector(nn.Module):
             image = torch.where(camera_present[:, None, None, None], batch["image"], torch.zeros((), device=device))
             image_features = self.image_encoder(image) * camera_present[:, None, None, None]
         cell_grid, cell_valid = self.geometry.cell_to_image(batch["projection"])
-        bev = None
+        bev = lifted = None
         if self.pillars is not None:
             point_mask = batch["point_mask"].bool() & lidar_present[:, None]
             pillar_bev = self.pillars(batch["points"], point_mask).bev
             bev = self.lidar_bev(torch.cat([pillar_bev, coords], 1))
-        if cfg.variant in ("camera", "concat"):
+        if self.image_encoder is not None:
             lifted = self.camera_bev(torch.cat([self._lift(image_features, cell_grid, cell_valid, camera_present), coords], 1))
-            bev = lifted if bev is None else self.merge(torch.cat([bev, lifted], 1))
+            if cfg.variant == "camera":
+                bev = lifted
+            elif cfg.variant == "concat":
+                bev = self.merge(torch.cat([bev, lifted], 1))
+            else:  # interaction: per frame, the LiDAR's BEV, or the camera's where the LiDAR is dead
+                bev = torch.where(lidar_present[:, None, None, None], bev, lifted)
         if self.interaction is not None:
             bev, image_features = self._interact(bev, image_features, cell_grid, cell_valid, lidar_present,
                                                  camera_present, batch["projection"])
         bev = self.bev_head(torch.cat([bev, coords], 1))
-        return bev, image_features
+        return Streams(bev, image_features, lifted)
 
     def _interact(self, bev: Tensor, image_features: Tensor, cell_grid: Tensor, cell_valid: Tensor,
                   lidar_present: Tensor, camera_present: Tensor, projection: Tensor) -> tuple[Tensor, Tensor]:
-        """Both maps after the interaction encoder. The BEV stream always exists (a frame without LiDAR still has
-        its grid of cells to detect on); the image stream is absent without a camera, and image cells read the
-        BEV only where the LiDAR saw the frame."""
+        """Both maps after the interaction encoder. The BEV stream always exists (a frame without LiDAR brings the
+        camera's lifted map); the image stream is absent without a camera, and image cells read the BEV only where
+        the LiDAR saw the frame (the camera's own lifted map would tell them nothing new)."""
         B, D, X, Y = bev.shape
         h, w = image_features.shape[-2:]
         ray_grid, ray_valid = self.geometry.ray_to_bev(projection)
@@ -180,13 +198,19 @@ class DrivingDetector(nn.Module):
     # --- queries and heads --------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor], query_cells: Tensor | None = None, *,
                 teacher_cells: Tensor | None = None) -> DetectorOutput:
-        bev, image_features = self.streams(batch)
+        bev, image_features, camera_bev = self.streams(batch)
         heatmap = self.head.heatmap(bev)  # (B, X, Y)
         if query_cells is None:
             query_cells = self.head.peak_cells(heatmap.detach(), min(self.config.num_queries, heatmap[0].numel()))
             if teacher_cells is not None:  # (B, G) then (B, Q) queries
                 query_cells = torch.cat([teacher_cells, query_cells], 1)
-        return self.decode_queries(batch, bev, image_features, heatmap, query_cells)
+        out = self.decode_queries(batch, bev, image_features, heatmap, query_cells)
+        if self.training and self.config.camera_heatmap_weight and self.config.variant == "interaction":
+            # the objectness a frame would get from its camera alone, in every frame (the detection loss reaches the
+            # camera's map only where the LiDAR was dropped)
+            coords = self._coords(bev.shape[0], bev.device)
+            out = out._replace(camera_heatmap=self.head.heatmap(self.bev_head(torch.cat([camera_bev, coords], 1))))
+        return out
 
     def decode_queries(self, batch: dict[str, Tensor], bev: Tensor, image_features: Tensor | None, heatmap: Tensor,
                        query_cells: Tensor) -> DetectorOutput:

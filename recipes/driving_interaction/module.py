@@ -24,7 +24,7 @@ OBJECT_STRATA = (6, 8)
 
 class DrivingModule(RecipeModule):
     """3D detection from LiDAR and camera (see :class:`DrivingConfig`: ``variant`` picks ``interaction`` or a
-    baseline). Logs ``train/loss`` (and its ``heatmap``, ``class`` and ``box`` terms) and, on the validation and test
+    baseline). Logs ``train/loss`` (and its ``heatmap``, ``class``, ``box`` and ``camera_heatmap`` terms) and, on the validation and test
     splits, the nuScenes ``map``, ``nds``, ``ate``, ``ase``, ``aoe`` and ``ap_<class>`` as the devkit computes them and
     KITTI-style ``kitti_bev_map`` (:class:`recipes.driving_interaction.metrics.DetectionMetrics`); the test split also
     without each sensor (``test/map@without_camera``, ``test/map@without_lidar``).
@@ -55,11 +55,13 @@ class DrivingModule(RecipeModule):
 
     def training_present(self, batch: Mapping[str, Tensor], present: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """The base's per-frame sensor dropout (``modality_dropout: {camera: p, lidar: p}``), except that a frame keeps
-        its sensors when the draw took every one of them: a frame with nothing to see teaches the detector nothing.
+        its sensors when the draw took every one the variant reads: a frame with nothing to see teaches the detector
+        nothing (so the LiDAR-only and camera-only baselines never lose their one sensor).
         Thinned LiDAR beams, a blacked-out or night camera are drawn per frame by the data set (``fault_prob``)."""
         original = self.present_of(batch) if present is None else present
         dropped = super().training_present(batch, original)
-        nothing_left = ~torch.stack([dropped[m] for m in self.modalities]).any(0)  # (B,)
+        read = {"camera": self.config.uses_camera, "lidar": self.config.uses_lidar}
+        nothing_left = ~torch.stack([dropped[m] for m in self.modalities if read[m]]).any(0)  # (B,)
         return {m: torch.where(nothing_left, original[m], dropped[m]) for m in self.modalities}
 
     def strata_of(self, batch: Mapping[str, Tensor]) -> Tensor:
@@ -89,7 +91,8 @@ class DrivingModule(RecipeModule):
         losses = self.losses(self.with_present(batch, self.training_present(batch)))
         size = batch["projection"].shape[0]
         self.log("train/loss", losses.total, prog_bar=True, batch_size=size)
-        for key, value in (("heatmap", losses.heatmap), ("class", losses.classification), ("box", losses.box)):
+        for key, value in (("heatmap", losses.heatmap), ("class", losses.classification), ("box", losses.box),
+                           ("camera_heatmap", losses.camera_heatmap)):
             self.log(f"train/{key}", value, batch_size=size)
         return losses.total
 

@@ -59,7 +59,9 @@ def test_shapes(variant, batch):
 def test_every_parameter_gets_a_gradient(variant):
     torch.manual_seed(0)
     module = tiny_module(variant=variant)
-    losses = module.losses(make_batch())
+    batch = make_batch()
+    batch["lidar_present"] = torch.tensor([True, False])  # the interaction model reads its camera BEV only then
+    losses = module.losses(batch)
     assert torch.isfinite(losses.total)
     losses.total.backward()
     missing = [n for n, p in module.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
@@ -93,15 +95,46 @@ def test_interaction_encoder_updates_both_streams_from_each_other():
     torch.manual_seed(0)
     detector = build_detector(DrivingConfig(variant="interaction", **TINY)).eval()
     batch = make_batch(1)
-    bev, image = detector.streams(batch)
+    bev, image = detector.streams(batch)[:2]
     changed = dict(batch, image=torch.rand(1, 3, 16, 48))
-    bev_changed, _ = detector.streams(changed)
+    bev_changed = detector.streams(changed).bev
     assert not torch.allclose(bev, bev_changed)  # the BEV stream reads the camera through the encoder
     changed = dict(batch, points=batch["points"] + torch.tensor([0.0, 0.0, 0.5, 0.0]))
-    _, image_changed = detector.streams(changed)
+    image_changed = detector.streams(changed).image
     assert not torch.allclose(image, image_changed)  # and the image stream reads the LiDAR
     lidar_only = build_detector(DrivingConfig(variant="lidar", **TINY)).eval()
-    assert lidar_only.streams(batch)[1] is None
+    assert lidar_only.streams(batch).image is None
+
+
+def test_without_lidar_the_interaction_model_detects_on_the_cameras_own_bev():
+    """A frame whose LiDAR is dead gets the camera's lifted BEV map (the camera variant's path), not an empty LiDAR
+    map that only the interaction encoder could fill: without the encoder its heatmap still follows the image,
+    while a frame with LiDAR keeps the LiDAR's map."""
+    torch.manual_seed(0)
+    detector = build_detector(DrivingConfig(variant="interaction", **{**TINY, "encoder_layers": 0})).eval()
+    batch = make_batch(2)
+    batch["lidar_present"] = torch.tensor([True, False])
+    heatmap = detector(batch).heatmap
+    other_image = detector(dict(batch, image=torch.rand(2, 3, 16, 48, generator=torch.Generator().manual_seed(1)))).heatmap
+    torch.testing.assert_close(other_image[0], heatmap[0], rtol=0, atol=0)
+    assert (other_image[1] - heatmap[1]).abs().max() > 1e-3
+
+
+def test_the_camera_heatmap_loss_trains_the_cameras_bev_where_the_lidar_works():
+    """Every frame has its LiDAR, so the detection loss never reaches the camera's own BEV map; with
+    camera_heatmap_weight its objectness is scored in every frame with a camera and trains it."""
+    batch = make_batch()
+    for weight in (0.0, 0.5):
+        torch.manual_seed(0)
+        module = tiny_module(camera_heatmap_weight=weight).train()
+        losses = module.losses(batch)
+        torch.testing.assert_close(losses.total, losses.heatmap + losses.classification + 2 * losses.box
+                                   + weight * losses.camera_heatmap)
+        losses.total.backward()
+        assert (module.detector.camera_bev[0][0].weight.grad.abs().sum() > 0) == (weight > 0)
+        assert (losses.camera_heatmap > 0) == (weight > 0)
+    no_camera = dict(batch, camera_present=torch.tensor([False, False]))
+    assert tiny_module(camera_heatmap_weight=0.5).train().losses(no_camera).camera_heatmap == 0
 
 
 def test_projection_geometry_agrees_with_the_calibration():
@@ -177,7 +210,8 @@ def test_box_encoding_round_trips():
                                          (dict(dim=10, num_heads=4), "divisible"), (dict(image_size=(20, 48)), "by 8"),
                                          (dict(min_score=1.0), "min_score"), (dict(x_range=(5.0, 1.0)), "low, high"),
                                          (dict(class_weights=(1.0, 2.0)), "class_weights needs 5 positive"),
-                                         (dict(class_weights=(1.0, 2.0, 1.0, 0.0, 1.0)), "class_weights needs 5")])
+                                         (dict(class_weights=(1.0, 2.0, 1.0, 0.0, 1.0)), "class_weights needs 5"),
+                                         (dict(camera_heatmap_weight=-1.0), "camera_heatmap_weight must be >= 0")])
 def test_bad_arguments(kw, message):
     with pytest.raises(ValueError, match=message):
         tiny_module(**kw)
@@ -222,6 +256,10 @@ def test_training_keeps_a_sensor_in_every_frame_and_drops_each_per_frame():
     assert both.any(0).all()
     patterns = {tuple(column.tolist()) for column in both.T}
     assert patterns == {(True, True), (True, False), (False, True)}  # per frame, not per batch
+    for variant, sensor in (("lidar", "lidar"), ("camera", "camera")):  # a single-sensor baseline keeps its sensor
+        torch.manual_seed(1)
+        kept = tiny_module(variant=variant, modality_dropout={"camera": 0.6, "lidar": 0.6}).train().training_present(batch)
+        assert kept[sensor][64:].all()
 
 
 def test_class_weights_weigh_the_query_classification_loss():
