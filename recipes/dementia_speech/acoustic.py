@@ -14,8 +14,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["AcousticMarkers", "PAUSE_FEATURES", "MIN_PAUSE_SECONDS", "acoustic_features", "acoustic_markers",
-           "egemaps", "egemaps_names", "feature_names", "recording_features", "speech_probability", "speech_segments"]
+__all__ = ["AcousticMarkers", "PAUSE_FEATURES", "MIN_PAUSE_SECONDS", "Voicing", "acoustic_features", "acoustic_markers",
+           "egemaps", "egemaps_names", "feature_names", "recording_features", "speech_probability", "speech_segments",
+           "speech_floors", "voicing"]
 
 VAD_RATE = 16_000
 VAD_WINDOW = 512  # samples per Silero decision at 16 kHz (32 ms)
@@ -153,16 +154,50 @@ def egemaps_names() -> list[str]:
     return list(_smile().feature_names)
 
 
+class Voicing(NamedTuple):
+    """What openSMILE's pitch tracker hears in a recording: ``voiced_fraction``, the share of the recording in voiced
+    segments (eGeMAPS ``VoicedSegmentsPerSec`` × ``MeanVoicedSegmentLengthSec``), and ``pitch_variation``, the
+    coefficient of variation of its F0 (``F0semitoneFrom27.5Hz_sma3nz_stddevNorm``). Noise has no voiced frame and a
+    tone a flat pitch; speech the VAD misses (reverberant, band-limited telephone audio) still has both."""
+
+    voiced_fraction: float
+    pitch_variation: float
+
+
+def voicing(functionals: np.ndarray) -> Voicing:
+    """The :class:`Voicing` of a recording from its eGeMAPS functionals (:func:`egemaps`, or the first 88 columns of
+    :func:`acoustic_features`); non-finite values count as 0."""
+    names = egemaps_names()
+
+    def value(name: str) -> float:
+        return float(np.nan_to_num(functionals[names.index(name)], nan=0.0, posinf=0.0, neginf=0.0))
+
+    return Voicing(value("VoicedSegmentsPerSec") * value("MeanVoicedSegmentLengthSec"),
+                   value("F0semitoneFrom27.5Hz_sma3nz_stddevNorm"))
+
+
+def speech_floors(feature_rows: np.ndarray, margin: float = 0.5) -> dict[str, float]:
+    """``margin`` × the least voiced fraction and the least pitch variation (:func:`voicing`) over ``feature_rows``
+    ``(N, >= 88)`` (the recordings a model trains on): the voicing a recording the VAD hears no speech in must reach
+    to be scored."""
+    heard = [voicing(row) for row in np.asarray(feature_rows, dtype=np.float64)]
+    if not heard:
+        raise ValueError("no recordings to set the speech floors from")
+    return {"voiced_fraction": round(margin * min(h.voiced_fraction for h in heard), 6),
+            "pitch_variation": round(margin * min(h.pitch_variation for h in heard), 6)}
+
+
 def feature_names() -> list[str]:
     """Names of :func:`acoustic_features`' columns: the eGeMAPS functionals, then :data:`PAUSE_FEATURES`."""
     return [*egemaps_names(), *PAUSE_FEATURES]
 
 
-def recording_features(waveform: np.ndarray, probability: np.ndarray) -> tuple[np.ndarray, AcousticMarkers]:
+def recording_features(waveform: np.ndarray, probability: np.ndarray,
+                       functionals: np.ndarray | None = None) -> tuple[np.ndarray, AcousticMarkers]:
     """One recording's ``(88 + len(PAUSE_FEATURES),)`` float32 feature row (eGeMAPS functionals, then the pause
     statistics; a non-finite functional of a recording with no voiced frame becomes 0) and its markers, from its
-    :func:`speech_probability`."""
-    functionals = egemaps(waveform)
+    :func:`speech_probability` (and its :func:`egemaps`, computed when not given)."""
+    functionals = egemaps(waveform) if functionals is None else functionals
     voiced = float(functionals[egemaps_names().index("VoicedSegmentsPerSec")])
     markers = acoustic_markers(waveform, probability, voiced if np.isfinite(voiced) else None)
     row = np.concatenate([functionals, markers.vector])

@@ -295,6 +295,18 @@ class DementiaDataModule(RecipeDataModule):
         self.setup()
         return float(self.tensors["seconds"][torch.as_tensor(self.split_rows["train"])].min())
 
+    def speech_floors(self) -> dict[str, float] | None:
+        """Half the least voicing (:class:`recipes.dementia_speech.acoustic.Voicing`) of the recordings the model trains
+        on — the source training and the unlabelled target speakers: a scored recording the VAD hears no speech in
+        needs at least this much to be scored. None without the acoustic markers (``acoustic="vit"``)."""
+        from recipes.dementia_speech.acoustic import speech_floors
+
+        self.setup()
+        if "acoustic" not in self.tensors:
+            return None
+        rows = torch.as_tensor(np.concatenate([self.split_rows["train"], self.split_rows["target"]]))
+        return speech_floors(self.tensors["acoustic"][rows].double().numpy())
+
     def rows(self, split: str) -> pl.DataFrame:
         """The raw rows of ``split`` (``train``, ``val``, ``test``, ``target``)."""
         self.setup()

@@ -8,7 +8,10 @@ What a row is scored without goes to its ``warnings``; a row that cannot be scor
 
 - a recording that cannot be used (missing, not audio, empty, silent, clipped, non-finite or out-of-range samples)
   is an error when the row has no transcript, else the row is scored from the transcript alone, with a warning;
-- a recording in which the VAD finds no speech is an error (its transcript, if any, is not of this recording);
+- a recording in which the VAD finds no speech is an error (its transcript, if any, is not of this recording) unless
+  openSMILE's pitch tracker hears voiced, intonated sound in it — as much as in the least voiced training recording,
+  with a margin (reverberant and telephone recordings the VAD misses; a warning then says the pause markers are
+  unreliable); noise has no voiced frame and a tone a flat pitch, so both stay errors;
 - a recording shorter than the shortest training recording is scored, with a warning.
 """
 from __future__ import annotations
@@ -30,12 +33,18 @@ if TYPE_CHECKING:
     from recipes.dementia_speech.module import DementiaModule
     from recipes.runtime.runs import Run
 
-__all__ = ["DementiaPredictor", "EncodedRows", "SETTINGS_FILE", "MIN_SPEECH_SECONDS", "check_text_ids", "settings_of"]
+__all__ = ["DementiaPredictor", "EncodedRows", "SETTINGS_FILE", "MIN_SPEECH_SECONDS", "DEFAULT_SPEECH_FLOORS",
+           "check_text_ids", "settings_of"]
 
 #: the front-end settings of a run, written at the end of training
 SETTINGS_FILE = "features.json"
-#: a recording with less speech than this (VAD) has no speech to score
+#: a recording with less speech than this (VAD) has no speech to score, unless the pitch tracker hears voicing
 MIN_SPEECH_SECONDS = 0.3
+#: the voicing a recording the VAD hears no speech in must have to be scored (:class:`acoustic.Voicing`), for runs that
+#: did not record their own (``acoustic="vit"``, older runs): half the minimum over the 400 training recordings (320
+#: source, 80 telephone) of the large v2 cohort — voiced fraction 0.0084, pitch variation 0.0106 — where 3 of the 80
+#: telephone training recordings have under 0.3 s of VAD speech; white, brown and hum noise give exactly 0
+DEFAULT_SPEECH_FLOORS = {"voiced_fraction": 0.0042, "pitch_variation": 0.0053}
 
 
 class EncodedRows(NamedTuple):
@@ -75,6 +84,12 @@ class DementiaPredictor(NamedTuple):
     def acoustic(self) -> str:
         return self.settings.get("acoustic", "vit")
 
+    @property
+    def speech_floors(self) -> dict[str, float]:
+        """The voicing below which a recording the VAD hears no speech in is refused (``settings["speech_floors"]``,
+        else :data:`DEFAULT_SPEECH_FLOORS`)."""
+        return self.settings.get("speech_floors") or DEFAULT_SPEECH_FLOORS
+
     def encode(self, frame: pl.DataFrame) -> EncodedRows:
         """Read each row's recording (``wav_path``) and transcript (``transcript``, else ``cha_path``, else ASR of the
         recording); a row that cannot be scored gets an error instead of inputs (see the module docstring)."""
@@ -108,7 +123,9 @@ class DementiaPredictor(NamedTuple):
                            [r.markers if r else None for r in rows])
 
     def _read_row(self, wav_value: Any, text_value: Any, cha_value: Any) -> _Row:
-        from recipes.dementia_speech.acoustic import acoustic_markers, recording_features, speech_probability
+        from recipes.dementia_speech.acoustic import (
+            acoustic_markers, egemaps, recording_features, speech_probability, voicing,
+        )
 
         has_text = "text" in self.module.modalities
         warnings: list[str] = []
@@ -146,12 +163,19 @@ class DementiaPredictor(NamedTuple):
             return _Row(None, None, None, transcript, source, warnings)
         probability = speech_probability([wave])[0]  # one recording, a fresh VAD state
         markers = acoustic_markers(wave, probability)
+        functionals = None
         if markers.speech_seconds < MIN_SPEECH_SECONDS:
-            raise RowInputError(
-                f"wav_path: {path}: no speech detected ({markers.speech_seconds:.2f} s of voice activity in "
-                f"{markers.total_seconds:.1f} s); check that wav_path is the participant's recording of the picture "
-                "description"
-            )
+            functionals = egemaps(wave)
+            heard, floors = voicing(functionals), self.speech_floors
+            if heard.voiced_fraction < floors["voiced_fraction"] or heard.pitch_variation < floors["pitch_variation"]:
+                raise RowInputError(
+                    f"wav_path: {path}: no speech detected ({markers.speech_seconds:.2f} s of voice activity and "
+                    f"{heard.voiced_fraction:.1%} voiced in {markers.total_seconds:.1f} s); check that wav_path is the "
+                    "participant's recording of the picture description"
+                )
+            warnings.append(f"wav_path: the voice-activity detector heard only {markers.speech_seconds:.2f} s of speech "
+                            f"in {markers.total_seconds:.1f} s (a reverberant or noisy recording?), the pitch tracker "
+                            f"found {heard.voiced_fraction:.0%} of it voiced: scored, but its pause markers are unreliable")
         shortest = float(self.settings.get("shortest_training_seconds") or 0.0)
         if markers.total_seconds < shortest:
             warnings.append(f"wav_path: the recording is {markers.total_seconds:.1f} s long, shorter than every "
@@ -159,7 +183,7 @@ class DementiaPredictor(NamedTuple):
                             "longer picture description")
         vector = None
         if self.acoustic != "vit" and "audio" in self.module.modalities:
-            vector, markers = recording_features(wave, probability)
+            vector, markers = recording_features(wave, probability, functionals)
         if transcript is None and has_text:
             transcript, source = transcribe(wave), "asr"
             if not transcript:
@@ -203,7 +227,8 @@ def settings_of(datamodule: "DementiaDataModule") -> dict[str, Any]:
     settings = {"features": dict(datamodule.features), "text_encoder": h.text_encoder,
                 "max_text_tokens": h.max_text_tokens, "text_vocab_size": h.text_vocab_size,
                 "root": str(datamodule.root), "acoustic": h.acoustic,
-                "shortest_training_seconds": round(datamodule.shortest_training_seconds(), 3)}
+                "shortest_training_seconds": round(datamodule.shortest_training_seconds(), 3),
+                "speech_floors": datamodule.speech_floors()}
     if h.text_encoder == "scratch":
         settings["text_ids"] = HashTokenizer.SCHEME  # the word ids its embedding table was trained on
     return settings
