@@ -31,6 +31,7 @@ from recipes.runtime.runs import list_runs
 
 RECIPES = list_recipes()
 REPO = Path(__file__).resolve().parents[2]
+SCORED_ROWS = 16  # the demo input's first rows: enough for chunks of 1 and 7 and every modality subset
 SHARED_FILES = ("data.py", "model.py", "module.py", "recipe.py", "explain.py", "metrics.py", "configs/quick.yaml",
                 "configs/full.yaml")
 
@@ -105,48 +106,62 @@ def _evaluate_in_one_process(run) -> dict[str, float]:
     return {k: float(v) for k, v in results.items()}
 
 
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """``tiny_runs(name) -> (run, folder)``: one tiny 1-process run per recipe, trained on first use into ``folder``
+    (its data under ``folder/data``) and shared by the tests below."""
+    made: dict[str, tuple[object, Path]] = {}
+
+    def get(name: str):
+        if name not in made:
+            folder = tmp_path_factory.mktemp(name)
+            made[name] = (_train(name, folder, []), folder)
+        return made[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def scoring_runs(tiny_runs):
+    """The tiny run of a recipe and the first rows of its demo input (:data:`SCORED_ROWS`), with $FUSION_DATA_DIR
+    pointing at its data while the test uses it."""
+
+    @contextlib.contextmanager
+    def use(name: str):
+        run, folder = tiny_runs(name)
+        path = folder / "input" / "input.parquet"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("FUSION_DATA_DIR", str(folder / "data"))
+            if not path.is_file():
+                import polars as pl
+
+                path.parent.mkdir()
+                demo = get_recipe(name).demo_input(run, folder / "input" / "demo.parquet")
+                pl.read_parquet(demo).head(SCORED_ROWS).write_parquet(path)
+            yield run, path
+
+    return use
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", RECIPES)
-def test_two_processes_report_the_metrics_of_the_whole_test_set(name, tmp_path, monkeypatch):
+def test_two_processes_report_the_metrics_of_the_whole_test_set(name, tiny_runs, monkeypatch):
     spec = tiny(name)
-    one = _train(name, tmp_path, [])
-    two = _train(name, tmp_path, [], processes=2)
+    one, folder = tiny_runs(name)
+    two = _train(name, folder, [], processes=2)
     assert two.info["training"]["world_size"] == 2
     one_test = {k: v for k, v in one.metrics.items() if k.startswith("test/")}
     two_test = {k: v for k, v in two.metrics.items() if k.startswith("test/")}
     assert set(one_test) == set(two_test)
     # the metrics logged by the 2-process run are those of the whole test set: one process evaluating the same
     # weights gets the same numbers (a per-rank mean would not)
-    monkeypatch.setenv("FUSION_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FUSION_DATA_DIR", str(folder / "data"))
     again = _evaluate_in_one_process(two)
     for key, value in two_test.items():
         assert again[key] == pytest.approx(value, abs=1e-4), key
     # and 1-process training lands within the stated tolerance of 2-process training
     for key, value in one_test.items():
         assert abs(value - two_test[key]) <= spec.DDP_TOLERANCE, (key, value, two_test[key])
-
-
-@pytest.fixture(scope="module")
-def scoring_runs(tmp_path_factory):
-    """One tiny run per recipe (trained on first use) and its demo input, with $FUSION_DATA_DIR pointing at its data
-    while the test uses it."""
-    made: dict[str, tuple[object, Path, Path]] = {}
-
-    @contextlib.contextmanager
-    def use(name: str):
-        if name not in made:
-            folder = tmp_path_factory.mktemp(name)
-            run = _train(name, folder, [])
-            made[name] = (run, folder, folder / "input" / "input.parquet")
-            (folder / "input").mkdir()
-        run, folder, path = made[name]
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("FUSION_DATA_DIR", str(folder / "data"))
-            if not path.is_file():
-                get_recipe(name).demo_input(run, path)
-            yield run, path
-
-    return use
 
 
 @pytest.mark.slow

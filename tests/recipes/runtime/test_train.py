@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -117,19 +116,22 @@ sys.exit(main())
 """
 
 
+def _toy_fusion(folder: Path, runs: Path, *args: str) -> subprocess.CompletedProcess:
+    """``fusion train toy --runs-dir runs ...`` in its own process (one that can be SIGKILLed, or re-run by Lightning's
+    DDP launcher: the script is a file)."""
+    script = folder / "fusion_toy.py"
+    if not script.is_file():
+        script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
+    env = {k: v for k, v in os.environ.items() if k not in ("FUSION_RUN_ID", "WORLD_SIZE", "LOCAL_RANK", "RANK")}
+    return subprocess.run([sys.executable, str(script), "train", "toy", "--runs-dir", str(runs), *args],
+                          cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+
+
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_makes_one_run(tmp_path):
-    script = tmp_path / "fusion_toy.py"  # a file, so Lightning's launcher can re-run the same command line
-    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
     runs = tmp_path / "runs"
-    env = {k: v for k, v in os.environ.items() if k not in ("FUSION_RUN_ID", "WORLD_SIZE", "LOCAL_RANK", "RANK")}
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, str(script), "train", "toy", "--config", "quick", "--runs-dir", str(runs),
-         "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )
-    elapsed = time.perf_counter() - started
+    result = _toy_fusion(tmp_path, runs, "--config", "quick", "--trainer.strategy", "ddp", "--trainer.devices", "2",
+                         "--trainer.accelerator", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = list_runs(runs)
     for name in ARTEFACTS:
@@ -138,31 +140,32 @@ def test_ddp_on_two_cpu_processes_makes_one_run(tmp_path):
     assert run.info["training"]["global_step"] == 8  # 64 rows / 2 ranks / batch 8, 2 epochs
     assert 0.0 <= run.metrics["test/acc"] <= 1.0
     assert f"run folder: {run.path}" in result.stdout
-    assert elapsed < 60, f"DDP test took {elapsed:.1f} s"
+
+
+KILL_ARGS = ["--config", "quick", "--trainer.max_epochs", "3", "--model.config.modality_dropout", "0.3",
+             "--checkpoint-every", "3"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The weights of the run the kill -9 tests resume towards, trained once without interruption."""
+    from safetensors.torch import load_file
+
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    reference = _toy_fusion(folder, folder / "runs", *KILL_ARGS)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    (whole,) = list_runs(folder / "runs")
+    return load_file(whole.model_path)
 
 
 @pytest.mark.parametrize("kill_at", [13, 17], ids=["mid-epoch", "after-an-epoch-end"])
-def test_kill_9_then_resume_gives_the_weights_of_an_uninterrupted_run(kill_at, tmp_path):
+def test_kill_9_then_resume_gives_the_weights_of_an_uninterrupted_run(kill_at, uninterrupted, tmp_path):
     """3 epochs of 8 steps with modality dropout (global RNG) and shuffling; checkpoints every 3 steps. SIGKILL at
     step 13 resumes from step 12 (mid-epoch: data position and RNG restored); at step 17 from the epoch-end
     checkpoint at 16. Either way the final weights equal an uninterrupted run's, bit for bit."""
     from safetensors.torch import load_file
 
-    script = tmp_path / "fusion_toy.py"
-    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
-    common = ["--config", "quick", "--trainer.max_epochs", "3", "--model.config.modality_dropout", "0.3",
-              "--checkpoint-every", "3"]
-    env = {k: v for k, v in os.environ.items() if k not in ("FUSION_RUN_ID", "WORLD_SIZE", "LOCAL_RANK", "RANK")}
-
-    def fusion(runs: Path, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(script), "train", "toy", "--runs-dir", str(runs), *args],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-
-    reference = fusion(tmp_path / "ref", *common)
-    assert reference.returncode == 0, reference.stderr[-2000:]
-    (whole,) = list_runs(tmp_path / "ref")
-
-    killed = fusion(tmp_path / "runs", *common, "--model.config.kill_at_step", str(kill_at))
+    killed = _toy_fusion(tmp_path, tmp_path / "runs", *KILL_ARGS, "--model.config.kill_at_step", str(kill_at))
     assert killed.returncode == -9
     (run,) = list_runs(tmp_path / "runs")
     assert run.info["status"] == "running" and run.status == "interrupted"  # the process is gone
@@ -170,13 +173,13 @@ def test_kill_9_then_resume_gives_the_weights_of_an_uninterrupted_run(kill_at, t
     assert steps == {13: ["step=12.ckpt", "step=9.ckpt"], 17: ["step=12.ckpt", "step=15.ckpt"]}[kill_at]  # the last two
     assert global_step(run) == {13: 12, 17: 16}[kill_at]
 
-    resumed = fusion(tmp_path / "runs", "--resume", run.run_id, "--model.config.kill_at_step", "null")
+    resumed = _toy_fusion(tmp_path, tmp_path / "runs", "--resume", run.run_id, "--model.config.kill_at_step", "null")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert run.status == "finished" and run.info["training"]["global_step"] == 24
-    expected, got = load_file(whole.model_path), load_file(run.model_path)
-    assert expected.keys() == got.keys()
-    for name in expected:
-        assert torch.equal(expected[name], got[name]), name
+    got = load_file(run.model_path)
+    assert uninterrupted.keys() == got.keys()
+    for name in uninterrupted:
+        assert torch.equal(uninterrupted[name], got[name]), name
 
 
 @pytest.mark.parametrize("env", [{"WORLD_SIZE": "2"}, {"NODE_RANK": "1"}], ids=["torchrun", "second-node"])
