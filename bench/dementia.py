@@ -2,14 +2,17 @@
 the telephone domain, calibration with and without label smoothing and before and after temperature scaling, over
 speaker cross-validation folds.
 
-For each fold k of ``--folds`` (validation = speaker fold k of the source training speakers), seven models are
-trained with the quick config's architecture: audio only with the spectrogram transformer (``audio_vit``), audio only
+For each fold k of ``--folds`` (validation = speaker fold k of the source training speakers), six models are
+trained with the large config's model (quick's architecture): audio only with the spectrogram transformer (``audio_vit``), audio only
 with the acoustic markers (eGeMAPS functionals and pause statistics, ``audio_features``), text only, fused (``--acoustic``
-encoder, default ``both``; without OT, with label smoothing), fused with Sinkhorn OT (joint DeepJDOT cost) towards the
-unlabelled telephone-domain speakers, and fused without label smoothing. The fused model's temperature is fit on the
-fold's validation speakers (:mod:`recipes.runtime.calibration`) and its ECE reported before and after scaling. Source
-figures are on the source test speakers, target figures on the target test speakers; means over folds (``fold_std``:
-standard deviations). The cohort is ``--cohort large`` (640 speakers, generated once and cached under
+encoder and ``--modality-dropout``, default the large config's: the markers, each branch dropped with probability 0.3
+in training; without OT, with label smoothing), fused with Sinkhorn OT (joint DeepJDOT cost) towards the
+unlabelled telephone-domain speakers, and fused without label smoothing. For the fused models with and without label
+smoothing, one temperature is fit on their pooled out-of-fold validation logits (every source training speaker once;
+:mod:`recipes.runtime.calibration`) and the source test ECE (15 equal-width bins, L1, torchmetrics' default) reported
+before and after scaling (``ece.smoothing`` and ``ece.no_smoothing`` are the modules' logged ``test/ece``, 10 bins).
+Source figures are on the source test speakers, target figures on the target test speakers; means over folds
+(``fold_std``: standard deviations). The cohort is ``--cohort large`` (640 speakers, generated once and cached under
 ``$FUSION_DATA_DIR``) or ``quick`` (the 144-speaker demo cohort). With ``--results FILE`` every finished model's figures
 are kept in FILE and not trained again, so the benchmark can run in slices (``--max-minutes``) that each stop after
 the model in progress. The last line printed is one JSON object.
@@ -28,15 +31,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VARIANTS = {
-    "audio_vit": {"modalities": ["audio"], "acoustic": "vit", "ot_weight": 0.0, "label_smoothing": 0.1},
-    "audio_features": {"modalities": ["audio"], "acoustic": "features", "ot_weight": 0.0, "label_smoothing": 0.1},
-    "text": {"modalities": ["text"], "ot_weight": 0.0, "label_smoothing": 0.1},
+    "audio_vit": {"modalities": ["audio"], "acoustic": "vit", "ot_weight": 0.0, "label_smoothing": 0.1,
+                  "modality_dropout": 0.0},
+    "audio_features": {"modalities": ["audio"], "acoustic": "features", "ot_weight": 0.0, "label_smoothing": 0.1,
+                       "modality_dropout": 0.0},
+    "text": {"modalities": ["text"], "ot_weight": 0.0, "label_smoothing": 0.1, "modality_dropout": 0.0},
     "fused": {"modalities": ["audio", "text"], "ot_weight": 0.0, "label_smoothing": 0.1},
     "fused_ot": {"modalities": ["audio", "text"], "ot_weight": 0.1, "label_smoothing": 0.1},
     "fused_no_smoothing": {"modalities": ["audio", "text"], "ot_weight": 0.0, "label_smoothing": 0.0},
 }
 
-#: the variants whose model ignores --acoustic (the fused models' acoustic encoder)
+#: the variants whose temperature scaling is measured (validation and test logits kept)
+SCALED = ("fused", "fused_no_smoothing")
+#: the variants whose model ignores --acoustic and --modality-dropout (the fused models' acoustic encoder and dropout)
 SINGLE_BRANCH = ("audio_vit", "audio_features", "text")
 
 
@@ -56,26 +63,51 @@ def train_variant(datamodule, model_args: dict, variant: dict, epochs: int, seed
     return metrics, module
 
 
-def temperature_scaling(module, datamodule) -> dict[str, float]:
-    """Fit T on the fold's validation speakers; the source test speakers' ECE before and after."""
+def held_out_logits(module, datamodule) -> dict[str, list[float]]:
+    """The fold's validation logits and labels (what a temperature is fit on) and its source test speakers' logits
+    and labels (what the ECE is measured on), as lists kept in ``--results``."""
     import torch
 
-    from recipes.runtime.calibration import (
-        calibrated_probability, collect_logits, expected_calibration_error, fit_temperature,
-    )
+    from recipes.runtime.calibration import collect_logits
 
     def logits_of(model, batch):
         return model.logit(batch), batch["label"]
 
     val_logits, val_labels = collect_logits(module, datamodule.val_dataloader(), logits_of)
-    temperature = fit_temperature(val_logits, val_labels)
     test_logits, test_labels = collect_logits(module, datamodule.test_dataloader(), logits_of)
     domain = torch.as_tensor(datamodule.tensors["domain"][torch.as_tensor(datamodule.split_rows["test"])])
     source = domain == 0
-    logits, labels = test_logits[source], test_labels[source]
-    return {"temperature": temperature,
-            "before": expected_calibration_error(calibrated_probability(logits, 1.0), labels),
-            "after": expected_calibration_error(calibrated_probability(logits, temperature), labels)}
+    return {"val_logits": val_logits.tolist(), "val_labels": val_labels.tolist(),
+            "test_logits": test_logits[source].tolist(), "test_labels": test_labels[source].tolist()}
+
+
+def temperature_scaling(folds: list[dict[str, list[float]]]) -> dict[str, float]:
+    """One temperature fit on the pooled out-of-fold validation logits of every fold (each speaker of the source
+    training set once, scored by the model that did not train on it), applied to each fold's source test speakers:
+    the mean ECE (15 equal-width bins, L1) before and after. ``after_fold_temperature``: each fold scaled by a
+    temperature fit on its own ~64 validation speakers instead, for comparison."""
+    import torch
+
+    from recipes.runtime.calibration import calibrated_probability, expected_calibration_error, fit_temperature
+
+    def tensor(fold: dict, key: str) -> torch.Tensor:
+        return torch.tensor(fold[key], dtype=torch.float64)
+
+    pooled = fit_temperature(torch.cat([tensor(f, "val_logits") for f in folds]),
+                             torch.cat([tensor(f, "val_labels") for f in folds]))
+
+    def ece(fold: dict, temperature: float) -> float:
+        return expected_calibration_error(calibrated_probability(tensor(fold, "test_logits"), temperature),
+                                          tensor(fold, "test_labels"))
+
+    def mean(values: list[float]) -> float:
+        return round(sum(values) / len(values), 4)
+
+    return {"temperature": round(pooled, 4), "before": mean([ece(f, 1.0) for f in folds]),
+            "after": mean([ece(f, pooled) for f in folds]),
+            "after_fold_temperature": mean([ece(f, fit_temperature(tensor(f, "val_logits"), tensor(f, "val_labels")))
+                                            for f in folds]),
+            "validation_rows": sum(len(f["val_labels"]) for f in folds)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -83,8 +115,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--cohort", choices=("large", "quick"), default="large")
-    parser.add_argument("--acoustic", choices=("vit", "features", "both"), default="both",
-                        help="the fused models' acoustic encoder")
+    parser.add_argument("--acoustic", choices=("vit", "features", "both"), default=None,
+                        help="the fused models' acoustic encoder (default: the large config's, the recommended one)")
+    parser.add_argument("--modality-dropout", type=float, default=None,
+                        help="the fused models' modality dropout (default: the large config's)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants to train")
     parser.add_argument("--results", type=Path, default=None,
                         help="JSON file of finished models' figures: read to skip them, updated after each model")
@@ -96,22 +130,24 @@ def main(argv: list[str] | None = None) -> dict:
     import logging
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    import yaml
-
     from recipes.dementia_speech.cohort import LARGE_COHORT
     from recipes.dementia_speech.data import DementiaDataModule
+    from recipes.runtime.train import parse_config
 
-    quick = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes/dementia_speech/configs/quick.yaml").read_text())
-    data_args = {**quick["data"], "num_folds": max(2, args.folds), "acoustic": "both"}
+    config = parse_config("dementia", ["large"])  # quick's architecture with the recommended acoustic setting
+    data_args = {**config["data"], "num_folds": max(2, args.folds), "acoustic": "both", "cohort": None}
     if args.cohort == "large":
         data_args["cohort"] = asdict(LARGE_COHORT)
+    if args.acoustic is None:
+        args.acoustic = config["data"]["acoustic"]
     chosen = [name for name in args.variants.split(",") if name]
     unknown = sorted(set(chosen) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     results: dict[str, list[dict[str, float]]] = {name: [] for name in chosen}
-    scaling: list[dict[str, float]] = []
-    setting = f"{args.cohort}/{args.acoustic}/{args.epochs}"
+    held_out: dict[str, list[dict]] = {name: [] for name in SCALED}  # validation and test logits, per fold
+    dropout = config["model"]["config"]["modality_dropout"] if args.modality_dropout is None else args.modality_dropout
+    setting = f"{args.cohort}/{args.acoustic}{f'+md{dropout:g}' if dropout else ''}/{args.epochs}"
     done: dict[str, dict] = json.loads(args.results.read_text()) if args.results and args.results.is_file() else {}
     started = time.perf_counter()
     stopped = False
@@ -122,6 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
             if key not in done and name in SINGLE_BRANCH:  # its model does not depend on --acoustic
                 same = [*key.split("/")[:1], *key.split("/")[2:]]  # everything but the acoustic setting
                 key = next((k for k in done if [*k.split("/")[:1], *k.split("/")[2:]] == same), key)
+            if name in SCALED and "logits" not in done.get(key, {"logits": None}):
+                del done[key]  # from a version of the benchmark that did not keep the logits
             if key not in done:
                 if args.max_minutes is not None and time.perf_counter() - started > 60 * args.max_minutes:
                     stopped = True
@@ -130,25 +168,24 @@ def main(argv: list[str] | None = None) -> dict:
                     datamodule = DementiaDataModule(**{**data_args, "fold": fold})
                     datamodule.prepare_data()
                     datamodule.setup()
-                    model_args = {**quick["model"]["config"], "text_dim": datamodule.text_dim,
+                    model_args = {**config["model"]["config"], "text_dim": datamodule.text_dim,
                                   "image_size": datamodule.image_size, "text_encoder": datamodule.text_encoder,
-                                  "acoustic": args.acoustic, "acoustic_features": datamodule.acoustic_features}
+                                  "acoustic": args.acoustic,
+        "modality_dropout": dropout, "acoustic_features": datamodule.acoustic_features,
+                                  "modality_dropout": dropout}
                 metrics, module = train_variant(datamodule, model_args, VARIANTS[name], args.epochs, seed=fold)
                 done[key] = {"metrics": metrics}
-                if name == "fused":
-                    done[key]["scaling"] = temperature_scaling(module, datamodule)
+                if name in SCALED:
+                    done[key]["logits"] = held_out_logits(module, datamodule)
                 if args.results:
                     args.results.write_text(json.dumps(done, indent=1))
             metrics = done[key]["metrics"]
             results[name].append(metrics)
-            extra = ""
-            if name == "fused":
-                scaling.append(done[key]["scaling"])
-                extra = (f" | T {scaling[-1]['temperature']:.2f}: ece {scaling[-1]['before']:.3f} → "
-                         f"{scaling[-1]['after']:.3f}")
+            if name in SCALED:
+                held_out[name].append(done[key]["logits"])
             print(f"fold {fold} {name:<19} source acc {metrics['test/acc']:.3f} f1 {metrics['test/f1']:.3f} "
                   f"ece {metrics['test/ece']:.3f} | target acc {metrics.get('test/target_acc', float('nan')):.3f} "
-                  f"f1 {metrics.get('test/target_f1', float('nan')):.3f}{extra}  ({time.perf_counter() - started:.0f} s)",
+                  f"f1 {metrics.get('test/target_f1', float('nan')):.3f}  ({time.perf_counter() - started:.0f} s)",
                   flush=True)
         if stopped:
             print(f"stopped after {args.max_minutes} minutes at fold {fold}; run again with --results {args.results} "
@@ -175,8 +212,12 @@ def main(argv: list[str] | None = None) -> dict:
               f"{std(name, 'test/ece'):.3f}; target acc {mean(name, 'test/target_acc'):.3f} ± "
               f"{std(name, 'test/target_acc'):.3f}", flush=True)
 
-    def average(key: str) -> float | None:
-        return round(sum(s[key] for s in scaling) / len(scaling), 4) if scaling else None
+    scalings = {name: temperature_scaling(folds) for name, folds in held_out.items() if folds}
+    for name, scaling in scalings.items():
+        print(f"{name}: temperature {scaling['temperature']:.3f} fit on {scaling['validation_rows']} pooled validation "
+              f"speakers: source test ece (15 bins) {scaling['before']:.4f} → {scaling['after']:.4f} (each fold's own "
+              f"temperature: {scaling['after_fold_temperature']:.4f})", flush=True)
+    scaling, unsmoothed = scalings.get("fused", {}), scalings.get("fused_no_smoothing", {})
 
     audio = "audio_features" if args.acoustic == "features" else "audio_vit" if args.acoustic == "vit" else None
     summary = {
@@ -194,12 +235,16 @@ def main(argv: list[str] | None = None) -> dict:
             "fused_ot": {"acc": mean("fused_ot", "test/target_acc"), "f1": mean("fused_ot", "test/target_f1")},
         },
         "ece": {"no_smoothing": mean("fused_no_smoothing", "test/ece"), "smoothing": mean("fused", "test/ece"),
-                "before_scaling": average("before"), "after_scaling": average("after"),
-                "temperature": average("temperature")},
+                "before_scaling": scaling.get("before"), "after_scaling": scaling.get("after"),
+                "temperature": scaling.get("temperature"),
+                "after_scaling_fold_temperature": scaling.get("after_fold_temperature"),
+                "no_smoothing_before_scaling": unsmoothed.get("before"), "no_smoothing_after_scaling": unsmoothed.get("after"),
+                "no_smoothing_temperature": unsmoothed.get("temperature")},
         "fold_std": {name: {"f1": std(name, "test/f1"), "target_acc": std(name, "test/target_acc")} for name in chosen},
         "folds": args.folds,
         "cohort": args.cohort,
         "acoustic": args.acoustic,
+        "modality_dropout": dropout,
         "epochs": args.epochs,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -50,7 +50,7 @@ def test_shipped_configs_build_the_module_and_the_data_module(name):
         assert not set(linked) & set(written), path  # linked from the data section, so the two cannot disagree
 
 
-def test_the_large_config_is_the_benchmark_cohort_with_both_acoustic_encoders():
+def test_the_large_config_is_the_benchmark_cohort_with_the_acoustic_markers():
     from dataclasses import asdict
 
     from recipes.dementia_speech.cohort import LARGE_COHORT
@@ -58,7 +58,7 @@ def test_the_large_config_is_the_benchmark_cohort_with_both_acoustic_encoders():
     from recipes.runtime.train import parse_config
 
     data = DementiaDataModule(**parse_config("dementia", ["large"])["data"])
-    assert asdict(data.spec) == asdict(LARGE_COHORT) and data.acoustic == "both" and data.acoustic_features == 100
+    assert asdict(data.spec) == asdict(LARGE_COHORT) and data.acoustic == "features" and data.acoustic_features == 100
     assert sum(asdict(LARGE_COHORT)[k] for k in ("source_train", "source_test", "target_train", "target_test")) >= 400
 
 

@@ -12,12 +12,15 @@ import pytest
 TINY_COHORT = "{source_train: 8, source_test: 4, target_train: 4, target_test: 4}"
 
 # ``fusion train dementia --config quick`` at toy size: 16-wide model, 16-px spectrograms, hashed-word text encoder,
-# one full-batch step (4 training speakers, batch 4) without dropout or OT
+# one full-batch step (4 training speakers, batch 4) without dropout, modality dropout or OT; the spectrogram
+# encoder, not quick's acoustic markers, which would add ~10 s of VAD and openSMILE per tiny cohort (the reliability
+# tests and test_speech_check.py score with the markers)
 TINY_OVERRIDES: tuple[str, ...] = (
     "--config", "quick",
     "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
     "--model.config.dim=16", "--model.config.num_heads=2", "--model.config.audio_depth=1",
-    "--model.config.dropout=0", "--model.config.ot_weight=0",
+    "--model.config.dropout=0", "--model.config.ot_weight=0", "--model.config.modality_dropout=0",
+    "--data.acoustic=vit",
     "--data.cohort", TINY_COHORT,
     "--data.text_encoder=scratch", "--data.image_size=16", "--data.n_mels=32", "--data.max_text_tokens=32",
     "--data.batch_size=4", "--data.num_folds=2", "--data.max_seconds=20",
