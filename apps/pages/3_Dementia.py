@@ -197,7 +197,8 @@ left, right = st.columns([1, 2])
 left.metric("Probability of dementia", f"{probability:.2f}")
 if row is not None and "label" in row.columns and row["label"][0] is not None:
     left.metric("Recorded diagnosis", "dementia" if int(row["label"][0]) == 1 else "control")
-left.caption(f"Temperature-scaled (T = {predictor.temperature:.2f}, fit on the validation speakers). "
+left.caption((f"Temperature-scaled (T = {predictor.temperature:.2f}, fit on the validation speakers). "
+              if predictor.temperature != 1.0 else "Not temperature-scaled (fewer than 100 validation speakers). ") +
              f"Held-out ECE of this run: {metrics.get('test/ece', float('nan')):.3f} (source), "
              f"{metrics.get('test/target_ece', float('nan')):.3f} (telephone): how far such probabilities are from "
              "observed frequencies.")

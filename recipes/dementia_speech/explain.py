@@ -286,9 +286,12 @@ def write_report(run: "Run", predictor: "DementiaPredictor", frame: pl.DataFrame
             raw = torch.sigmoid(logits).numpy()[known]
             label = labels.to_numpy()[known].astype(np.int64)
             report.heading("Calibration")
-            report.text(f"Probabilities are temperature-scaled: T = {predictor.temperature:.3f}, fit on the validation "
-                        "speakers by minimising the negative log-likelihood (calibration.json of the run). The "
-                        "diagrams show the probabilities after scaling, then before.")
+            scaled = (f"Probabilities are temperature-scaled: T = {predictor.temperature:.3f}, fit on the validation "
+                      "speakers by minimising the negative log-likelihood (calibration.json of the run)."
+                      if predictor.temperature != 1.0 else
+                      "Probabilities are not temperature-scaled (T = 1): the run's validation split has fewer than 100 "
+                      "speakers, too few to fit a temperature on (or the run has no calibration.json).")
+            report.text(f"{scaled} The diagrams show the probabilities after scaling, then before.")
             domains = frame["domain"].gather(encoded.valid_rows).to_numpy()[known] if "domain" in frame.columns else np.zeros(len(label))
             rows = {}
             for value, name in ((SOURCE, "source (clean)"), (TARGET, "target (telephone)")):

@@ -6,7 +6,8 @@ pocketsphinx, a transcript without a recording is scored from the text alone (wi
 are passed through when present. A recording at another sampling rate is resampled and a stereo one averaged to
 mono; an empty, silent, too short, clipped, non-finite or unreadable file, or one with no speech, gets an error
 naming the file and the fix (see :mod:`recipes.dementia_speech.predictor`). Probabilities are temperature-scaled
-with the run's ``calibration.json`` (:mod:`recipes.runtime.calibration`), fit on the validation speakers.
+with the run's ``calibration.json`` (:mod:`recipes.runtime.calibration`), fit on the validation speakers when there are
+at least 100 of them.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 from recipes.dementia_speech.explain import write_report
 from recipes.dementia_speech.predictor import SETTINGS_FILE, DementiaPredictor, check_text_ids, settings_of
 from recipes.dementia_speech.readers.adress import load_cohort_frame
-from recipes.runtime.calibration import collect_logits, fit_temperature, load_temperature, save_calibration
+from recipes.runtime.calibration import calibrate, collect_logits, load_temperature
 from recipes.runtime.recipe import Recipe
 
 if TYPE_CHECKING:
@@ -43,10 +44,11 @@ class DementiaRecipe(Recipe):
         self._save_test_predictions(run, datamodule, rows)
 
     def _calibrate(self, run: "Run", datamodule: "DementiaDataModule") -> None:
-        """Fit the temperature on the validation speakers and save it (``calibration.json``)."""
+        """Fit the temperature on the whole validation split and save it (``calibration.json``); a split of fewer than
+        100 speakers keeps T = 1 (the quick config's fold has 14–15, the large one's 64)."""
         logits, labels = collect_logits(run.load_module(), datamodule.val_dataloader(),
                                         lambda module, batch: (module.logit(batch), batch["label"]))
-        save_calibration(run.path, fit_temperature(logits, labels), logits, labels)
+        calibrate(run.path, logits, labels)
 
     def _save_test_predictions(self, run: "Run", datamodule: "DementiaDataModule", rows: pl.DataFrame) -> None:
         """Save the held-out probabilities (``test_predictions.parquet``) the dashboard's cohort view plots."""
