@@ -16,6 +16,15 @@ Source figures are on the source test speakers, target figures on the target tes
 ``$FUSION_DATA_DIR``) or ``quick`` (the 144-speaker demo cohort). With ``--results FILE`` every finished model's figures
 are kept in FILE and not trained again, so the benchmark can run in slices (``--max-minutes``) that each stop after
 the model in progress. The last line printed is one JSON object.
+
+What it measured (2026-12-02, 2 CPU cores, 5 folds of the large cohort): F1 fused 0.926 (fold std 0.008) against
+text 0.902 and markers 0.910 (ViT 0.738); telephone accuracy 0.903 → 0.940 with OT. Temperature scaling does not
+lower the 15-bin ECE of the 160 source test speakers, even fit on 320 pooled validation speakers: 0.060 → 0.066
+(T = 1.20; per-fold temperatures: 0.074), without label smoothing 0.061 → 0.078 (T = 2.46). Drawing the labels from
+the model's own probabilities (a perfectly calibrated model) gives an ECE of 0.047 at T = 1 on 160 speakers and 15
+bins: the goal of 0.05 sits at the estimator's noise floor. The reliability curve bends both ways — under-confident
+at the ends (mean p 0.970, 98.6% positive), over-confident at 0.7–0.9 (mean p 0.837, 53% positive) — which no
+single temperature corrects.
 """
 from __future__ import annotations
 
