@@ -63,6 +63,10 @@ class RunNotFoundError(LookupError):
     """No run matches what the user asked for; the message lists the runs there are."""
 
 
+class RunIncompatibleError(RuntimeError):
+    """A run's saved weights do not fit its module as the current code builds it (saved by an older version)."""
+
+
 def runs_root(root: str | Path | None = None) -> Path:
     """``root`` if given, else ``$FUSION_RUNS_DIR``, else ``./runs``."""
     return Path(root if root is not None else os.environ.get(RUNS_DIR_ENV) or "runs")
@@ -209,8 +213,40 @@ class Run:
                 f"finish it with `fusion train {self.recipe} --resume {self.run_id}`"
             )
         module = _instantiate(self.module_class, self.hparams)
-        load_model(module, str(self.model_path), strict=True, device=map_location)
+        try:  # strict=False: the differences come back as lists (tied weights accounted for), sent on below
+            missing, unexpected = load_model(module, str(self.model_path), strict=False, device=map_location)
+            reshaped: list[str] = []
+        except RuntimeError:  # a weight of another shape
+            missing, unexpected, reshaped = [], [], _reshaped_weights(module, self.model_path)
+            if not reshaped:
+                raise
+        if missing or unexpected or reshaped:
+            raise RunIncompatibleError(
+                f"run {self.path} was saved by another version of {self.module_class.__name__}: its weights do not fit "
+                f"the module the current code builds ({_differences(missing, unexpected, reshaped)}). Train it again "
+                f"with this version (`fusion train {self.recipe}`; the run's settings are in {self.path / CONFIG_FILE})"
+            )
         return module.to(map_location).eval()
+
+
+def _differences(missing: list[str], unexpected: list[str], reshaped: list[str], shown: int = 3) -> str:
+    """``missing: a, b; not in this version: c; reshaped: d and 4 more``."""
+    def few(keys: list[str]) -> str:
+        keys = sorted(keys)
+        return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+    found = {"missing": missing, "not in this version": unexpected, "reshaped": reshaped}
+    return "; ".join(f"{label}: {few(keys)}" for label, keys in found.items() if keys)
+
+
+def _reshaped_weights(module: Any, model_path: Path) -> list[str]:
+    """The weights the file and the module both hold, with different shapes."""
+    from safetensors import safe_open
+
+    wanted = module.state_dict()
+    with safe_open(str(model_path), framework="pt") as saved:
+        return [key for key in saved.keys()
+                if key in wanted and tuple(saved.get_slice(key).get_shape()) != tuple(wanted[key].shape)]
 
 
 def _instantiate(module_class: type, hparams: dict[str, Any]) -> Any:

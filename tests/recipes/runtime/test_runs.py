@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from recipes.runtime.card import write_model_card
-from recipes.runtime.runs import Run, RunNotFoundError, list_runs, new_run_id, resolve_run, runs_root, to_plain
+from recipes.runtime.runs import (Run, RunIncompatibleError, RunNotFoundError, list_runs, new_run_id, resolve_run, runs_root,
+                                  to_plain)
 
 
 def make_run(root, recipe, run_id, *, model=True):
@@ -86,6 +87,29 @@ def test_load_module_reproduces_the_trained_weights(trained_run, toy):
     x = torch.randn(16, 4, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert torch.equal(module(x), reference(x))
+
+
+@pytest.mark.parametrize("change, named", [
+    ("rename", "missing: proj_b.weight; not in this version: old_proj_b.weight"),
+    ("reshape", "reshaped: proj_b.weight"),
+], ids=["renamed-weight", "reshaped-weight"])
+def test_weights_of_another_version_are_a_clear_error_naming_them(trained_run, copy_run, tmp_path, change, named):
+    """A run saved before a layer was renamed or resized cannot load; the error names the weights and the fix."""
+    from safetensors.torch import load_file, save_file
+
+    run = copy_run(trained_run, tmp_path)
+    weights = load_file(run.model_path)
+    assert "proj_b.weight" in weights
+    if change == "rename":
+        weights["old_proj_b.weight"] = weights.pop("proj_b.weight")
+    else:
+        weights["proj_b.weight"] = torch.zeros(weights["proj_b.weight"].shape[0] + 1, *weights["proj_b.weight"].shape[1:])
+    save_file(weights, run.model_path)
+    with pytest.raises(RunIncompatibleError) as caught:
+        run.load_module()
+    message = str(caught.value)
+    assert named in message and "saved by another version of" in message
+    assert "Train it again with this version (`fusion train toy`" in message and str(run.path / "config.yaml") in message
 
 
 def test_run_properties_read_the_folder(trained_run):
