@@ -25,7 +25,7 @@ Letters: B batch, D width, G ground-truth slots, Q queries, X/Y BEV cells, N = X
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -36,10 +36,7 @@ from fusion_core.layers.mlp import MLP
 from recipes.driving_interaction.config import DrivingConfig
 from recipes.driving_interaction.geometry import BevGeometry
 
-if TYPE_CHECKING:
-    from recipes.driving_interaction.model import DetectorOutput
-
-__all__ = ["ASSIGN_RADIUS", "NMS_RADIUS", "BOX_WEIGHT", "SIZE_PRIOR", "Detections", "DetectionLoss", "HeadOutput",
+__all__ = ["ASSIGN_RADIUS", "NMS_RADIUS", "BOX_WEIGHT", "SIZE_PRIOR", "Detections", "DetectionLoss", "DetectorOutput", "HeadOutput",
            "HeadTargets", "CenterHead", "heatmap_targets", "centre_cells", "assign_queries", "focal_heatmap_loss"]
 
 ASSIGN_RADIUS = 2.0  # a query is responsible for the nearest object whose centre is this close (metres)
@@ -56,6 +53,19 @@ class Detections(NamedTuple):
     labels: np.ndarray  # (D,)
     scores: np.ndarray  # (D,)
     query: np.ndarray  # (D,)
+
+
+class DetectorOutput(NamedTuple):
+    """What the detector (:mod:`recipes.driving_interaction.model`) gives the head's loss and decoding."""
+
+    heatmap: Tensor  # (B, X, Y) objectness logits
+    query_cells: Tensor  # (B, Q) flat BEV cell index of each query
+    class_logits: Tensor  # (B, Q, num_classes + 1); the last class is background
+    boxes: Tensor  # (B, Q, 7) decoded velodyne boxes
+    box_params: Tensor  # (B, Q, 8) raw regression: dx, dy, z, log l/w/h ratios, sin, cos
+    stream_updates: Tensor  # (B, Q, 2) size of the decoder's cross-attention updates from [BEV, image]
+    # (B, X, Y) objectness logits of the camera's own BEV map: interaction training with camera_heatmap_weight only
+    camera_heatmap: Tensor | None = None
 
 
 class HeadOutput(NamedTuple):
@@ -136,7 +146,7 @@ class CenterHead(nn.Module):
     ``heatmap(bev (B, D, X, Y))`` → objectness logits ``(B, X, Y)``; ``peak_cells(heatmap, k)`` → ``(B, k)`` cells;
     ``forward(queries (B, Q, D), query_cells (B, Q))`` → :class:`HeadOutput`; ``teacher_cells(gt_boxes)``,
     ``targets(query_cells, batch)``, ``loss(out, batch)`` for training; ``detections(out)`` (with ``nms``) for
-    inference (``out``: the detector's :class:`~recipes.driving_interaction.model.DetectorOutput`). ``geometry`` gives the cell centres the queries are
+    inference (``out``: the detector's :class:`DetectorOutput`). ``geometry`` gives the cell centres the queries are
     anchored at (shared with the detector).
     """
 

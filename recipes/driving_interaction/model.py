@@ -44,7 +44,7 @@ from fusion_core.layers.interaction_decoder import InteractionDecoder
 from fusion_core.layers.mlp import MLP
 from recipes.driving_interaction.config import DrivingConfig
 from recipes.driving_interaction.geometry import BevGeometry
-from recipes.driving_interaction.head import CenterHead
+from recipes.driving_interaction.head import CenterHead, DetectorOutput
 
 __all__ = [
     "DetectorOutput",
@@ -54,17 +54,6 @@ __all__ = [
     "DrivingDetector",
     "build_detector",
 ]
-
-
-class DetectorOutput(NamedTuple):
-    heatmap: Tensor  # (B, X, Y) objectness logits
-    query_cells: Tensor  # (B, Q) flat BEV cell index of each query
-    class_logits: Tensor  # (B, Q, num_classes + 1); the last class is background
-    boxes: Tensor  # (B, Q, 7) decoded velodyne boxes
-    box_params: Tensor  # (B, Q, 8) raw regression: dx, dy, z, log l/w/h ratios, sin, cos
-    stream_updates: Tensor  # (B, Q, 2) size of the decoder's cross-attention updates from [BEV, image]
-    # (B, X, Y) objectness logits of the camera's own BEV map: interaction training with camera_heatmap_weight only
-    camera_heatmap: Tensor | None = None
 
 
 class Streams(NamedTuple):
