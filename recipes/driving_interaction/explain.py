@@ -45,8 +45,10 @@ def detection_shapley(module: "DrivingModule", frame: "Frame", detections: "Dete
 
     The value of a sensor coalition for a detection is the highest score of a same-class detection within
     :data:`SHAPLEY_RADIUS` m of it when the model runs with only those sensors present (0 when there is none);
-    :func:`fusion_core.explain.modality_shapley` enumerates the four coalitions. Returns ``{camera, lidar,
-    base, full}`` arrays of shape ``(D,)``.
+    :func:`fusion_core.explain.modality_shapley` enumerates the four coalitions. The empty coalition is worth 0: a
+    frame with no sensor is not scored at all (its row is an error), so whatever the detector would make of two
+    blank inputs (its camera fallback does see something in a black image) is no part of any detection, and the two
+    values add up to the detection's score. Returns ``{camera, lidar, base, full}`` arrays of shape ``(D,)``.
     """
     from fusion_core.explain import modality_shapley
 
@@ -54,8 +56,10 @@ def detection_shapley(module: "DrivingModule", frame: "Frame", detections: "Dete
         return {k: np.zeros(0) for k in ("camera", "lidar", "base", "full")}
 
     def value(present: dict[str, torch.Tensor]) -> torch.Tensor:
-        result = module.detect_frames([frame], present=present)[0]
         values = torch.zeros(1, len(detections.scores), dtype=torch.float64)
+        if not any(bool(mask.any()) for mask in present.values()):
+            return values
+        result = module.detect_frames([frame], present=present)[0]
         for i, (box, label) in enumerate(zip(detections.boxes, detections.labels)):
             same = result.labels == label
             if same.any():

@@ -79,6 +79,7 @@ def test_shapley_values_add_up(tiny_driving_run):
     values = detection_shapley(module, frame, detections)
     np.testing.assert_allclose(values["camera"] + values["lidar"], values["full"] - values["base"], atol=1e-9)
     np.testing.assert_allclose(values["full"], detections.scores, atol=1e-6)
+    assert not values["base"].any()  # no sensor, no detection: the two sensors share each whole score
 
 
 def test_explain_writes_a_report_with_plots(tiny_driving_run, tmp_path):
