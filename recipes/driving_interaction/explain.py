@@ -45,20 +45,23 @@ def detection_shapley(module: "DrivingModule", frame: "Frame", detections: "Dete
 
     The value of a sensor coalition for a detection is the highest score of a same-class detection within
     :data:`SHAPLEY_RADIUS` m of it when the model runs with only those sensors present (0 when there is none);
-    :func:`fusion_core.explain.modality_shapley` enumerates the four coalitions. The empty coalition is worth 0: a
-    frame with no sensor is not scored at all (its row is an error), so whatever the detector would make of two
-    blank inputs (its camera fallback does see something in a black image) is no part of any detection, and the two
-    values add up to the detection's score. Returns ``{camera, lidar, base, full}`` arrays of shape ``(D,)``.
+    :func:`fusion_core.explain.modality_shapley` enumerates the four coalitions. A coalition left with no recorded
+    sensor (the empty one, or the failed sensor's alone) is worth 0: a frame with no sensor is not scored at all (its
+    row is an error), so whatever the detector would make of two blank inputs (its camera fallback does see
+    something in a black image) is no part of any detection; the two values add up to the detection's score, and a
+    failed sensor's value is 0. Returns ``{camera, lidar, base, full}`` arrays of shape ``(D,)``.
     """
     from fusion_core.explain import modality_shapley
 
     if len(detections.scores) == 0:
         return {k: np.zeros(0) for k in ("camera", "lidar", "base", "full")}
 
+    recorded = {"camera": frame.image is not None, "lidar": frame.points is not None}  # a failed sensor is None
+
     def value(present: dict[str, torch.Tensor]) -> torch.Tensor:
         values = torch.zeros(1, len(detections.scores), dtype=torch.float64)
-        if not any(bool(mask.any()) for mask in present.values()):
-            return values
+        if not any(recorded[m] and bool(mask.any()) for m, mask in present.items()):
+            return values  # no sensor left: worth 0 (see above)
         result = module.detect_frames([frame], present=present)[0]
         for i, (box, label) in enumerate(zip(detections.boxes, detections.labels)):
             same = result.labels == label

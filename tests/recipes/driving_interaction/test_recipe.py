@@ -80,6 +80,11 @@ def test_shapley_values_add_up(tiny_driving_run):
     np.testing.assert_allclose(values["camera"] + values["lidar"], values["full"] - values["base"], atol=1e-9)
     np.testing.assert_allclose(values["full"], detections.scores, atol=1e-6)
     assert not values["base"].any()  # no sensor, no detection: the two sensors share each whole score
+    failed = frame._replace(points=None)  # a failed LiDAR contributes nothing; the camera gets each whole score
+    (camera_only,) = module.detect_frames([failed])
+    values = detection_shapley(module, failed, camera_only)
+    assert not values["lidar"].any()
+    np.testing.assert_allclose(values["camera"], camera_only.scores, atol=1e-6)
 
 
 def test_explain_writes_a_report_with_plots(tiny_driving_run, tmp_path):
