@@ -27,10 +27,12 @@ ROWS_PER_PASS = 8
 
 
 class RecPredictor(NamedTuple):
-    """What ``LongSeqRecipe.score_frame`` scores with: the trained module and the run's vocabulary."""
+    """What ``LongSeqRecipe.score_frame`` scores with: the trained module, the run's vocabulary and its temperature
+    (``calibration.json``, :mod:`recipes.runtime.calibration`; 1.0 when not fitted), which divides every logit."""
 
     module: "RecModule"
     vocab: "RecVocab"
+    temperature: float = 1.0
 
     @property
     def max_history(self) -> int:
@@ -63,7 +65,7 @@ class RecPredictor(NamedTuple):
         return RecOutput(*(torch.cat(parts) for parts in zip(*outs)))
 
     def probability(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        return torch.sigmoid(self.forward(batch, present).logit)
+        return torch.sigmoid(self.forward(batch, present).logit / self.temperature)
 
     @property
     def rows_per_pass(self) -> int:
@@ -82,4 +84,4 @@ class RecPredictor(NamedTuple):
             rows = torch.arange(start, min(start + step, size))
             padded = torch.cat([rows, rows[:1].expand(step - rows.numel())])  # (step,)
             logits.append(self.module({k: v[padded] for k, v in batch.items()}).logit[: rows.numel()])
-        return torch.sigmoid(torch.cat(logits)) if logits else torch.zeros(0)
+        return torch.sigmoid(torch.cat(logits) / self.temperature) if logits else torch.zeros(0)

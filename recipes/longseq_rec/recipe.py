@@ -32,12 +32,23 @@ class LongSeqRecipe(Recipe):
     # --- training -----------------------------------------------------------------------------------------
     def on_train_end(self, run: "Run", datamodule: "RecDataModule") -> None:
         datamodule.vocab.save(run.path / VOCAB_DIR)
+        self._calibrate(run, datamodule)
+
+    def _calibrate(self, run: "Run", datamodule: "RecDataModule") -> None:
+        """Fit the click logits' temperature on the validation impressions and save it (``calibration.json``); fewer
+        than 100 impressions keep T = 1."""
+        from recipes.runtime.calibration import calibrate, collect_logits
+
+        logits, labels = collect_logits(run.load_module(), datamodule.val_dataloader(),
+                                        lambda module, batch: (module(batch).logit, batch["label"]))
+        calibrate(run.path, logits, labels)
 
     def card_notes(self, run: "Run") -> dict[str, str]:
         notes = super().card_notes(run)
         notes["Intended use"] = (
             "Research and demonstration of long-sequence click-through models (DIN, TWIN, DARE) on public or "
-            "synthetic logs. Scores rank candidate items for a user given their history; they are not calibrated "
+            "synthetic logs. Scores rank candidate items for a user given their history. They are temperature-scaled on "
+            "the run's validation impressions (calibration.json), whose negatives are sampled, so they are not "
             "purchase or watch probabilities for any real population."
         )
         notes["Limitations"] = (
@@ -57,7 +68,9 @@ class LongSeqRecipe(Recipe):
                 f"run {run.path} has no {VOCAB_DIR}/vocab.json (the id vocabulary written at the end of training); "
                 f"finish the run with `fusion train {self.name} --resume {run.run_id}` or train a new one"
             )
-        return RecPredictor(run.load_module(), RecVocab.load(folder))
+        from recipes.runtime.calibration import load_temperature
+
+        return RecPredictor(run.load_module(), RecVocab.load(folder), load_temperature(run.path))
 
     def score_frame(self, predictor: RecPredictor, frame: pl.DataFrame) -> pl.DataFrame:
         scores: list[float | None] = [None] * frame.height

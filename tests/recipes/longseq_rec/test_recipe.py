@@ -85,6 +85,26 @@ def test_scoring_keeps_order_and_row_count_and_flags_bad_rows(movielens_run):
     assert all(s is None for s, e in zip(scores, errors) if e is not None)
 
 
+def test_scores_are_the_logits_divided_by_the_runs_temperature(movielens_run):
+    """The run writes calibration.json (its 40 validation impressions are fewer than 100, so T stays 1 and says so);
+    the predictor divides every logit by the temperature it loads."""
+    import json
+
+    import torch
+
+    run, root = movielens_run
+    calibration = json.loads((run.path / "calibration.json").read_text())
+    assert calibration["rows"] == 40 and calibration["fitted"] is False and calibration["temperature"] == 1.0
+    recipe = get_recipe("longseq_rec")
+    predictor = recipe.load_predictor(run)
+    assert predictor.temperature == 1.0
+    frame = pl.read_parquet(recipe.demo_input(run, root / "calibration_input.parquet")).head(6)
+    batch = predictor.encode(frame).batch
+    logits = torch.logit(predictor.row_probabilities(batch).double())
+    hotter = predictor._replace(temperature=2.0).row_probabilities(batch).double()
+    torch.testing.assert_close(hotter, torch.sigmoid(logits / 2.0), rtol=0, atol=1e-6)
+
+
 def test_explain_report_has_the_three_sections_with_plots(movielens_run):
     run, root = movielens_run
     path = get_recipe("rec").explain(run, None, root / "report.html", max_examples=2)
