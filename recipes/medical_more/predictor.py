@@ -62,15 +62,11 @@ def calibrate_findings(run_dir: Path, module: MoreModule, batches) -> dict[str, 
     :func:`recipes.runtime.calibration.calibrate`). Every row counts twice, scored with the modalities it has and
     without its report: with the report the head reads the finding from the text and is near certain, without it the
     radiograph and ECG decide, and rows arrive at scoring both ways. A split of fewer than ``MIN_CALIBRATION_ROWS``
-    patients, or a finding with one class only there, keeps T = 1."""
+    patients, or a finding with one class only there, keeps T = 1 (:func:`~recipes.runtime.calibration.calibrate`)."""
     logits, labels = collect_logits(module, batches, _head_logits)
-    result = {}
-    for column, finding in enumerate(module.findings):
-        target = labels[:, column]
-        one_class = bool(target.min() == target.max())
-        rows = 2 * MIN_CALIBRATION_ROWS if not one_class else target.shape[0] + 1  # one class: not fitted
-        result[finding] = calibrate(Path(run_dir) / CALIBRATION_DIR / finding, logits[:, column], target, min_rows=rows)
-    return result
+    return {finding: calibrate(Path(run_dir) / CALIBRATION_DIR / finding, logits[:, column], labels[:, column],
+                               min_rows=2 * MIN_CALIBRATION_ROWS)  # each patient counts twice
+            for column, finding in enumerate(module.findings)}
 
 
 def finding_temperatures(run_dir: Path | None, findings: list[str]) -> torch.Tensor:

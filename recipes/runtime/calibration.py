@@ -138,9 +138,10 @@ def calibrate(run_dir: str | Path, logits: Tensor, labels: Tensor, *,
     """Fit the temperature on the validation ``(logits, labels)`` and save it (:func:`save_calibration`) — when there
     are at least ``min_rows`` rows. With fewer, T stays 1 (``"fitted": false``): a temperature fitted on a few dozen
     rows is mostly noise (for a calibrated model, the middle 90% of fits span 0.11–2.1 on 16 rows, 0.61–1.5 on 64,
-    0.85–1.2 on 320), and it moves every probability of the run."""
+    0.85–1.2 on 320), and it moves every probability of the run. Labels of one class only keep T = 1 too: the NLL
+    then falls without bound as T shrinks (or grows), so the "fit" would be a bound, not a temperature."""
     logits, labels = _check(logits, labels)
-    enough = labels.shape[0] >= min_rows
+    enough = labels.shape[0] >= min_rows and labels.unique().numel() > 1
     return save_calibration(run_dir, fit_temperature(logits, labels) if enough else 1.0, logits, labels, fitted=enough)
 
 

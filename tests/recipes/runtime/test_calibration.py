@@ -83,6 +83,9 @@ def test_calibrate_fits_on_enough_rows_and_keeps_t_1_on_few(tmp_path):
     few = calibrate(tmp_path, *_binary_case(4.0, 0.75, n=48))  # 96 rows
     assert not few.fitted and few.temperature == 1.0 and few.ece_after == few.ece_before
     assert json.loads((tmp_path / CALIBRATION_FILE).read_text())["fitted"] is False
+    logits, _ = _binary_case(4.0, 0.75, n=60)
+    one_class = calibrate(tmp_path, logits, torch.ones(logits.shape[0]))  # 120 rows, all positive: nothing to fit
+    assert not one_class.fitted and one_class.temperature == 1.0
     assert load_temperature(tmp_path) == 1.0
 
 
