@@ -38,6 +38,9 @@ class RecConfig(RecipeConfig):
     reference's Adam with 1e-6), ``adamw`` as decoupled decay. ``search`` picks the stage-1 path: ``lookup`` embeds
     every behaviour (O(L·d)), ``table`` scores the target against the whole attention table once and gathers the
     scores by id (O(catalogue·d + L)); ``auto`` takes ``table`` when the item catalogue is smaller than the history.
+    ``aux_loss`` (TWIN, DARE) adds the reference's auxiliary click loss: a second head predicts the click from a
+    softmax attention over the *whole* history, so every behaviour's attention embedding gets a gradient, not only
+    the top-k kept ones (the main prediction is unchanged; off by default).
     """
 
     num_users: int = 0
@@ -60,6 +63,7 @@ class RecConfig(RecipeConfig):
     head_norm: bool = True
     optimizer: str = "adam"
     search: str = "auto"
+    aux_loss: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,5 +95,7 @@ class RecConfig(RecipeConfig):
             raise ValueError(f"optimizer = {self.optimizer!r}; choose one of {list(OPTIMIZERS)}")
         if self.search not in SEARCH_PATHS:
             raise ValueError(f"search = {self.search!r}; choose one of {list(SEARCH_PATHS)}")
+        if self.aux_loss and self.model == "din":
+            raise ValueError("aux_loss needs a search model (twin or dare); din attends to its recent window only")
         if self.temperature is not None and self.temperature <= 0:
             raise ValueError(f"temperature must be positive or null; got {self.temperature}")

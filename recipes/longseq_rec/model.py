@@ -278,6 +278,7 @@ class TwoStageModel(_RecModel):
         temperature: float | None = None,
         part_scales: Mapping[str, float] | None = None,
         search: str = "auto",
+        aux_head: nn.Module | None = None,
     ) -> None:
         super().__init__(head, profile)
         if top_k <= 0:
@@ -291,6 +292,7 @@ class TwoStageModel(_RecModel):
         self.representation_table = representation_table
         self.top_k = top_k
         self.search_path = search
+        self.aux_head = aux_head
         scale = torch.ones(attention_table.dim)
         for name, factor in (part_scales or {}).items():
             scale[attention_table.slices[name]] = factor
@@ -325,14 +327,55 @@ class TwoStageModel(_RecModel):
         # differentiable pass would (only kept keys receive any) at O(k) instead of O(L) cost. Ids that must not
         # count become the padding id (a zero row) once, on the (B, L) ids, instead of masking (B, L, D) floats.
         mask = self.history_mask(batch, groups)
-        time_on = mask & groups["time"][:, None]
-        zero = torch.zeros((), dtype=batch["hist_item"].dtype, device=mask.device)
-        ids = {"item": torch.where(mask, batch["hist_item"], zero), "cate": torch.where(mask, batch["hist_cate"], zero),
-               "time": torch.where(time_on, batch["hist_time"], zero)}
+        ids = self._padded_history(batch, groups, mask)
         with torch.no_grad():
             query = self.attention_query(batch, groups)  # (B, Da)
             scores = self.attention_table.dot(query, ids, via=via or self.search_via(mask.shape[1]))  # (B, L)
             return top_k_of_scores(scores, mask, self.top_k)
+
+    @staticmethod
+    def _padded_history(batch: Batch, groups: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
+        """``{field: (B, L)}`` history ids with the padding id wherever a behaviour or its time part must not count."""
+        time_on = mask & groups["time"][:, None]
+        zero = torch.zeros((), dtype=batch["hist_item"].dtype, device=mask.device)
+        return {"item": torch.where(mask, batch["hist_item"], zero), "cate": torch.where(mask, batch["hist_cate"], zero),
+                "time": torch.where(time_on, batch["hist_time"], zero)}
+
+    def whole_history_interest(self, batch: Batch, present: Mapping[str, Tensor] | None = None,
+                               via: str | None = None) -> Tensor:
+        """``(B, Dr)`` target attention over *every* behaviour (softmax of the stage-2 score over the whole history,
+        summing representation embeddings), differentiable everywhere: the DARE reference's auxiliary path, which
+        gives every behaviour's attention embedding a gradient, not only the top-k kept ones.
+
+        ``via="table"`` never builds ``(B, L, D)``: scores are gathered from the target's scores against each field's
+        table, and the softmax weights are summed per id (``scatter_add``) before one ``(B, N) @ (N, d)`` product per
+        field, O(B·(catalogue·D + L)); ``lookup`` embeds every behaviour, O(B·L·D). Both give the same result."""
+        groups = resolve_groups(batch, present)
+        via = via or self.search_via(batch["hist_item"].shape[1])
+        mask = self.history_mask(batch, groups)
+        ids = self._padded_history(batch, groups, mask)
+        scores = self.attention_table.dot(self.attention_query(batch, groups), ids, via=via) / self.temperature  # (B, L)
+        has_any = mask.any(dim=1, keepdim=True)
+        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")).masked_fill(~has_any, 0.0), dim=1)
+        weights = weights * mask  # (B, L); a row without behaviours pools nothing
+        values = self.representation_table if self.decoupled else self.attention_table
+        if via == "lookup":
+            return torch.bmm(weights.unsqueeze(1), values(ids)).squeeze(1)  # (B, 1, L) @ (B, L, Dr)
+        parts = []
+        for name, table in values.tables.items():
+            per_id = weights.new_zeros(weights.shape[0], table.num_embeddings).scatter_add(1, ids[name], weights)
+            parts.append(per_id @ table.weight)  # (B, N_f) @ (N_f, d_f); the padding row is zero
+        return torch.cat(parts, dim=-1)
+
+    def auxiliary_logit(self, batch: Batch, present: Mapping[str, Tensor] | None = None) -> Tensor:
+        """``(B,)`` the auxiliary click logit of :meth:`whole_history_interest` (``aux_head`` on ``[target_repr,
+        interest, target_repr ⊙ interest]``); trained next to the main logit, never used to predict."""
+        if self.aux_head is None:
+            raise ValueError("this model has no auxiliary head; build it with aux_loss: true")
+        groups = resolve_groups(batch, present)
+        target = self.embed_target(self.representation_table if self.decoupled else self.attention_table, batch, groups)
+        interest = self.whole_history_interest(batch, present)
+        return self.aux_head(torch.cat([target, interest, target * interest], dim=-1)).squeeze(-1)
 
     def forward(self, batch: Batch, present: Mapping[str, Tensor] | None = None) -> RecOutput:
         groups = resolve_groups(batch, present)
@@ -373,10 +416,12 @@ def part_scales(table: FieldEmbedding) -> dict[str, float]:
 
 
 def _two_stage(config: RecConfig, attention: FieldEmbedding, representation: FieldEmbedding | None) -> TwoStageModel:
-    head = _head(config, (representation or attention).dim)
+    width = (representation or attention).dim
+    aux = prediction_head(width, 0, config.mlp_hidden, config.dropout, config.head_norm) if config.aux_loss else None
     return TwoStageModel(
-        attention, head, representation, _profile(config), top_k=config.top_k, temperature=config.temperature,
-        part_scales=part_scales(attention) if config.per_part_scaling else None, search=config.search,
+        attention, _head(config, width), representation, _profile(config), top_k=config.top_k,
+        temperature=config.temperature, part_scales=part_scales(attention) if config.per_part_scaling else None,
+        search=config.search, aux_head=aux,
     )
 
 

@@ -73,7 +73,11 @@ class RecModule(RecipeModule):
         return torch.optim.Adam(trainable, lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
-        out = self(batch, self.training_present(batch))
+        present = self.training_present(batch)
+        out = self(batch, present)
         loss = F.binary_cross_entropy_with_logits(out.logit, batch["label"].float())
+        if getattr(self.recommender, "aux_head", None) is not None:  # the reference's auxiliary whole-history loss
+            aux = self.recommender.auxiliary_logit(batch, present)
+            loss = loss + F.binary_cross_entropy_with_logits(aux, batch["label"].float())
         self.log("train/loss", loss, prog_bar=True, batch_size=out.logit.shape[0])
         return loss

@@ -132,6 +132,43 @@ def test_auto_search_takes_the_table_path_when_the_catalogue_is_smaller_than_the
     torch.testing.assert_close(model(batch).logit, built("dare", search="lookup")(batch).logit)
 
 
+@pytest.mark.parametrize("name", ["twin", "dare"])
+def test_whole_history_interest_is_the_softmax_over_every_behaviour_on_both_paths(name):
+    """The auxiliary pooling (the reference's whole-history attention): the table path (scores gathered by id,
+    weights summed per id) equals a brute-force softmax over every looked-up behaviour, rows without history pool
+    nothing, and unlike the top-k search every real behaviour's attention embedding gets a gradient."""
+    model = built(name, aux_loss=True).train()
+    for p in model.attention_table.parameters():
+        torch.nn.init.normal_(p)
+    batch = distinct_history_batch(3, length=200, seed=13)
+    batch["hist_mask"][2] = False
+    present = {"time": torch.tensor([True, False, True])}
+    table = model.whole_history_interest(batch, present, via="table")
+    lookup = model.whole_history_interest(batch, present, via="lookup")
+    torch.testing.assert_close(table, lookup, rtol=1e-5, atol=1e-6)
+    values = model.representation_table if name == "dare" else model.attention_table
+    for b in range(2):
+        real = batch["hist_mask"][b]
+        ids = {f: batch[f"hist_{f}"][b, real] for f in ("item", "cate", "time")}
+        if b == 1:  # time absent: no time part in the score nor in the values
+            ids["time"] = torch.zeros_like(ids["time"])
+        keys = model.attention_table(ids) * model.query_scale
+        query = model.embed_target(model.attention_table, {k: v[b : b + 1] for k, v in batch.items()},
+                                   {g: torch.tensor([g != "time" or b != 1]) for g in FEATURE_GROUPS})[0]
+        weights = torch.softmax(keys @ query / model.temperature, dim=0)
+        torch.testing.assert_close(table[b], weights @ values(ids), rtol=1e-4, atol=1e-6)
+    assert torch.equal(table[2], torch.zeros_like(table[2]))
+    logit = model.auxiliary_logit(batch, present)
+    assert logit.shape == (3,)
+    logit.sum().backward()
+    item_grad = model.attention_table.tables["item"].weight.grad
+    seen = torch.unique(batch["hist_item"][:2][batch["hist_mask"][:2]])
+    assert bool((item_grad[seen].abs().sum(dim=1) > 0).all())  # every behaviour of the history, not only the top-4
+    assert model.aux_head is not None and built(name).aux_head is None
+    with pytest.raises(ValueError, match="aux_loss: true"):
+        built(name).auxiliary_logit(batch)
+
+
 def test_embeddings_start_small_with_zero_padding():
     model = built("dare")
     for name, module in model.named_modules():
@@ -243,7 +280,7 @@ REGRESSION = [-0.20013250, -0.20028438]  # torch 2.13 CPU, seed 0 (N(0, 0.01) em
     [({"attention_dim": 3}, "attention_dim"), ({"num_items": 1}, "num_items"), ({"top_k": 0}, "top_k"),
      ({"user_dim": 4, "num_users": 0}, "num_users"), ({"dropout": 1.0}, "dropout"), ({"model": "sim"}, "din"),
      ({"lr": 0.0}, "lr"), ({"search": "gather"}, "search"), ({"optimizer": "sgd"}, "optimizer"),
-     ({"embedding_std": 0.0}, "embedding_std")],
+     ({"embedding_std": 0.0}, "embedding_std"), ({"model": "din", "aux_loss": True}, "aux_loss needs a search model")],
 )
 def test_bad_config_raises(overrides, match):
     with pytest.raises(ValueError, match=match):
