@@ -94,7 +94,9 @@ def temperature_scaling(folds: list[dict[str, list[float]]]) -> dict[str, float]
     """One temperature fit on the pooled out-of-fold validation logits of every fold (each speaker of the source
     training set once, scored by the model that did not train on it), applied to each fold's source test speakers:
     the mean ECE (15 equal-width bins, L1) before and after. ``after_fold_temperature``: each fold scaled by a
-    temperature fit on its own ~64 validation speakers instead, for comparison."""
+    temperature fit on its own ~64 validation speakers instead, for comparison. ``floor``: the mean ECE that a
+    perfectly calibrated model with the scaled probabilities would score on these test speakers (labels drawn from the
+    probabilities themselves, 200 draws a fold): what this many test speakers lets the estimator resolve."""
     import torch
 
     from recipes.runtime.calibration import calibrated_probability, expected_calibration_error, fit_temperature
@@ -112,7 +114,14 @@ def temperature_scaling(folds: list[dict[str, list[float]]]) -> dict[str, float]
     def mean(values: list[float]) -> float:
         return round(sum(values) / len(values), 4)
 
+    def floor(fold: dict, temperature: float, draws: int = 200) -> float:
+        probability = calibrated_probability(tensor(fold, "test_logits"), temperature)
+        generator = torch.Generator().manual_seed(0)
+        return sum(expected_calibration_error(probability, torch.bernoulli(probability, generator=generator))
+                   for _ in range(draws)) / draws
+
     return {"temperature": round(pooled, 4), "before": mean([ece(f, 1.0) for f in folds]),
+            "floor": mean([floor(f, pooled) for f in folds]), "test_rows": len(folds[0]["test_labels"]),
             "after": mean([ece(f, pooled) for f in folds]),
             "after_fold_temperature": mean([ece(f, fit_temperature(tensor(f, "val_logits"), tensor(f, "val_labels")))
                                             for f in folds]),
@@ -156,7 +165,9 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict[str, list[dict[str, float]]] = {name: [] for name in chosen}
     held_out: dict[str, list[dict]] = {name: [] for name in SCALED}  # validation and test logits, per fold
     dropout = config["model"]["config"]["modality_dropout"] if args.modality_dropout is None else args.modality_dropout
-    setting = f"{args.cohort}/{args.acoustic}{f'+md{dropout:g}' if dropout else ''}/{args.epochs}"
+    sizes = "-".join(str(data_args["cohort"][k]) for k in ("source_train", "source_test", "target_train",
+                                                              "target_test")) if data_args["cohort"] else ""
+    setting = f"{args.cohort}{sizes and '-' + sizes}/{args.acoustic}{f'+md{dropout:g}' if dropout else ''}/{args.epochs}"
     done: dict[str, dict] = json.loads(args.results.read_text()) if args.results and args.results.is_file() else {}
     started = time.perf_counter()
     stopped = False
@@ -225,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name, scaling in scalings.items():
         print(f"{name}: temperature {scaling['temperature']:.3f} fit on {scaling['validation_rows']} pooled validation "
               f"speakers: source test ece (15 bins) {scaling['before']:.4f} → {scaling['after']:.4f} (each fold's own "
-              f"temperature: {scaling['after_fold_temperature']:.4f})", flush=True)
+              f"temperature: {scaling['after_fold_temperature']:.4f}); a perfectly calibrated model would score "
+              f"{scaling['floor']:.4f} on these {scaling['test_rows']} test speakers", flush=True)
     scaling, unsmoothed = scalings.get("fused", {}), scalings.get("fused_no_smoothing", {})
 
     audio = "audio_features" if args.acoustic == "features" else "audio_vit" if args.acoustic == "vit" else None
@@ -248,7 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "temperature": scaling.get("temperature"),
                 "after_scaling_fold_temperature": scaling.get("after_fold_temperature"),
                 "no_smoothing_before_scaling": unsmoothed.get("before"), "no_smoothing_after_scaling": unsmoothed.get("after"),
-                "no_smoothing_temperature": unsmoothed.get("temperature")},
+                "no_smoothing_temperature": unsmoothed.get("temperature"),
+                "floor": scaling.get("floor"), "test_speakers": scaling.get("test_rows")},
         "fold_std": {name: {"f1": std(name, "test/f1"), "target_acc": std(name, "test/target_acc")} for name in chosen},
         "folds": args.folds,
         "cohort": args.cohort,

@@ -9,6 +9,7 @@ with a fresh state per recording, so a recording's markers never depend on what 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -204,12 +205,15 @@ def recording_features(waveform: np.ndarray, probability: np.ndarray,
     return np.nan_to_num(row, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), markers
 
 
-def acoustic_features(waveforms: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
+def acoustic_features(waveforms: list[np.ndarray], batch_size: int = 16,
+                      on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """``(N, 88 + len(PAUSE_FEATURES))`` float32: :func:`recording_features` of each recording (the VAD runs
-    ``batch_size`` recordings side by side)."""
+    ``batch_size`` recordings side by side). ``on_progress(done, total)`` is called after each batch."""
     rows = []
     for first in range(0, len(waveforms), batch_size):
         chunk = waveforms[first: first + batch_size]
         rows += [recording_features(wave, probability)[0]
                  for wave, probability in zip(chunk, speech_probability(chunk))]
+        if on_progress is not None:
+            on_progress(len(rows), len(waveforms))
     return np.stack(rows) if rows else np.zeros((0, 88 + len(PAUSE_FEATURES)), dtype=np.float32)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -234,7 +235,14 @@ class DementiaDataModule(RecipeDataModule):
             return torch.load(cache, weights_only=True)
         progress(f"dementia: acoustic markers (eGeMAPS, pauses) of {frame.height} recordings (cached in {cache.parent})")
         waves = [load_waveform(p, SAMPLE_RATE, self.features["max_seconds"]) for p in frame["wav_path"]]
-        markers = torch.from_numpy(acoustic_features(waves))
+        started, reported = time.perf_counter(), [0]
+
+        def report(done: int, total: int) -> None:  # every tenth: a large cohort takes minutes
+            if done * 10 // total > reported[0]:
+                reported[0] = done * 10 // total
+                progress(f"dementia: acoustic markers {done}/{total} ({time.perf_counter() - started:.0f} s)")
+
+        markers = torch.from_numpy(acoustic_features(waves, on_progress=report))
         _atomic_save(markers, cache)
         return markers
 
