@@ -61,8 +61,9 @@ from recipes.runtime.train import train  # noqa: E402
 VARIANTS = ("interaction", "lidar", "camera", "concat")  # interaction first: the quick config the demo trains
 #: scenario name -> the data set's fault
 FAULTS = {"camera_blackout": "camera_blackout", "lidar_failed": "lidar_failure", "lidar_beam_loss": "lidar_beam_loss",
-          "night": "night"}
+          "night": "night", "camera_failed": "camera_failure"}
 STARTED = time.perf_counter()
+TRAINED: dict[str, float] = {}  # this run's training seconds per variant
 
 
 def say(message: str) -> None:
@@ -136,6 +137,26 @@ def goals(clean: dict, faults: dict) -> dict[str, bool]:
     }
 
 
+def stored_parts(store: Path | None, clean: dict, faults: dict, check: float | None) -> tuple[float, float | None]:
+    """Merge this run's results with those ``store`` holds from earlier parts (this run's variants win), write them
+    back, and return the earlier parts' training seconds and the devkit check (this run's, else the stored one)."""
+    if store is None:
+        return 0.0, check
+    earlier = json.loads(store.read_text()) if store.is_file() else {"clean": {}, "faults": {}, "train_seconds": {}}
+    for variant in list(clean):
+        earlier["train_seconds"].pop(variant, None)
+    for variant, table in earlier["clean"].items():
+        clean.setdefault(variant, table)
+    for name, tables in earlier["faults"].items():
+        for variant, table in tables.items():
+            faults.setdefault(name, {}).setdefault(variant, table)
+    seconds = earlier["train_seconds"]
+    check = earlier.get("devkit_check") if "interaction" not in TRAINED else check
+    store.write_text(json.dumps({"clean": clean, "faults": faults, "train_seconds": {**seconds, **TRAINED},
+                                 "devkit_check": check}))
+    return float(sum(seconds.values())), check
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the quick config's)")
@@ -143,6 +164,10 @@ def main() -> None:
                         help="cap on the frames of each split (default: the quick config's; 'null' for all)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--smoke", action="store_true", help="one epoch on 16 frames per split")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="a JSON file that keeps each variant's results across runs: the bench adds this run's "
+                             "variants to those already there (same settings assumed) and reports them all, with the "
+                             "goals once all four are in, so a long bench can run in parts")
     parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="a further `fusion train` option, e.g. --set model.config.modality_dropout "
                              "'{camera: 0.1, lidar: 0.3}'")
@@ -164,6 +189,7 @@ def main() -> None:
         for variant in args.variants:
             run = train("driving", [*overrides, "--model.config.variant", variant, "--runs-dir", runs])
             train_seconds += float(run.metrics.get("train_seconds", 0.0))
+            TRAINED[variant] = float(run.metrics.get("train_seconds", 0.0))
             module = run.load_module().eval()
             datamodule = datamodule_of(run)
             datamodule.setup()
@@ -174,8 +200,10 @@ def main() -> None:
             for name, fault in FAULTS.items():
                 faults[name][variant] = evaluate(module, datamodule, fault)[0]
                 say(f"{variant} {name} {faults[name][variant]}")
+    earlier_seconds, check = stored_parts(args.store, clean, faults, check)
+    train_seconds += earlier_seconds
     result = {"clean": clean, "faults": faults}
-    if set(args.variants) == set(VARIANTS):
+    if set(clean) == set(VARIANTS):
         result["goals"] = goals(clean, faults)
     result.update({"devkit_check": check, "train_seconds": round(train_seconds, 1),
                    "bench_seconds": round(time.perf_counter() - STARTED, 1)})

@@ -40,6 +40,13 @@ class DrivingConfig(RecipeConfig):
                          map in every frame with a camera. That map is what a frame without LiDAR detects on, but
                          the detection loss reaches it only in the frames whose LiDAR training drops; this trains it
                          on all of them (0 switches it off)
+    ``lidar_branch_weight``  ``interaction`` only: > 0 adds the LiDAR branch (the LiDAR-only model's head on the
+                         LiDAR's own BEV map, :class:`recipes.driving_interaction.model.LidarBranch`), which detects
+                         every frame without a camera, trained with its whole detection loss in every frame with
+                         LiDAR times this weight (0: no branch; a frame without camera then uses the interaction path)
+    ``camera_branch_weight``  the same for the camera: the camera-only model's head and decoder on the camera's own BEV
+                         map and image features, detecting every frame without LiDAR (0: no branch; such a frame then
+                         uses the interaction path on the camera's own BEV map)
     ``class_weights``    weights of the query classification loss, one per class then background (None: all 1);
                          the quick config up-weights the rarer trucks and cyclists by the square root of their
                          frequency ratio, since mAP weighs every class alike
@@ -61,6 +68,8 @@ class DrivingConfig(RecipeConfig):
     min_score: float = 0.05
     class_weights: tuple[float, ...] | None = None
     camera_heatmap_weight: float = 0.0
+    lidar_branch_weight: float = 0.0
+    camera_branch_weight: float = 0.0
     lr: float = 2e-3
     weight_decay: float = 1e-4
 
@@ -93,6 +102,10 @@ class DrivingConfig(RecipeConfig):
             raise ValueError(f"x_range and y_range must be (low, high); got {self.x_range}, {self.y_range}")
         if self.camera_heatmap_weight < 0:
             raise ValueError(f"camera_heatmap_weight must be >= 0 (0 switches the loss off); got {self.camera_heatmap_weight}")
+        for sensor in ("lidar", "camera"):
+            if getattr(self, f"{sensor}_branch_weight") < 0:
+                raise ValueError(f"{sensor}_branch_weight must be >= 0 (0: no {sensor} branch); got "
+                                 f"{getattr(self, f'{sensor}_branch_weight')}")
         if not 0 <= self.min_score < 1:
             raise ValueError(f"min_score must be in [0, 1); got {self.min_score}")
 

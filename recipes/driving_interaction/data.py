@@ -6,8 +6,10 @@ Scoring input: one row per frame with ``frame_id`` and any of ``velodyne_path``,
 a missing calibration cannot be replaced and the row gets an error.
 
 A sensor that is absent for a frame (a ``camera_failure`` or ``lidar_failure`` fault, a null path in the scoring
-input) is ``<sensor>_present = False`` in the example; its data is then zeros and the model never reads it. A
-degraded sensor (``camera_blackout``, ``night``, ``lidar_beam_loss``, ``rain``) stays present.
+input) is ``<sensor>_present = False`` in the example; its data is then zeros and the model never reads it. So is a
+camera whose image is blank (:func:`blank_image`: every pixel the same value, as in ``camera_blackout``): a dead or
+covered camera shows nothing, so the frame is detected from its LiDAR alone, as an empty scan is from the camera
+alone. A degraded sensor (``night``, ``lidar_beam_loss``, ``rain``) stays present.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATASET_NAME",
+    "blank_image",
     "DEFAULT_FRAMES",
     "frame_to_example",
     "collate_examples",
@@ -55,13 +58,20 @@ DEFAULT_FRAMES = 600
 DEFAULT_SEED = 0
 MAX_POINTS = 6000
 #: the degradations the data set draws per training frame; a sensor that fails outright is the module's
-#: ``modality_dropout`` (its ``present`` flag), so the model learns to skip the stream, not to read zeros
+#: ``modality_dropout`` (its ``present`` flag), so the model learns to skip the stream, not to read zeros (a
+#: blacked-out image is blank, so it too becomes an absent camera: :func:`frame_to_example`)
 TRAIN_FAULTS = ("camera_blackout", "night", "lidar_beam_loss", "rain")
 
 
 def frame_seed(frame_id: str) -> int:
     """A seed that depends on the frame's id only (CRC32, the same in every process and on every machine)."""
     return zlib.crc32(str(frame_id).encode())
+
+
+def blank_image(image: np.ndarray) -> bool:
+    """Whether every pixel of ``image`` holds the same value (all black, all white, one grey): the frame of a dead or
+    covered camera, which shows nothing."""
+    return image.size == 0 or bool(image.min() == image.max())
 
 
 def frame_to_example(frame: Frame, image_size: tuple[int, int], x_range: tuple[float, float],
@@ -72,7 +82,7 @@ def frame_to_example(frame: Frame, image_size: tuple[int, int], x_range: tuple[f
     distortion, black borders) with the projection mapped to match, presence flags and ground truth.
 
     The subsample's ``seed`` defaults to one derived from the frame's id (:func:`frame_seed`), so a frame gives the
-    same tensors wherever it sits in a batch or a scoring chunk."""
+    same tensors wherever it sits in a batch or a scoring chunk. A blank image (:func:`blank_image`) is no camera."""
     seed = frame_seed(frame.frame_id) if seed is None else seed
     H, W = image_size
     letterbox = Letterbox.fit(frame.image.shape[:2] if frame.image is not None else (H, W), (H, W))
@@ -84,7 +94,8 @@ def frame_to_example(frame: Frame, image_size: tuple[int, int], x_range: tuple[f
     if len(points) > max_points:
         keep = np.random.default_rng(seed).choice(len(points), max_points, replace=False)
         points = points[np.sort(keep)]
-    if frame.image is not None:
+    camera_works = frame.image is not None and not blank_image(frame.image)
+    if camera_works:
         image = torch.from_numpy(np.ascontiguousarray(letterbox.apply(frame.image))).permute(2, 0, 1).float() / 255.0
     else:
         image = torch.zeros(3, H, W)
@@ -93,7 +104,7 @@ def frame_to_example(frame: Frame, image_size: tuple[int, int], x_range: tuple[f
         "image": image,
         "projection": torch.tensor(projection, dtype=torch.float32),
         "lidar_present": torch.tensor(frame.points is not None),
-        "camera_present": torch.tensor(frame.image is not None),
+        "camera_present": torch.tensor(camera_works),
         "gt_boxes": torch.tensor(frame.gt_boxes, dtype=torch.float32).reshape(-1, 7),
         "gt_labels": torch.tensor(frame.gt_labels, dtype=torch.long),
     }
@@ -296,7 +307,7 @@ def read_scoring_row(row: dict[str, Any], image_size: tuple[int, int] | None = N
     """Read one row of the scoring schema.
 
     The calibration is required (an error without it). A sensor file that cannot be read (missing, truncated,
-    corrupt, empty, too large) costs the row that sensor and adds a warning, as long as the other sensor is read;
+    corrupt, empty, too large, a blank image) costs the row that sensor and adds a warning, as long as the other sensor is read;
     with neither, the row is an error naming both. A label file that cannot be read costs the row only its ground
     truth (labels are passed through, never scored). A path outside the data root, or a value that is not a path,
     is an error (:func:`recipes.runtime.inputs.resolve_input_path`). With ``image_size`` (the model's input), an
@@ -365,6 +376,10 @@ def _read_picture(frame: Frame, path: Path, calib: Path) -> Frame:
                                "camera")
     picture = read_image(path)
     check_image_fits_calibration(frame.calib, picture.shape[:2], str(path), str(calib))
+    if blank_image(picture):
+        raise KittiFormatError(f"{path}: every pixel of the image is {int(picture.flat[0])}, so the camera shows nothing "
+                               "(dead, covered or not exposed); check the camera, or leave image_path empty to go on "
+                               "without it")
     return frame._replace(image=picture)
 
 

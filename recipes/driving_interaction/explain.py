@@ -168,7 +168,12 @@ def write_report(module: "DrivingModule", run: "Run", table: pl.DataFrame, sourc
     report.text(
         f"Variant `{cfg.variant}`: BEV grid {cfg.grid_size[0]}×{cfg.grid_size[1]} over x {cfg.x_range} m, y {cfg.y_range} m; "
         f"image {cfg.image_size[0]}×{cfg.image_size[1]}; width {cfg.dim}; {cfg.encoder_layers} interaction encoder layer(s); "
-        f"decoder layers attend to {', '.join(module.detector.decoder.sources)} in turn."
+        f"decoder layers attend to {', '.join(module.detector.decoder.sources)} in turn"
+        + "".join(f"; a frame without {other} is detected by the {sensor} branch (the {sensor}-only model's head and "
+                  f"decoder on the {sensor}'s own BEV map)"
+                  for sensor, other, branch in (("LiDAR", "a camera", module.detector.lidar_branch),
+                                                ("camera", "LiDAR", module.detector.camera_branch))
+                  if branch is not None) + "."
     )
     if run.metrics:
         report.metrics(run.metrics, caption="held-out metrics of the run")
@@ -180,14 +185,21 @@ def write_report(module: "DrivingModule", run: "Run", table: pl.DataFrame, sourc
         report.heading("Nothing to explain")
         report.text("None of the input frames could be read.")
         return report.save(out_path)
-    module.detector.decoder.record_attention = True
+    detector = module.detector
+    decoders = [detector.decoder] + [b.decoder for b in (detector.lidar_branch, detector.camera_branch) if b is not None]
+    for decoder in decoders:
+        decoder.record_attention = True
     try:
         for frame in frames:
             detections = module.detect_frames([frame])[0]
-            attention = list(module.detector.decoder.last_attention)
+            # the decoder whose queries the detections are: a single-sensor frame's branch where there is one
+            branch = {(True, False): detector.lidar_branch, (False, True): detector.camera_branch}.get(
+                (frame.points is not None, example_has_camera(module, frame)))
+            attention = list((detector.decoder if branch is None else branch.decoder).last_attention)
             _frame_section(report, module, frame, detections, attention, plt)
     finally:
-        module.detector.decoder.record_attention = False
+        for decoder in decoders:
+            decoder.record_attention = False
     return report.save(out_path)
 
 
@@ -232,6 +244,11 @@ def _frame_section(report, module: "DrivingModule", frame: Frame, detections: De
                  caption="Shapley values add up to the score with both sensors minus the value with none")
     if attention:
         _attention_figure(report, module, attention, int(detections.query[0]), names[0], plt)
+
+
+def example_has_camera(module: "DrivingModule", frame: "Frame") -> bool:
+    """Whether the detector sees ``frame``'s camera (a blank image is no camera: :func:`frame_to_example`)."""
+    return bool(_example_batch(module, frame)["camera_present"][0])
 
 
 def _example_batch(module: "DrivingModule", frame: "Frame") -> dict[str, torch.Tensor]:

@@ -15,7 +15,9 @@ forcing, :meth:`CenterHead.teacher_cells`) followed by the heatmap's peaks. :met
   them);
 * the box regression of the queries that found an object, scored by smooth-L1 and weighted by :data:`BOX_WEIGHT`;
 * with ``camera_heatmap_weight``, the focal loss of the objectness read from the camera's own BEV map (the map a
-  frame without LiDAR detects on) in every frame with a camera, times that weight.
+  frame without LiDAR detects on) in every frame with a camera, times that weight;
+* with ``lidar_branch_weight`` (``camera_branch_weight``), the LiDAR (camera) branch's whole detection loss (these
+  same terms on its own heatmap and queries) in every frame with LiDAR (a camera), times that weight.
 
 Inference (:meth:`CenterHead.detections`): class = best non-background class, score = its probability, then a greedy
 centre-distance NMS (:meth:`CenterHead.nms`, :data:`NMS_RADIUS` m) and the config's ``min_score``.
@@ -66,6 +68,10 @@ class DetectorOutput(NamedTuple):
     stream_updates: Tensor  # (B, Q, 2) size of the decoder's cross-attention updates from [BEV, image]
     # (B, X, Y) objectness logits of the camera's own BEV map: interaction training with camera_heatmap_weight only
     camera_heatmap: Tensor | None = None
+    # the LiDAR (camera) branch's own output (heatmap, queries, heads) of every frame: interaction training with
+    # lidar_branch_weight (camera_branch_weight) only
+    lidar_branch: "DetectorOutput | None" = None
+    camera_branch: "DetectorOutput | None" = None
 
 
 class HeadOutput(NamedTuple):
@@ -93,6 +99,8 @@ class DetectionLoss(NamedTuple):
     classification: Tensor
     box: Tensor
     camera_heatmap: Tensor  # 0 unless the detector gave ``camera_heatmap``
+    lidar_branch: Tensor  # the LiDAR branch's detection loss (its own total); 0 unless the detector gave ``lidar_branch``
+    camera_branch: Tensor  # the camera branch's, likewise
 
 
 def centre_cells(gt_boxes: Tensor, cell_xy: Tensor, cell: tuple[float, float]) -> Tensor:
@@ -207,9 +215,12 @@ class CenterHead(nn.Module):
         return HeadTargets(heatmap_targets(gt_boxes, gt_mask, cell_xy, config.grid_size, config.cell), classes,
                            self.encode_boxes(matched, anchor_xy), classes != config.num_classes)
 
-    def loss(self, out: DetectorOutput, batch: Mapping[str, Tensor]) -> DetectionLoss:
+    def loss(self, out: DetectorOutput, batch: Mapping[str, Tensor],
+             branch_heads: Mapping[str, "CenterHead"] | None = None) -> DetectionLoss:
         """The loss of the file's docstring for the detector's ``out`` (decoded with :meth:`teacher_cells` first)
-        against ``batch``'s objects."""
+        against ``batch``'s objects; with ``out.lidar_branch``, plus ``lidar_branch_weight`` times the LiDAR branch's
+        own detection loss (``branch_heads["lidar"]``'s, the same terms) over the frames with LiDAR; the camera
+        branch likewise."""
         target = self.targets(out.query_cells, batch)
         loss_heat = focal_heatmap_loss(out.heatmap, target.heatmap)
         weights = self.config.class_weights
@@ -225,7 +236,21 @@ class CenterHead(nn.Module):
             camera = batch["camera_present"].bool()
             loss_camera = focal_heatmap_loss(out.camera_heatmap[camera], target.heatmap[camera])
             total = total + self.config.camera_heatmap_weight * loss_camera
-        return DetectionLoss(total, loss_heat, loss_class, loss_box, loss_camera)
+        branch_losses = {}
+        for sensor, branch, weight in (("lidar", out.lidar_branch, self.config.lidar_branch_weight),
+                                       ("camera", out.camera_branch, self.config.camera_branch_weight)):
+            branch_losses[sensor] = loss_heat.new_zeros(())
+            if branch is None:
+                continue
+            seen = batch[f"{sensor}_present"].bool()
+            if seen.any():
+                branch_losses[sensor] = branch_heads[sensor].loss(branch._make(None if f is None else f[seen] for f in branch),
+                                                                  {k: v[seen] for k, v in batch.items()}).total
+            else:  # keeps the branch in the graph (DDP needs its gradient)
+                branch_losses[sensor] = sum(f.sum() for f in (branch.heatmap, branch.class_logits, branch.box_params)) * 0.0
+            total = total + weight * branch_losses[sensor]
+        return DetectionLoss(total, loss_heat, loss_class, loss_box, loss_camera, branch_losses["lidar"],
+                             branch_losses["camera"])
 
     # --- inference ------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -17,6 +17,13 @@ Two streams are kept from input to output (Yang et al., "DeepInteraction++", 202
   the BEV tokens and to the image tokens (a layer is skipped for a frame without a camera).
 * detection head (:class:`recipes.driving_interaction.head.CenterHead`): the objectness heatmap, each query's class
   (with background), centre offset, height, size and yaw, and the head's targets, loss and NMS.
+* single-sensor branches (``interaction`` with ``lidar_branch_weight`` / ``camera_branch_weight``,
+  :class:`SensorBranch`): the LiDAR-only model's head and BEV decoder on the LiDAR's own BEV map *before* the
+  interaction, trained with the full detection loss in every frame with LiDAR, so the shared LiDAR encoder learns as
+  it does in the LiDAR-only model; likewise the camera-only model's head and decoder on the camera's own BEV map and
+  image features. A frame without a camera is detected by the LiDAR branch, one without LiDAR by the camera branch
+  (without that branch, by the interaction path from the camera's own BEV map, above), a frame with both sensors by
+  the interaction path.
 
 Baselines (``variant``): ``lidar`` (BEV stream only), ``camera`` (image features lifted onto the BEV grid by the
 same projection sampling; decoder alternates lifted BEV and image), ``concat`` (BEVFusion-like: LiDAR BEV and
@@ -52,6 +59,8 @@ __all__ = [
     "ImageEncoder",
     "BevGeometry",
     "DrivingDetector",
+    "SensorBranch",
+    "select_frames",
     "build_detector",
 ]
 
@@ -60,6 +69,8 @@ class Streams(NamedTuple):
     bev: Tensor  # (B, D, X, Y) the BEV map the head reads
     image: Tensor | None  # (B, D, h, w) image features (None for the LiDAR-only variant)
     camera_bev: Tensor | None  # (B, D, X, Y) the camera's own lifted BEV map (None without a camera)
+    lidar_bev: Tensor | None = None  # (B, D, X, Y) the LiDAR's own BEV map, before any fusion (None without LiDAR)
+    camera_image: Tensor | None = None  # (B, D, h, w) the image features before the interaction (None without camera)
 
 
 def _conv_block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -75,6 +86,29 @@ class ImageEncoder(nn.Module):
 
     def forward(self, image: Tensor) -> Tensor:
         return self.net(image)
+
+
+def decoder_sources(config: DrivingConfig, uses_image: bool) -> tuple[str, ...]:
+    """The source of each decoder layer: BEV and image in turn with an image stream, else BEV only."""
+    sources = ("bev", "image") if uses_image else ("bev",)
+    return tuple(sources[i % len(sources)] for i in range(config.decoder_layers))
+
+
+class SensorBranch(nn.Module):
+    """A single-sensor model's detection path (BEV head, decoder over ``sources``, :class:`CenterHead`) on that
+    sensor's own BEV map ``(B, D, X, Y)`` (and, with ``"image"`` among the sources, its image features), with the
+    attributes :meth:`DrivingDetector.decode_queries` reads."""
+
+    def __init__(self, config: DrivingConfig, geometry: BevGeometry, sources: tuple[str, ...]) -> None:
+        super().__init__()
+        D = config.dim
+        self.bev_head = _conv_block(D + 2, D)
+        self.decoder = InteractionDecoder(D, config.num_heads, sources, ffn_mult=2, dropout=config.dropout)
+        h, w = config.image_size[0] // 8, config.image_size[1] // 8
+        self.image_position = nn.Parameter(torch.randn(h * w, D) * 0.02) if "image" in sources else None
+        self.bev_position = MLP(2, [D], D)
+        self.query_position = MLP(2, [D], D)
+        self.head = CenterHead(config, geometry)
 
 
 class DrivingDetector(nn.Module):
@@ -105,15 +139,19 @@ class DrivingDetector(nn.Module):
             if config.variant == "interaction" and config.encoder_layers else None
         )
         self.bev_head = _conv_block(D + 2, D)
-        sources = ("bev", "image") if config.variant in ("interaction", "camera") else ("bev",)
-        self.decoder = InteractionDecoder(D, config.num_heads, tuple(sources[i % len(sources)] for i in range(config.decoder_layers)),
-                                          ffn_mult=2, dropout=config.dropout)
+        sources = decoder_sources(config, config.variant in ("interaction", "camera"))
+        self.decoder = InteractionDecoder(D, config.num_heads, sources, ffn_mult=2, dropout=config.dropout)
         h, w = config.image_size[0] // 8, config.image_size[1] // 8
         # the decoder's image memory exists only where a decoder layer attends to the image
         self.image_position = nn.Parameter(torch.randn(h * w, D) * 0.02) if "image" in sources else None
         self.bev_position = MLP(2, [D], D)
         self.query_position = MLP(2, [D], D)
         self.head = CenterHead(config, self.geometry)
+        interaction = config.variant == "interaction"
+        self.lidar_branch = (SensorBranch(config, self.geometry, decoder_sources(config, False))
+                             if interaction and config.lidar_branch_weight else None)
+        self.camera_branch = (SensorBranch(config, self.geometry, decoder_sources(config, True))
+                              if interaction and config.camera_branch_weight else None)
 
     # --- streams ----------------------------------------------------------------------------------------
     def _coords(self, B: int, device) -> Tensor:
@@ -142,16 +180,16 @@ class DrivingDetector(nn.Module):
         coords = self._coords(B, device)
         lidar_present = batch["lidar_present"].bool()
         camera_present = batch["camera_present"].bool()
-        image_features = None
+        image_features = camera_image = None
         if self.image_encoder is not None:
             image = torch.where(camera_present[:, None, None, None], batch["image"], torch.zeros((), device=device))
-            image_features = self.image_encoder(image) * camera_present[:, None, None, None]
+            image_features = camera_image = self.image_encoder(image) * camera_present[:, None, None, None]
         cell_grid, cell_valid = self.geometry.cell_to_image(batch["projection"])
-        bev = lifted = None
+        bev = lifted = lidar_bev = None
         if self.pillars is not None:
             point_mask = batch["point_mask"].bool() & lidar_present[:, None]
             pillar_bev = self.pillars(batch["points"], point_mask).bev
-            bev = self.lidar_bev(torch.cat([pillar_bev, coords], 1))
+            bev = lidar_bev = self.lidar_bev(torch.cat([pillar_bev, coords], 1))
         if self.image_encoder is not None:
             lifted = self.camera_bev(torch.cat([self._lift(image_features, cell_grid, cell_valid, camera_present), coords], 1))
             if cfg.variant == "camera":
@@ -164,7 +202,7 @@ class DrivingDetector(nn.Module):
             bev, image_features = self._interact(bev, image_features, cell_grid, cell_valid, lidar_present,
                                                  camera_present, batch["projection"])
         bev = self.bev_head(torch.cat([bev, coords], 1))
-        return Streams(bev, image_features, lifted)
+        return Streams(bev, image_features, lifted, lidar_bev, camera_image)
 
     def _interact(self, bev: Tensor, image_features: Tensor, cell_grid: Tensor, cell_valid: Tensor,
                   lidar_present: Tensor, camera_present: Tensor, projection: Tensor) -> tuple[Tensor, Tensor]:
@@ -187,39 +225,70 @@ class DrivingDetector(nn.Module):
     # --- queries and heads --------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Tensor], query_cells: Tensor | None = None, *,
                 teacher_cells: Tensor | None = None) -> DetectorOutput:
-        bev, image_features, camera_bev = self.streams(batch)
-        heatmap = self.head.heatmap(bev)  # (B, X, Y)
-        if query_cells is None:
-            query_cells = self.head.peak_cells(heatmap.detach(), min(self.config.num_queries, heatmap[0].numel()))
-            if teacher_cells is not None:  # (B, G) then (B, Q) queries
-                query_cells = torch.cat([teacher_cells, query_cells], 1)
-        out = self.decode_queries(batch, bev, image_features, heatmap, query_cells)
+        streams = self.streams(batch)
+        out = self.detect_on(self, batch, streams.bev, streams.image, query_cells, teacher_cells)
         if self.training and self.config.camera_heatmap_weight and self.config.variant == "interaction":
             # the objectness a frame would get from its camera alone, in every frame (the detection loss reaches the
             # camera's map only where the LiDAR was dropped)
+            coords = self._coords(streams.bev.shape[0], streams.bev.device)
+            out = out._replace(camera_heatmap=self.head.heatmap(self.bev_head(torch.cat([streams.camera_bev, coords], 1))))
+        # a frame with one sensor is detected by that sensor's branch; training keeps every path's output of every
+        # frame instead, each for its own loss (CenterHead.loss)
+        lidar_present, camera_present = batch["lidar_present"].bool(), batch["camera_present"].bool()
+        for name, branch, alone, bev, image in (
+            ("lidar_branch", self.lidar_branch, lidar_present & ~camera_present, streams.lidar_bev, None),
+            ("camera_branch", self.camera_branch, camera_present & ~lidar_present, streams.camera_bev, streams.camera_image),
+        ):
+            if branch is None or not (self.training or alone.any()):
+                continue
             coords = self._coords(bev.shape[0], bev.device)
-            out = out._replace(camera_heatmap=self.head.heatmap(self.bev_head(torch.cat([camera_bev, coords], 1))))
+            own = self.detect_on(branch, batch, branch.bev_head(torch.cat([bev, coords], 1)), image, query_cells,
+                                 teacher_cells)
+            out = out._replace(**{name: own}) if self.training else select_frames(alone, own, out)
         return out
 
+    def detect_on(self, path: nn.Module, batch: dict[str, Tensor], bev: Tensor, image_features: Tensor | None,
+                  query_cells: Tensor | None, teacher_cells: Tensor | None) -> DetectorOutput:
+        """The detections of ``path`` (this detector, or one of its :class:`SensorBranch` es) on its BEV map: the objectness
+        heatmap, queries at its peaks (after ``teacher_cells``) unless ``query_cells`` are given, the decoder."""
+        heatmap = path.head.heatmap(bev)  # (B, X, Y)
+        if query_cells is None:
+            query_cells = path.head.peak_cells(heatmap.detach(), min(self.config.num_queries, heatmap[0].numel()))
+            if teacher_cells is not None:  # (B, G) then (B, Q) queries
+                query_cells = torch.cat([teacher_cells, query_cells], 1)
+        return self.decode_queries(batch, bev, image_features, heatmap, query_cells, path)
+
     def decode_queries(self, batch: dict[str, Tensor], bev: Tensor, image_features: Tensor | None, heatmap: Tensor,
-                       query_cells: Tensor) -> DetectorOutput:
-        """Queries at ``query_cells (B, Q)`` refined by the decoder over the streams, then the heads."""
+                       query_cells: Tensor, path: nn.Module | None = None) -> DetectorOutput:
+        """Queries at ``query_cells (B, Q)`` refined by the decoder of ``path`` (default: this detector; or its
+        :class:`SensorBranch`) over the streams, then its heads."""
+        path = self if path is None else path
         B, D, X, Y = bev.shape
         cell_norm = self._coords(1, bev.device).reshape(2, -1).T  # (N, 2) in [-1, 1]
         bev_tokens = bev.flatten(2).transpose(1, 2)  # (B, N, D)
-        queries = bev_tokens.gather(1, query_cells[..., None].expand(-1, -1, D)) + self.query_position(cell_norm[query_cells])
-        memories = {"bev": bev_tokens + self.bev_position(cell_norm)[None]}
+        queries = bev_tokens.gather(1, query_cells[..., None].expand(-1, -1, D)) + path.query_position(cell_norm[query_cells])
+        memories = {"bev": bev_tokens + path.bev_position(cell_norm)[None]}
         masks = {"bev": torch.ones(B, X * Y, dtype=torch.bool, device=bev.device)}
-        if self.image_position is not None:
-            memories["image"] = image_features.flatten(2).transpose(1, 2) + self.image_position
+        if path.image_position is not None:
+            memories["image"] = image_features.flatten(2).transpose(1, 2) + path.image_position
             masks["image"] = batch["camera_present"].bool()[:, None].expand(B, memories["image"].shape[1])
-        decoded = self.decoder(queries, memories, masks)
+        decoded = path.decoder(queries, memories, masks)
         queries = decoded.queries
         no_update = torch.zeros_like(queries[..., 0])
         updates = torch.stack([decoded.updates.get(source, no_update) for source in ("bev", "image")], -1)  # (B, Q, 2)
-        predicted = self.head(queries, query_cells)
+        predicted = path.head(queries, query_cells)
         return DetectorOutput(heatmap, query_cells, predicted.class_logits, predicted.boxes, predicted.box_params,
                               updates)
+
+
+def select_frames(chosen: Tensor, where_chosen: DetectorOutput, elsewhere: DetectorOutput) -> DetectorOutput:
+    """Per frame, ``where_chosen``'s outputs where ``chosen (B,)`` is set, else ``elsewhere``'s (both with the same
+    queries per frame; the auxiliary outputs are ``elsewhere``'s)."""
+    fields = {}
+    for name in ("heatmap", "query_cells", "class_logits", "boxes", "box_params", "stream_updates"):
+        a, b = getattr(where_chosen, name), getattr(elsewhere, name)
+        fields[name] = torch.where(chosen.reshape(-1, *([1] * (a.dim() - 1))), a, b)
+    return elsewhere._replace(**fields)
 
 
 def build_detector(config: DrivingConfig) -> DrivingDetector:

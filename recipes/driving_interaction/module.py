@@ -24,7 +24,7 @@ OBJECT_STRATA = (6, 8)
 
 class DrivingModule(RecipeModule):
     """3D detection from LiDAR and camera (see :class:`DrivingConfig`: ``variant`` picks ``interaction`` or a
-    baseline). Logs ``train/loss`` (and its ``heatmap``, ``class``, ``box`` and ``camera_heatmap`` terms) and, on the validation and test
+    baseline). Logs ``train/loss`` (and its ``heatmap``, ``class``, ``box``, ``camera_heatmap``, ``lidar_branch`` and ``camera_branch`` terms) and, on the validation and test
     splits, the nuScenes ``map``, ``nds``, ``ate``, ``ase``, ``aoe`` and ``ap_<class>`` as the devkit computes them and
     KITTI-style ``kitti_bev_map`` (:class:`recipes.driving_interaction.metrics.DetectionMetrics`); the test split also
     without each sensor (``test/map@without_camera``, ``test/map@without_lidar``).
@@ -84,15 +84,19 @@ class DrivingModule(RecipeModule):
     # --- training -------------------------------------------------------------------------------------------
     def losses(self, batch: Mapping[str, Tensor]) -> DetectionLoss:
         """The detection loss (:meth:`recipes.driving_interaction.head.CenterHead.loss`) of ``batch`` as it is."""
-        head = self.detector.head
-        return head.loss(self.detector(batch, teacher_cells=head.teacher_cells(batch["gt_boxes"])), batch)
+        detector = self.detector
+        branch_heads = {sensor: branch.head for sensor, branch in (("lidar", detector.lidar_branch),
+                                                                    ("camera", detector.camera_branch)) if branch is not None}
+        return detector.head.loss(detector(batch, teacher_cells=detector.head.teacher_cells(batch["gt_boxes"])), batch,
+                                  branch_heads)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         losses = self.losses(self.with_present(batch, self.training_present(batch)))
         size = batch["projection"].shape[0]
         self.log("train/loss", losses.total, prog_bar=True, batch_size=size)
         for key, value in (("heatmap", losses.heatmap), ("class", losses.classification), ("box", losses.box),
-                           ("camera_heatmap", losses.camera_heatmap)):
+                           ("camera_heatmap", losses.camera_heatmap), ("lidar_branch", losses.lidar_branch),
+                           ("camera_branch", losses.camera_branch)):
             self.log(f"train/{key}", value, batch_size=size)
         return losses.total
 

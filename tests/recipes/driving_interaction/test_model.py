@@ -211,7 +211,9 @@ def test_box_encoding_round_trips():
                                          (dict(min_score=1.0), "min_score"), (dict(x_range=(5.0, 1.0)), "low, high"),
                                          (dict(class_weights=(1.0, 2.0)), "class_weights needs 5 positive"),
                                          (dict(class_weights=(1.0, 2.0, 1.0, 0.0, 1.0)), "class_weights needs 5"),
-                                         (dict(camera_heatmap_weight=-1.0), "camera_heatmap_weight must be >= 0")])
+                                         (dict(camera_heatmap_weight=-1.0), "camera_heatmap_weight must be >= 0"),
+                                         (dict(lidar_branch_weight=-1.0), "lidar_branch_weight must be >= 0"),
+                                         (dict(camera_branch_weight=-1.0), "camera_branch_weight must be >= 0")])
 def test_bad_arguments(kw, message):
     with pytest.raises(ValueError, match=message):
         tiny_module(**kw)
@@ -274,3 +276,75 @@ def test_class_weights_weigh_the_query_classification_loss():
     torch.manual_seed(0)
     ones = tiny_module(class_weights=(1.0,) * 5).losses(batch)
     torch.testing.assert_close(ones.classification, a.classification)
+
+
+#: per sensor: the encoder weights its single-sensor model shares with the interaction model
+SENSOR_ENCODERS = {"lidar": ("pillars.", "lidar_bev."), "camera": ("image_encoder.", "lift_embedding", "camera_bev.")}
+
+
+def _single_sensor_copy(module: DrivingModule, sensor: str) -> DrivingModule:
+    """The ``sensor``-only model holding the interaction model's encoder of that sensor and its branch."""
+    alone = tiny_module(variant=sensor).eval()
+    state = module.detector.state_dict()
+    weights = {k: v for k, v in state.items() if k.startswith(SENSOR_ENCODERS[sensor])}
+    weights.update({k.removeprefix(f"{sensor}_branch."): v for k, v in state.items() if k.startswith(f"{sensor}_branch.")})
+    alone.detector.load_state_dict(weights)
+    return alone
+
+
+@pytest.mark.parametrize("sensor", ["lidar", "camera"])
+def test_a_frame_with_one_sensor_is_detected_by_that_sensors_branch(sensor):
+    """With <sensor>_branch_weight, a frame with only that sensor is scored exactly as the single-sensor model holding
+    the interaction model's encoder and branch of that sensor scores it (whatever the dead sensor's data holds); a
+    frame with both sensors stays with the interaction path; frames of a batch with mixed sensors are what each
+    gives alone."""
+    torch.manual_seed(0)
+    module = tiny_module(**{f"{sensor}_branch_weight": 1.0}).eval()
+    assert getattr(tiny_module().detector, f"{sensor}_branch") is None
+    assert getattr(tiny_module(variant="concat", **{f"{sensor}_branch_weight": 1.0}).detector, f"{sensor}_branch") is None
+    single = _single_sensor_copy(module, sensor)
+    other = "camera" if sensor == "lidar" else "lidar"
+    batch = make_batch(3, seed=4)
+    batch[f"{other}_present"] = torch.tensor([False, True, True])
+    batch[f"{sensor}_present"] = torch.tensor([True, False, True])
+    if other == "camera":
+        batch["image"][0] = float("nan")
+    else:
+        batch["points"][0] = 1e9
+    together = module(batch)
+    reference = single({k: v[:1] for k, v in batch.items()})
+    for name in ("heatmap", "query_cells", "class_logits", "boxes", "stream_updates"):
+        torch.testing.assert_close(getattr(together, name)[:1], getattr(reference, name), msg=name)
+        for i in range(3):
+            alone = module({k: v[i : i + 1] for k, v in batch.items()})
+            torch.testing.assert_close(getattr(together, name)[i : i + 1], getattr(alone, name), atol=1e-5, rtol=1e-5,
+                                       msg=f"frame {i}: {name}")
+    branch = getattr(module.detector, f"{sensor}_branch")
+    setattr(module.detector, f"{sensor}_branch", None)  # the interaction path alone
+    try:
+        torch.testing.assert_close(module({k: v[1:] for k, v in batch.items()}).class_logits, together.class_logits[1:])
+    finally:
+        setattr(module.detector, f"{sensor}_branch", branch)
+    assert not torch.allclose(single({k: v[2:] for k, v in batch.items()}).class_logits, together.class_logits[2:])
+
+
+@pytest.mark.parametrize("sensor", ["lidar", "camera"])
+def test_a_branch_is_trained_with_its_own_detection_loss_in_every_frame_with_its_sensor(sensor):
+    torch.manual_seed(0)
+    module = tiny_module(**{f"{sensor}_branch_weight": 0.5}).train()
+    other = "camera" if sensor == "lidar" else "lidar"
+    batch = make_batch(3, seed=2)
+    batch[f"{sensor}_present"] = torch.tensor([True, False, True])
+    batch[f"{other}_present"] = torch.tensor([False, True, True])  # the interaction path still trains on frame 0
+    losses = module.losses(batch)
+    torch.testing.assert_close(losses.total, losses.heatmap + losses.classification + 2 * losses.box
+                               + 0.5 * getattr(losses, f"{sensor}_branch"))
+    assert getattr(losses, f"{other}_branch") == 0
+    single = _single_sensor_copy(module, sensor).train()
+    torch.testing.assert_close(getattr(losses, f"{sensor}_branch"),
+                               single.losses({k: v[[0, 2]] for k, v in batch.items()}).total)
+    losses.total.backward()
+    missing = [n for n, p in module.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, missing
+    unseen = dict(batch, **{f"{sensor}_present": torch.tensor([False] * 3), f"{other}_present": torch.tensor([True] * 3)})
+    assert getattr(module.losses(unseen), f"{sensor}_branch") == 0

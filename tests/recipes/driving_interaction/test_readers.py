@@ -158,3 +158,27 @@ def test_splits_come_from_image_sets_or_a_75_12_5_cut(kitti_root):
     assert frame.frame_id == "000000" and frame.gt_labels.tolist() == [2]
     (root / "ImageSets" / "train.txt").write_text("000000\n000000\n000000\n")
     assert len(load_split(root, "train", limit=2)) == 2
+
+
+def test_a_blank_image_is_no_camera(kitti_root):
+    """A picture whose every pixel is the same (a dead or covered camera) shows nothing: the example has no camera,
+    and a scoring row with it is scored from its LiDAR with a warning saying why (without LiDAR, it is an error)."""
+    from recipes.driving_interaction.data import blank_image, frame_to_example, read_scoring_row
+
+    paths = frame_paths(kitti_root, "000000")
+    frame = load_frame("000000", paths["velodyne"], paths["image_2"], paths["calib"])
+    assert blank_image(frame.image)  # the fixture's picture is one grey
+    example = frame_to_example(frame, (96, 320), (0.0, 48.0), (-24.0, 24.0))
+    assert not example["camera_present"] and (example["image"] == 0).all() and example["lidar_present"]
+    picture = frame.image.copy()
+    picture[0, 0, 0] = 91
+    assert not blank_image(picture)
+    assert frame_to_example(frame._replace(image=picture), (96, 320), (0.0, 48.0), (-24.0, 24.0))["camera_present"]
+    row = {"frame_id": "000000", "velodyne_path": str(paths["velodyne"]), "image_path": str(paths["image_2"]),
+           "calib_path": str(paths["calib"])}
+    scored = read_scoring_row(row)
+    assert scored.error is None and scored.frame.image is None and scored.frame.points is not None
+    (warning,) = scored.warnings
+    assert "image_path" in warning and "every pixel of the image is 90" in warning and "scored without this sensor" in warning
+    failed = read_scoring_row({**row, "velodyne_path": None})
+    assert failed.frame is None and "every pixel of the image is 90" in failed.error
