@@ -27,16 +27,22 @@ Run ``.venv/bin/python bench/driving.py``: the defaults (the quick config's data
 2 idle CPU cores (each training 50-90 s); ``--epochs`` and ``--limit-frames`` change them, ``--variants interaction``
 alone takes about 90 s, ``--smoke`` checks the plumbing in a minute or two.
 
-Measured 2026-12-02 on 2 CPU cores with the defaults (625 s; another job shared the cores during the interaction
-model's training, 362 s instead of about 80): clean mAP interaction 0.515 > concat 0.477, LiDAR 0.377, camera 0.273;
-LiDAR failed: interaction 0.258 vs camera-only 0.273 (met, through the camera's own BEV map); beam loss 0.461 and
-night 0.484 above every baseline; camera blackout 0.311 vs LiDAR-only clean 0.377 (not met). Under blackout the
-interaction model is exactly as good as with its camera switched off (0.311 both): it falls back, but its
-LiDAR-alone path is weaker than the LiDAR-only model's, which trains on that path in every frame. Across seeds the
-interaction model's clean mAP moved by 0.03 and its blackout mAP by 0.04 (0.319-0.359 for last round's model).
-Two tries at the LiDAR-alone path, interaction model only (one run each): an objectness loss on the LiDAR's own BEV
-map in every frame (the camera map's loss mirrored) gave blackout 0.280 and clean 0.459; with camera dropout 0.2 as
-well, blackout 0.303 and clean 0.481; both worse than the defaults, so neither is in the recipe.
+``camera_failed`` (no camera at all) is reported beside them. ``--store FILE`` keeps each variant's results in
+``FILE`` across runs, so the bench can run in parts (``--variants interaction lidar``, then ``camera concat``); the
+goals are computed once all four are in.
+
+Measured 2026-12-02 on 2 CPU cores shared with other jobs, defaults, in two parts (lidar/camera/concat 326 s, then
+interaction 136 s; trainings 182, 50, 69 and 125 s): clean mAP interaction 0.515 > concat 0.511, LiDAR 0.377, camera
+0.247; camera blackout 0.366 vs LiDAR-only clean 0.377 − 0.02 (met); LiDAR failed 0.241 vs camera-only 0.247 − 0.02
+(met); beam loss 0.444 > concat 0.430; night 0.488 > concat 0.475 (met); camera failed 0.366.
+What changed: the interaction model carries a LiDAR branch (``lidar_branch_weight``: the LiDAR-only model's head and
+decoder on the LiDAR's own BEV map, trained with the full detection loss in every frame with LiDAR) that detects every
+frame without a camera, and a blank image (every pixel 0, as in a blackout) counts as no camera, so a blacked-out
+frame is detected as the LiDAR-only model would with the shared encoder (before: 0.311, through the interaction path
+with a black image). With the branch but a black image still read as a camera, the interaction path gave 0.356 under
+blackout and the branch 0.375 with no camera (one run). A symmetric camera branch (``camera_branch_weight`` 1.0)
+lowered clean mAP to 0.475 and did not help without LiDAR (0.228): not used. Earlier tries, kept out: an
+objectness-only loss on the LiDAR's own map (blackout 0.280, clean 0.459); with camera dropout 0.2 (0.303 / 0.481).
 """
 from __future__ import annotations
 
