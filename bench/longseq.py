@@ -68,11 +68,21 @@ checkpoint, one change at a time:
 - **DARE16's field split** (item / category / time dims of its 16): 12 / 2 / 2 instead of 8 / 4 / 4 gives recall
   0.607 against 0.648 for 8 / 4 / 4 (both with the L2 term), so more item dimensions are not what it lacks.
 - **The time part of the score**: switching the target's time part off at test time leaves every model's recall
-  unchanged to 0.001 (DARE16 0.648 → 0.648, TWIN64 0.817 → 0.818): the search ranks by item and category only.
+  unchanged to 0.001 at the default quality std 1 (DARE16 0.648 → 0.648, TWIN64 0.817 → 0.818): the search ranks by item and category only.
 - **The reference's auxiliary whole-history loss** (``aux_loss``: every behaviour's attention embedding gets a
   gradient, not only the top-k's): DARE16's validation recall 0.683 / 0.684 / 0.706 / 0.704 at steps 200-800 against
   0.609-0.670 without; the run was stopped at step 800 by its time slot (on 2 shared cores a step took ~0.5 s instead
   of ~0.03 s), so it is not in the table.
+- **The stage-2 temperature** (DARE16, score ÷ 0.25 instead of ÷ 1, no L2): recall 0.667 against 0.672.
+- **What the searches learn** (seed 0, no L2, 534 positive test targets): a top-32 holds only 2.0 (DARE16) and 1.8
+  (TWIN64) distinct items — the history repeats a theme's popular variants hundreds of times, so the 32 slots are
+  copies of the one or two best-scoring items and recall is nearly all-or-nothing (DARE16: 53 % of targets ≥ 0.9,
+  23 % ≤ 0.1; TWIN64 70 % / 7 %). Over the whole history, a relevant behaviour outscores another theme's behaviour of
+  the same category in only 57 % (DARE16) and 66 % (TWIN64) of pairs: neither table has learnt the themes as a cluster, each
+  has learnt which item to put on top, and TWIN's representation role (which also needs the theme) helps it there.
+- **A larger representation-only signal** (``--lifelong-quality-std 2.5``, seed 0, no L2): TWIN64 0.843 / 0.665,
+  DARE16 0.847 / 0.643. TWIN's search now suffers from its time part (switched off at test time its recall is
+  0.779), but DARE16 still does not pass it.
 With the chosen setting (``--ml-seeds 0 --lifelong-users 2000 --lifelong-steps 1200 --val-every 200
 --lifelong-val-batches 16 --lifelong-targets 16 --speed-repeats 0 --score-rows 0 --lifelong-weight-decay 0``, one
 locked slot of 6 min), 3 seeds, test AUC / search recall at the best-validation checkpoint: TWIN64 0.745 ± 0.058 /
