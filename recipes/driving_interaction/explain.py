@@ -14,7 +14,7 @@ import polars as pl
 import torch
 
 from recipes.driving_interaction.config import CLASSES, MODALITIES
-from recipes.driving_interaction.data import collate_examples, frame_to_example, frames_from_table
+from recipes.driving_interaction.data import blank_image, collate_examples, frame_to_example, frames_from_table
 from recipes.driving_interaction.head import Detections
 from recipes.driving_interaction.readers import Frame
 
@@ -46,7 +46,7 @@ def detection_shapley(module: "DrivingModule", frame: "Frame", detections: "Dete
     The value of a sensor coalition for a detection is the highest score of a same-class detection within
     :data:`SHAPLEY_RADIUS` m of it when the model runs with only those sensors present (0 when there is none);
     :func:`fusion_core.explain.modality_shapley` enumerates the four coalitions. A coalition left with no recorded
-    sensor (the empty one, or the failed sensor's alone) is worth 0: a frame with no sensor is not scored at all (its
+    sensor (the empty one, or the failed sensor's alone; a blank image is no camera) is worth 0: a frame with no sensor is not scored at all (its
     row is an error), so whatever the detector would make of two blank inputs (its camera fallback does see
     something in a black image) is no part of any detection; the two values add up to the detection's score, and a
     failed sensor's value is 0. Returns ``{camera, lidar, base, full}`` arrays of shape ``(D,)``.
@@ -56,7 +56,8 @@ def detection_shapley(module: "DrivingModule", frame: "Frame", detections: "Dete
     if len(detections.scores) == 0:
         return {k: np.zeros(0) for k in ("camera", "lidar", "base", "full")}
 
-    recorded = {"camera": frame.image is not None, "lidar": frame.points is not None}  # a failed sensor is None
+    # a failed sensor is None; a blank image is no camera either (frame_to_example)
+    recorded = {"camera": frame.image is not None and not blank_image(frame.image), "lidar": frame.points is not None}
 
     def value(present: dict[str, torch.Tensor]) -> torch.Tensor:
         values = torch.zeros(1, len(detections.scores), dtype=torch.float64)
@@ -193,8 +194,9 @@ def write_report(module: "DrivingModule", run: "Run", table: pl.DataFrame, sourc
         for frame in frames:
             detections = module.detect_frames([frame])[0]
             # the decoder whose queries the detections are: a single-sensor frame's branch where there is one
+            has_camera = frame.image is not None and not blank_image(frame.image)
             branch = {(True, False): detector.lidar_branch, (False, True): detector.camera_branch}.get(
-                (frame.points is not None, example_has_camera(module, frame)))
+                (frame.points is not None, has_camera))
             attention = list((detector.decoder if branch is None else branch.decoder).last_attention)
             _frame_section(report, module, frame, detections, attention, plt)
     finally:
@@ -244,11 +246,6 @@ def _frame_section(report, module: "DrivingModule", frame: Frame, detections: De
                  caption="Shapley values add up to the score with both sensors minus the value with none")
     if attention:
         _attention_figure(report, module, attention, int(detections.query[0]), names[0], plt)
-
-
-def example_has_camera(module: "DrivingModule", frame: "Frame") -> bool:
-    """Whether the detector sees ``frame``'s camera (a blank image is no camera: :func:`frame_to_example`)."""
-    return bool(_example_batch(module, frame)["camera_present"][0])
 
 
 def _example_batch(module: "DrivingModule", frame: "Frame") -> dict[str, torch.Tensor]:

@@ -48,6 +48,14 @@ def test_scene_faults_and_attribution(driving_env):
     at.toggle(key="driving-fault-camera_failure").set_value(True).run()
     assert "Both sensors are off" in at.warning[0].value
 
+    at.toggle(key="driving-fault-camera_failure").set_value(False)
+    at.toggle(key="driving-fault-lidar_failure").set_value(False)
+    at.toggle(key="driving-fault-camera_blackout").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert (table["φ camera"].abs() < 1e-9).all()  # a black image shows nothing: it is no camera
+    assert ((table["φ LiDAR"] - table["score"]).abs() < 1e-6).all()
+
 
 def test_upload_mode_asks_for_the_calibration_and_a_sensor(driving_env):
     at = AppTest.from_file(str(PAGE), default_timeout=120).run()
