@@ -4,7 +4,8 @@ by the runtime.
 Scoring input: one row per frame, ``frame_id`` plus any of ``velodyne_path`` (KITTI ``.bin``), ``image_path``
 (PNG or JPEG) and ``calib_path`` (KITTI calib ``.txt``, required); ``label_path`` is passed through when present
 (a label file that cannot be read only adds a warning). A missing column or a null path means the sensor is absent
-for that frame and the model runs without it. Every path is resolved under the data root
+for that frame and the model runs without it; so does a blank image (every pixel the same: a dead or covered
+camera), with a ``warnings`` entry. Every path is resolved under the data root
 (:func:`recipes.runtime.inputs.resolve_input_path`). An image of another aspect ratio than the model's input is
 letterboxed, with a ``warnings`` entry; a calibration that does not fit the image, or is non-finite or singular, is
 an ``error``. Each frame is scored alone, so its score depends on its row only.
