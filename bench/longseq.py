@@ -58,8 +58,8 @@ seed 0, 1,000 steps) TWIN64 0.769 / 0.718, DARE64 0.796 / 0.756, DARE16 0.774 / 
 
 Round 4 (2026-12-02): what caps the searches. One seed (0), 1,200 steps, test recall at the best-validation
 checkpoint, one change at a time:
-- **The L2 penalty.** Adam normalises each coordinate, so the reference's 1e-6 L2 term is not negligible next to the
-  small click gradients an embedding row gets: without it TWIN64 reaches recall 0.705 (0.494 with it; 0.817 when the
+- **The L2 penalty** (likely because Adam normalises each coordinate, so a 1e-6 L2 term is not negligible next to
+  the small click gradients an embedding row gets; the mechanism is not measured): without it TWIN64 reaches recall 0.705 (0.494 with it; 0.817 when the
   same model is trained on another shuffle of the same samples, so TWIN's search is that order-sensitive), DARE64
   0.759 (0.766), DARE16 0.672 (0.648). Chosen on validation: the 3-seed mean
   best validation AUC rises for every model without it (TWIN64 0.723 → 0.745, DARE64 0.791 → 0.826, DARE16 0.764 →
