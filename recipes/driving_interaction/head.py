@@ -219,7 +219,8 @@ class CenterHead(nn.Module):
              branch_heads: Mapping[str, "CenterHead"] | None = None) -> DetectionLoss:
         """The loss of the file's docstring for the detector's ``out`` (decoded with :meth:`teacher_cells` first)
         against ``batch``'s objects; with ``out.lidar_branch``, plus ``lidar_branch_weight`` times the LiDAR branch's
-        own detection loss (``branch_heads["lidar"]``'s, the same terms) over the frames with LiDAR; the camera
+        own detection loss (``branch_heads["lidar"]``'s, the same terms) over the frames with LiDAR (``lidar_recorded``
+        where the batch has it: those training's sensor dropout hid from the interaction path count too); the camera
         branch likewise."""
         target = self.targets(out.query_cells, batch)
         loss_heat = focal_heatmap_loss(out.heatmap, target.heatmap)
@@ -242,7 +243,7 @@ class CenterHead(nn.Module):
             branch_losses[sensor] = loss_heat.new_zeros(())
             if branch is None:
                 continue
-            seen = batch[f"{sensor}_present"].bool()
+            seen = batch.get(f"{sensor}_recorded", batch[f"{sensor}_present"]).bool()
             if seen.any():
                 branch_losses[sensor] = branch_heads[sensor].loss(branch._make(None if f is None else f[seen] for f in branch),
                                                                   {k: v[seen] for k, v in batch.items()}).total

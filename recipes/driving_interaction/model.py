@@ -34,6 +34,8 @@ A batch is a dict (B frames, P points, M ground-truth slots)::
     points (B, P, 4) float        point_mask (B, P) bool       image (B, 3, H, W) float in [0, 1]
     lidar_present (B,) bool        camera_present (B,) bool     projection (B, 3, 4) velodyne → pixel
     gt_boxes (B, M, 7)             gt_labels (B, M) long        gt_mask (B, M) bool     (training and metrics)
+    lidar_recorded (B,) bool       (training only, optional) the frames whose LiDAR was recorded before training's
+                                   sensor dropout: the LiDAR branch reads and learns from them all
 
 Letters: B batch, D width, X/Y BEV cells, N = X·Y, h/w image feature cells, K samples per token, Q queries.
 """
@@ -187,7 +189,10 @@ class DrivingDetector(nn.Module):
         cell_grid, cell_valid = self.geometry.cell_to_image(batch["projection"])
         bev = lifted = lidar_bev = None
         if self.pillars is not None:
-            point_mask = batch["point_mask"].bool() & lidar_present[:, None]
+            # the LiDAR branch reads every recorded scan; the interaction path reads a frame's LiDAR map only where
+            # lidar_present (elsewhere it starts from the camera's map, below), so it never sees a dropped scan
+            lidar_read = batch.get("lidar_recorded", lidar_present).bool() if self.lidar_branch is not None else lidar_present
+            point_mask = batch["point_mask"].bool() & lidar_read[:, None]
             pillar_bev = self.pillars(batch["points"], point_mask).bev
             bev = lidar_bev = self.lidar_bev(torch.cat([pillar_bev, coords], 1))
         if self.image_encoder is not None:

@@ -91,7 +91,10 @@ class DrivingModule(RecipeModule):
                                   branch_heads)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
-        losses = self.losses(self.with_present(batch, self.training_present(batch)))
+        # the LiDAR branch learns from every recorded scan, as the LiDAR-only model does; sensor dropout is the
+        # interaction path's
+        recorded = {"lidar_recorded": self.present_of(batch)["lidar"]}
+        losses = self.losses({**self.with_present(batch, self.training_present(batch)), **recorded})
         size = batch["projection"].shape[0]
         self.log("train/loss", losses.total, prog_bar=True, batch_size=size)
         for key, value in (("heatmap", losses.heatmap), ("class", losses.classification), ("box", losses.box),

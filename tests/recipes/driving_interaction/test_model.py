@@ -348,3 +348,20 @@ def test_a_branch_is_trained_with_its_own_detection_loss_in_every_frame_with_its
     assert not missing, missing
     unseen = dict(batch, **{f"{sensor}_present": torch.tensor([False] * 3), f"{other}_present": torch.tensor([True] * 3)})
     assert getattr(module.losses(unseen), f"{sensor}_branch") == 0
+
+
+def test_the_lidar_branch_learns_from_scans_that_training_dropout_hid_from_the_interaction_path():
+    """Training's sensor dropout is the interaction path's: with ``lidar_recorded`` the LiDAR branch is scored on every
+    recorded scan (as the LiDAR-only model, which never drops its sensor), while the interaction path's terms are
+    exactly those it has without the dropped scan."""
+    torch.manual_seed(0)
+    module = tiny_module(lidar_branch_weight=1.0).train()
+    batch = make_batch(3, seed=2)
+    batch["lidar_present"] = torch.tensor([True, False, True])  # frame 1's scan dropped for the interaction path
+    plain = module.losses(batch)
+    recorded = module.losses({**batch, "lidar_recorded": torch.tensor([True, True, True])})
+    for name in ("heatmap", "classification", "box"):
+        torch.testing.assert_close(getattr(recorded, name), getattr(plain, name))
+    single = _single_sensor_copy(module, "lidar").train()
+    torch.testing.assert_close(recorded.lidar_branch, single.losses(dict(batch, lidar_present=torch.tensor([True] * 3))).total)
+    assert not torch.allclose(recorded.lidar_branch, plain.lidar_branch)
