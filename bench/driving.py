@@ -16,43 +16,47 @@ Progress goes to stdout; the last line is one JSON object::
      "faults": {"camera_blackout": {<variant>: {...}}, "lidar_failed": {...}, "lidar_beam_loss": {...},
                 "night": {...}},
      "goals": {<issue 13's bench goal>: true | false},
+     "seeds": {"<seed>": {"clean_map": {<variant>: m}, "faults_map": {<scenario>: {<variant>: m}}, "goals": {...}}},
      "devkit_check": d, "train_seconds": t, "bench_seconds": s}
+
+Every variant is trained at each of ``--seeds`` (default 0 1 2); ``clean`` and ``faults`` are the means over the
+seeds and ``goals`` are computed on those means, with each seed's mAPs and goals under ``seeds``: at this size one
+seed moves a model's clean mAP by up to 0.08, more than most goals' margins.
 
 ``devkit_check`` is the largest absolute difference between the recipe's AP (every class and distance threshold)
 and ``nuscenes-devkit``'s ``accumulate`` + ``calc_ap`` on the interaction model's clean test detections; null when
 the devkit cannot be imported (it pins numpy < 2, so it cannot live in this venv: install it elsewhere and point
 ``NUSCENES_DEVKIT_PATH`` at that site-packages). ``train_seconds`` sums the four trainings.
 
-Run ``.venv/bin/python bench/driving.py``: the defaults (the quick config's data and epochs) take about 6 minutes on
-2 idle CPU cores (each training 50-90 s); ``--epochs`` and ``--limit-frames`` change them, ``--variants interaction``
-alone takes about 90 s, ``--smoke`` checks the plumbing in a minute or two.
+Run ``.venv/bin/python bench/driving.py``: the defaults (the quick config's data and epochs, 3 seeds) take about 18
+minutes on 2 idle CPU cores (each training 50-130 s); ``--epochs``, ``--limit-frames`` and ``--seeds`` change them,
+``--variants interaction --seeds 0`` alone takes about 2½ minutes, ``--smoke`` checks the plumbing in a minute or two.
+``camera_failed`` (no camera at all) is reported beside the faults. ``--store FILE`` keeps each (seed, variant)'s
+results, so a run trains only what is not there yet: the bench can run in parts or continue after an interruption.
 
-``camera_failed`` (no camera at all) is reported beside them. ``--store FILE`` keeps each variant's results in
-``FILE`` across runs, so the bench can run in parts (``--variants interaction lidar``, then ``camera concat``); the
-goals are computed once all four are in.
-
-Measured 2026-12-02 on 2 CPU cores shared with other jobs, defaults, in parts (``--store``; trainings 125-182 s for
-the interaction model and 50-80 s for the others under that contention; about 8 minutes in all), at seed 0 and at
-``--set seed_everything 1`` (mAP; interaction | LiDAR | camera | concat):
+Measured 2026-12-02 on 2 CPU cores, defaults, with ``--store`` (seeds 0 and 1 trained in parts while other jobs
+shared the cores, seed 2 alone in 369 s; trainings 1,061 s in all), mAP interaction | LiDAR | camera | concat:
 
   seed 0: clean 0.483 | 0.377 | 0.247 | 0.511; camera blackout 0.358 (goal 0.357, met); LiDAR failed 0.198 (goal
           0.227, not met); beam loss 0.424 vs concat 0.430 (not met); night 0.465 vs concat 0.475 (not met)
-  seed 1: clean 0.542 | 0.396 | 0.223 | 0.428; camera blackout 0.414 (goal 0.376, met); LiDAR failed 0.255 (goal
-          0.203, met); beam loss 0.434 vs concat 0.375 (met); night 0.541 vs concat 0.401 (met)
-  mean:   clean 0.512 | 0.387 | 0.235 | 0.470; blackout 0.386 (goal 0.367); LiDAR failed 0.227 (goal 0.215); beam
-          loss 0.429 vs 0.402; night 0.503 vs 0.438: every goal met on the mean, the single seeds' margins are noise
+  seed 1: clean 0.542 | 0.396 | 0.223 | 0.428; blackout 0.414 (goal 0.376); LiDAR failed 0.255 (goal 0.203); beam
+          loss 0.434 vs 0.375; night 0.541 vs 0.401: every goal met
+  seed 2: clean 0.548 | 0.416 | 0.238 | 0.500; blackout 0.432 (goal 0.396); LiDAR failed 0.274 (goal 0.218); beam
+          loss 0.477 vs 0.430; night 0.495 vs 0.451: every goal met
+  mean:   clean 0.524 | 0.396 | 0.236 | 0.480; blackout 0.401 (goal 0.376); LiDAR failed 0.243 (goal 0.216); beam
+          loss 0.445 vs 0.411; night 0.500 vs 0.442: every goal met; devkit_check 0.0
 
-A single seed moves the interaction model's clean mAP by 0.06 and concat's by 0.08 here. What changed: the interaction
-model carries a LiDAR branch (``lidar_branch_weight``: the LiDAR-only model's head and decoder on the LiDAR's own BEV
-map, trained with the full detection loss on every recorded scan) that detects every frame without a camera, and a
-blank image (every pixel 0, as in a blackout) counts as no camera, so ``camera_blackout`` equals ``camera_failed``
-(before: 0.311, the interaction path reading a black image). Variants measured on the way (interaction model only):
-the branch trained only on scans that training's sensor dropout keeps: seed 0 clean 0.515, blackout 0.366, LiDAR
-failed 0.241, beam loss 0.444, night 0.488; seed 1 0.489, 0.373, 0.240, 0.392, 0.460 (mean blackout 0.369 vs 0.386
-now, the others within noise); the same with a black image still read as a camera: blackout 0.356 through the
-interaction path, 0.375 through the branch with no camera (seed 0); a symmetric camera branch
-(``camera_branch_weight`` 1.0): clean 0.475, LiDAR failed 0.228 (seed 0), not used. Earlier tries, kept out: an
-objectness-only loss on the LiDAR's own map (blackout 0.280, clean 0.459); with camera dropout 0.2 (0.303 / 0.481).
+What changed this round: the interaction model carries a LiDAR branch (``lidar_branch_weight``: the LiDAR-only
+model's head and decoder on the LiDAR's own BEV map, trained with the full detection loss on every recorded scan)
+that detects every frame without a camera, and a blank image (every pixel the same value, as in a blackout) counts as
+no camera, so ``camera_blackout`` equals ``camera_failed`` (before: 0.311, the interaction path reading a black
+image). Variants measured on the way (interaction model only): the branch trained only on scans that training's
+sensor dropout keeps: seed 0 clean 0.515, blackout 0.366, LiDAR failed 0.241, beam loss 0.444, night 0.488; seed 1
+0.489, 0.373, 0.240, 0.392, 0.460 (mean blackout 0.369 vs 0.386 for the shipped branch at these two seeds); the same
+with a black image still read as a camera: blackout 0.356 through the interaction path, 0.375 through the branch
+with no camera (seed 0); a symmetric camera branch (``camera_branch_weight`` 1.0): clean 0.475, LiDAR failed 0.228
+(seed 0), not used. Earlier tries, kept out: an objectness-only loss on the LiDAR's own map (blackout 0.280, clean
+0.459); with camera dropout 0.2 (0.303 / 0.481).
 """
 from __future__ import annotations
 
@@ -79,7 +83,6 @@ VARIANTS = ("interaction", "lidar", "camera", "concat")  # interaction first: th
 FAULTS = {"camera_blackout": "camera_blackout", "lidar_failed": "lidar_failure", "lidar_beam_loss": "lidar_beam_loss",
           "night": "night", "camera_failed": "camera_failure"}
 STARTED = time.perf_counter()
-TRAINED: dict[str, float] = {}  # this run's training seconds per variant
 
 
 def say(message: str) -> None:
@@ -153,24 +156,41 @@ def goals(clean: dict, faults: dict) -> dict[str, bool]:
     }
 
 
-def stored_parts(store: Path | None, clean: dict, faults: dict, check: float | None) -> tuple[float, float | None]:
-    """Merge this run's results with those ``store`` holds from earlier parts (this run's variants win), write them
-    back, and return the earlier parts' training seconds and the devkit check (this run's, else the stored one)."""
-    if store is None:
-        return 0.0, check
-    earlier = json.loads(store.read_text()) if store.is_file() else {"clean": {}, "faults": {}, "train_seconds": {}}
-    for variant in list(clean):
-        earlier["train_seconds"].pop(variant, None)
-    for variant, table in earlier["clean"].items():
-        clean.setdefault(variant, table)
-    for name, tables in earlier["faults"].items():
-        for variant, table in tables.items():
-            faults.setdefault(name, {}).setdefault(variant, table)
-    seconds = earlier["train_seconds"]
-    check = earlier.get("devkit_check") if "interaction" not in TRAINED else check
-    store.write_text(json.dumps({"clean": clean, "faults": faults, "train_seconds": {**seconds, **TRAINED},
-                                 "devkit_check": check}))
-    return float(sum(seconds.values())), check
+def mean_tables(per_seed: list[dict]) -> dict:
+    """The per-metric mean of nested ``{variant: {metric: value}}`` tables over seeds (4 decimals)."""
+    first = per_seed[0]
+    if isinstance(first, dict):
+        return {key: mean_tables([table[key] for table in per_seed]) for key in first
+                if all(key in table for table in per_seed)}
+    return round(sum(per_seed) / len(per_seed), 4)
+
+
+def load_store(store: Path | None, settings: list[str]) -> dict:
+    """The results of earlier runs (``--store``), per seed and variant, when they were trained with ``settings``."""
+    empty = {"settings": settings, "seeds": {}}
+    if store is None or not store.is_file():
+        return empty
+    kept = json.loads(store.read_text())
+    if kept.get("settings") != settings:
+        raise SystemExit(f"{store} holds results of other settings ({kept.get('settings')}); use another --store")
+    return kept
+
+
+def train_and_evaluate(variant: str, overrides: list[str], runs: str) -> dict:
+    """Train ``variant`` by the recipe's own path and evaluate it clean and under every fault."""
+    run = train("driving", [*overrides, "--model.config.variant", variant, "--runs-dir", runs])
+    module = run.load_module().eval()
+    datamodule = datamodule_of(run)
+    datamodule.setup()
+    clean, frames = evaluate(module, datamodule, "clean")
+    seconds = float(run.metrics.get("train_seconds", 0.0))
+    say(f"{variant}: trained in {seconds:.0f} s; clean {clean}")
+    result = {"clean": clean, "faults": {}, "train_seconds": seconds,
+              "devkit_check": devkit_check(frames) if variant == "interaction" else None}
+    for name, fault in FAULTS.items():
+        result["faults"][name] = evaluate(module, datamodule, fault)[0]
+        say(f"{variant} {name} {result['faults'][name]}")
+    return result
 
 
 def main() -> None:
@@ -179,11 +199,13 @@ def main() -> None:
     parser.add_argument("--limit-frames", default=None,
                         help="cap on the frames of each split (default: the quick config's; 'null' for all)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                        help="training seeds; figures and goals are the means over them (default: 0 1 2 — one seed "
+                             "moves a model's clean mAP by up to 0.08 here)")
     parser.add_argument("--smoke", action="store_true", help="one epoch on 16 frames per split")
     parser.add_argument("--store", type=Path, default=None,
-                        help="a JSON file that keeps each variant's results across runs: the bench adds this run's "
-                             "variants to those already there (same settings assumed) and reports them all, with the "
-                             "goals once all four are in, so a long bench can run in parts")
+                        help="a JSON file that keeps each (seed, variant)'s results: a run trains only those not "
+                             "there yet, so the bench can run in parts or continue after an interruption")
     parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="a further `fusion train` option, e.g. --set model.config.modality_dropout "
                              "'{camera: 0.1, lidar: 0.3}'")
@@ -197,31 +219,43 @@ def main() -> None:
         overrides += ["--data.limit_frames", str(args.limit_frames)]
     for key, value in args.set:
         overrides += [f"--{key}", value]
-    say(f"variants {args.variants}; scenarios clean + {list(FAULTS)}; fusion train driving {' '.join(overrides)}")
-    clean: dict[str, dict] = {}
-    faults: dict[str, dict] = {name: {} for name in FAULTS}
-    train_seconds, check = 0.0, None
+    say(f"variants {args.variants}, seeds {args.seeds}; scenarios clean + {list(FAULTS)}; "
+        f"fusion train driving {' '.join(overrides)}")
+    store = load_store(args.store, overrides)
     with tempfile.TemporaryDirectory(prefix="bench-driving-") as runs:
-        for variant in args.variants:
-            run = train("driving", [*overrides, "--model.config.variant", variant, "--runs-dir", runs])
-            train_seconds += float(run.metrics.get("train_seconds", 0.0))
-            TRAINED[variant] = float(run.metrics.get("train_seconds", 0.0))
-            module = run.load_module().eval()
-            datamodule = datamodule_of(run)
-            datamodule.setup()
-            clean[variant], frames = evaluate(module, datamodule, "clean")
-            say(f"{variant}: trained in {run.metrics.get('train_seconds', 0):.0f} s; clean {clean[variant]}")
-            if variant == "interaction":
-                check = devkit_check(frames)
-            for name, fault in FAULTS.items():
-                faults[name][variant] = evaluate(module, datamodule, fault)[0]
-                say(f"{variant} {name} {faults[name][variant]}")
-    earlier_seconds, check = stored_parts(args.store, clean, faults, check)
-    train_seconds += earlier_seconds
-    result = {"clean": clean, "faults": faults}
-    if set(clean) == set(VARIANTS):
-        result["goals"] = goals(clean, faults)
-    result.update({"devkit_check": check, "train_seconds": round(train_seconds, 1),
+        for seed in args.seeds:
+            for variant in args.variants:
+                if variant in store["seeds"].get(str(seed), {}):
+                    say(f"seed {seed} {variant}: kept from {args.store}")
+                    continue
+                say(f"seed {seed} {variant}")
+                result = train_and_evaluate(variant, [*overrides, "--seed_everything", str(seed)], runs)
+                store["seeds"].setdefault(str(seed), {})[variant] = result
+                if args.store is not None:
+                    args.store.write_text(json.dumps(store))
+    done = [str(seed) for seed in args.seeds if set(VARIANTS) <= set(store["seeds"].get(str(seed), {}))]
+    per_seed = {}
+    for seed in done:
+        tables = store["seeds"][seed]
+        per_seed[seed] = {"clean": {v: tables[v]["clean"] for v in VARIANTS},
+                          "faults": {name: {v: tables[v]["faults"][name] for v in VARIANTS} for name in FAULTS}}
+        per_seed[seed]["goals"] = goals(per_seed[seed]["clean"], per_seed[seed]["faults"])
+    result: dict = {}
+    if done:
+        result = {"clean": mean_tables([per_seed[s]["clean"] for s in done]),
+                  "faults": mean_tables([per_seed[s]["faults"] for s in done])}
+        result["goals"] = goals(result["clean"], result["faults"])
+        result["seeds"] = {s: {"clean_map": {v: t["map"] for v, t in per_seed[s]["clean"].items()},
+                               "faults_map": {n: {v: t["map"] for v, t in f.items()}
+                                              for n, f in per_seed[s]["faults"].items()},
+                               "goals": per_seed[s]["goals"]} for s in done}
+    else:
+        say(f"no seed has all four variants yet ({args.store or 'no --store'}); the goals need them")
+    checks = [store["seeds"][s]["interaction"]["devkit_check"] for s in store["seeds"]
+              if "interaction" in store["seeds"][s]]
+    checks = [c for c in checks if c is not None]
+    result.update({"devkit_check": max(checks) if checks else None,
+                   "train_seconds": round(sum(t["train_seconds"] for s in done for t in store["seeds"][s].values()), 1),
                    "bench_seconds": round(time.perf_counter() - STARTED, 1)})
     print(json.dumps(result), flush=True)
 
