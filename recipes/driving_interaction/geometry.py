@@ -59,7 +59,7 @@ class BevGeometry(nn.Module):
         # invert pixel = A·X + m for X at camera depth d:  X = A⁻¹ (d·(u, v, 1) - m)
         A, m = projection[:, :, :3], projection[:, :, 3]  # (B, 3, 3), (B, 3)
         A_inv = torch.linalg.inv(A)
-        M, K = self.feature_uv.shape[0], self.depths.shape[0]
+        M = self.feature_uv.shape[0]
         uv1 = torch.cat([self.feature_uv, torch.ones(M, 1, device=A.device)], -1)  # (M, 3)
         scaled = self.depths[None, :, None] * uv1[:, None, :]  # (M, K, 3)
         xyz = torch.einsum("bij,bmkj->bmki", A_inv, scaled[None] - m[:, None, None, :])  # (B, M, K, 3)
