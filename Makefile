@@ -12,13 +12,14 @@ RUNS_DIR ?= runs
 TEST_WORKERS ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv system-deps test demo bench app clean help
+.PHONY: venv system-deps test demo bench app screenshots clean help
 
 help:
 	@echo "make demo   fetch data, train, score and explain every recipe; print the metrics table"
 	@echo "make test   run the test suite"
 	@echo "make bench  run every benchmark in bench/ (each prints one JSON line last)"
 	@echo "make app    open the Streamlit dashboards on the runs in $(RUNS_DIR)/"
+	@echo "make screenshots  capture the README's dashboard pictures (docs/screenshots/) from the runs in $(RUNS_DIR)/"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +65,9 @@ bench: venv
 
 app: venv
 	$(BIN)/fusion app --runs-dir $(RUNS_DIR)
+
+screenshots: venv system-deps
+	$(BIN)/python -m tests.apps.screenshots --runs-dir $(RUNS_DIR)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
