@@ -19,15 +19,16 @@ the model in progress. The last line printed is one JSON object.
 
 What it measured (2026-12-02, 2 CPU cores, 5 folds of the 960-speaker cohort, 480 source test speakers): F1 fused
 0.931 (fold std 0.010) against text 0.896 and markers 0.896 (ViT 0.731); telephone accuracy 0.873 → 0.903 with OT.
-The fused model is calibrated before scaling: 15-bin ECE 0.043, where a perfectly calibrated model would score 0.035
-on 480 speakers (``ece.floor``). The temperature fit on the 320 pooled validation speakers, T = 1.20, raises it to
-0.056 (the test speakers' own NLL-optimal temperature, a diagnostic only, is 0.95). The validation pool holds more
-confidently misclassified speakers than the test split — 6.9% of validation rows lie beyond 0.2/0.8 on the wrong
-side against 3.9% of test rows (ambiguous speakers: controls of severity 0.2–0.5, dementia of 0.27–0.54) — and a
-handful of them decide T: ECE moves by about 0.007 per 0.1 of T, and T fit on 320 rows of a calibrated model spans
-0.85–1.2 (90%). A validation pool large enough to pin T to ±0.05 is what would meet the goal after scaling.
-Without label smoothing: 0.051 → 0.068 (T = 2.46). On the earlier 160 test speakers the same models scored 0.060 →
-0.066 against a floor of 0.047: that test split was too small to measure the goal at all.
+The fused model is nearly calibrated before scaling: 15-bin ECE 0.043, where a perfectly calibrated model with the same
+probabilities would score 0.030 on 480 speakers. The temperature fit on the 320 pooled validation speakers, T = 1.20,
+raises it to 0.056 (floor 0.035 for the scaled probabilities, ``ece.floor``; the test speakers' own NLL-optimal
+temperature, a diagnostic only, is 0.95). The validation pool holds more confidently misclassified speakers than
+the test split — 6.9% of validation rows lie beyond 0.2/0.8 on the wrong side against 3.9% of test rows (ambiguous
+speakers: controls of severity 0.2–0.5, dementia of 0.27–0.54) — and a handful of them decide T: ECE moves by
+about 0.007 per 0.1 of T, and T fit on 320 rows of a calibrated model spans 0.85–1.2 (90%). A validation pool
+large enough to pin T to ±0.05 is what would meet the goal after scaling. Without label smoothing: 0.051 → 0.068
+(T = 2.46). On the earlier 160 test speakers the same models scored 0.060 → 0.066 against a floor of 0.047: that
+test split was too small to measure the goal at all.
 """
 from __future__ import annotations
 
