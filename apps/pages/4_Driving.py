@@ -19,8 +19,8 @@ import streamlit as st  # noqa: E402
 
 from apps.common import load_predictor_cached, run_picker, runs_root  # noqa: E402
 from recipes.driving_interaction.config import CLASSES  # noqa: E402
-from recipes.driving_interaction.data import (ScoringRow, blank_image, datamodule_of, frames_from_table,  # noqa: E402
-                                              read_scoring_row, scoring_frame)
+from recipes.driving_interaction.data import (ScoringRow, datamodule_of, frames_from_table,  # noqa: E402
+                                              read_scoring_row, scoring_frame, sensors_recorded)
 from recipes.driving_interaction.explain import detection_shapley, detections_table, plot_bev, plot_camera  # noqa: E402
 from recipes.driving_interaction.scenes import apply_fault  # noqa: E402
 from recipes.runtime.inputs import data_root  # noqa: E402
@@ -144,7 +144,7 @@ toggle_columns = st.columns(len(FAULT_TOGGLES))
 faults = [name for column, (label, name) in zip(toggle_columns, FAULT_TOGGLES.items())
           if column.toggle(label, key=f"driving-fault-{name}")]
 faulted = with_faults(frame, faults)
-if faulted.points is None and (faulted.image is None or blank_image(faulted.image)):
+if not any(sensors_recorded(faulted).values()):
     st.warning("Both sensors are off (a black image shows nothing): there is nothing to detect from.")
     st.stop()
 

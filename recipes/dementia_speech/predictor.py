@@ -26,6 +26,7 @@ from fusion_core.encoders.text import HashTokenizer
 from recipes.dementia_speech.audio import SAMPLE_RATE, AudioInputError, FeatureConfig, audio_images, load_waveform, transcribe
 from recipes.dementia_speech.readers.chat import read_chat
 from recipes.dementia_speech.text import encode_texts
+from recipes.runtime.calibration import calibrated_probability
 from recipes.runtime.inputs import RowInputError, resolve_input_path
 
 if TYPE_CHECKING:
@@ -197,8 +198,9 @@ class DementiaPredictor(NamedTuple):
 
     @torch.no_grad()
     def probability(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Calibrated probabilities: the sigmoid of the logits divided by the run's temperature."""
-        return torch.sigmoid(self.logit(batch, present) / self.temperature)
+        """Calibrated probabilities: the sigmoid of the logits divided by the run's temperature
+        (:func:`recipes.runtime.calibration.calibrated_probability`)."""
+        return calibrated_probability(self.logit(batch, present), self.temperature)
 
 
 def _reason(error: BaseException) -> str:

@@ -41,7 +41,7 @@ class DrivingConfig(RecipeConfig):
                          the detection loss reaches it only in the frames whose LiDAR training drops; this trains it
                          on all of them (0 switches it off)
     ``lidar_branch_weight``  ``interaction`` only: > 0 adds the LiDAR branch (the LiDAR-only model's head on the
-                         LiDAR's own BEV map, :class:`recipes.driving_interaction.model.LidarBranch`), which detects
+                         LiDAR's own BEV map, :class:`recipes.driving_interaction.model.SensorBranch`), which detects
                          every frame without a camera, trained with its whole detection loss in every frame with
                          LiDAR times this weight (0: no branch; a frame without camera then uses the interaction path)
     ``camera_branch_weight``  the same for the camera: the camera-only model's head and decoder on the camera's own BEV

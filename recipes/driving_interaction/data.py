@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DATASET_NAME",
     "blank_image",
+    "sensors_recorded",
     "DEFAULT_FRAMES",
     "frame_to_example",
     "collate_examples",
@@ -74,6 +75,12 @@ def blank_image(image: np.ndarray) -> bool:
     return image.size == 0 or bool(image.min() == image.max())
 
 
+def sensors_recorded(frame: Frame) -> dict[str, bool]:
+    """``{"camera", "lidar"}``: whether the detector sees each of ``frame``'s sensors — a failed one is ``None``, and a
+    blank image (:func:`blank_image`) is no camera either."""
+    return {"camera": frame.image is not None and not blank_image(frame.image), "lidar": frame.points is not None}
+
+
 def frame_to_example(frame: Frame, image_size: tuple[int, int], x_range: tuple[float, float],
                      y_range: tuple[float, float], max_points: int = MAX_POINTS,
                      seed: int | None = None) -> dict[str, torch.Tensor]:
@@ -94,7 +101,7 @@ def frame_to_example(frame: Frame, image_size: tuple[int, int], x_range: tuple[f
     if len(points) > max_points:
         keep = np.random.default_rng(seed).choice(len(points), max_points, replace=False)
         points = points[np.sort(keep)]
-    camera_works = frame.image is not None and not blank_image(frame.image)
+    camera_works = sensors_recorded(frame)["camera"]
     if camera_works:
         image = torch.from_numpy(np.ascontiguousarray(letterbox.apply(frame.image))).permute(2, 0, 1).float() / 255.0
     else:

@@ -14,7 +14,7 @@ import polars as pl
 import torch
 
 from recipes.driving_interaction.config import CLASSES, MODALITIES
-from recipes.driving_interaction.data import blank_image, collate_examples, frame_to_example, frames_from_table
+from recipes.driving_interaction.data import collate_examples, frame_to_example, frames_from_table, sensors_recorded
 from recipes.driving_interaction.head import Detections
 from recipes.driving_interaction.readers import Frame
 
@@ -56,8 +56,7 @@ def detection_shapley(module: "DrivingModule", frame: "Frame", detections: "Dete
     if len(detections.scores) == 0:
         return {k: np.zeros(0) for k in ("camera", "lidar", "base", "full")}
 
-    # a failed sensor is None; a blank image is no camera either (frame_to_example)
-    recorded = {"camera": frame.image is not None and not blank_image(frame.image), "lidar": frame.points is not None}
+    recorded = sensors_recorded(frame)
 
     def value(present: dict[str, torch.Tensor]) -> torch.Tensor:
         values = torch.zeros(1, len(detections.scores), dtype=torch.float64)
@@ -194,9 +193,9 @@ def write_report(module: "DrivingModule", run: "Run", table: pl.DataFrame, sourc
         for frame in frames:
             detections = module.detect_frames([frame])[0]
             # the decoder whose queries the detections are: a single-sensor frame's branch where there is one
-            has_camera = frame.image is not None and not blank_image(frame.image)
+            sensors = sensors_recorded(frame)
             branch = {(True, False): detector.lidar_branch, (False, True): detector.camera_branch}.get(
-                (frame.points is not None, has_camera))
+                (sensors["lidar"], sensors["camera"]))
             attention = list((detector.decoder if branch is None else branch.decoder).last_attention)
             _frame_section(report, module, frame, detections, attention, plt)
     finally:

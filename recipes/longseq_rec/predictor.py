@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import polars as pl
 import torch
 
+from recipes.runtime.calibration import calibrated_probability
+
 if TYPE_CHECKING:
     from recipes.longseq_rec.encoding import EncodedRows, RecVocab
     from recipes.longseq_rec.model import RecOutput
@@ -65,7 +67,7 @@ class RecPredictor(NamedTuple):
         return RecOutput(*(torch.cat(parts) for parts in zip(*outs)))
 
     def probability(self, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        return torch.sigmoid(self.forward(batch, present).logit / self.temperature)
+        return calibrated_probability(self.forward(batch, present).logit, self.temperature)
 
     @property
     def rows_per_pass(self) -> int:
@@ -84,4 +86,4 @@ class RecPredictor(NamedTuple):
             rows = torch.arange(start, min(start + step, size))
             padded = torch.cat([rows, rows[:1].expand(step - rows.numel())])  # (step,)
             logits.append(self.module({k: v[padded] for k, v in batch.items()}).logit[: rows.numel()])
-        return torch.sigmoid(torch.cat(logits) / self.temperature) if logits else torch.zeros(0)
+        return calibrated_probability(torch.cat(logits), self.temperature) if logits else torch.zeros(0)
