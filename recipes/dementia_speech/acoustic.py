@@ -206,14 +206,22 @@ def recording_features(waveform: np.ndarray, probability: np.ndarray,
 
 
 def acoustic_features(waveforms: list[np.ndarray], batch_size: int = 16,
-                      on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                      on_progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> np.ndarray:
     """``(N, 88 + len(PAUSE_FEATURES))`` float32: :func:`recording_features` of each recording (the VAD runs
-    ``batch_size`` recordings side by side). ``on_progress(done, total)`` is called after each batch."""
+    ``batch_size`` recordings side by side). ``on_progress(done, total)`` is called after each batch.
+
+    openSMILE, most of the time (about 0.5 s a recording against 0.08 s for the VAD), runs on ``workers`` threads
+    (default: torch's thread count): each call builds its own openSMILE instance and native code holds no Python lock,
+    so the rows are the same as one thread's, in order, about twice as fast on 2 cores."""
+    from concurrent.futures import ThreadPoolExecutor
+
     rows = []
-    for first in range(0, len(waveforms), batch_size):
-        chunk = waveforms[first: first + batch_size]
-        rows += [recording_features(wave, probability)[0]
-                 for wave, probability in zip(chunk, speech_probability(chunk))]
-        if on_progress is not None:
-            on_progress(len(rows), len(waveforms))
+    with ThreadPoolExecutor(max(1, workers or torch.get_num_threads())) as pool:
+        for first in range(0, len(waveforms), batch_size):
+            chunk = waveforms[first: first + batch_size]
+            functionals = pool.map(egemaps, chunk)
+            rows += [recording_features(wave, probability, values)[0]
+                     for wave, probability, values in zip(chunk, speech_probability(chunk), functionals)]
+            if on_progress is not None:
+                on_progress(len(rows), len(waveforms))
     return np.stack(rows) if rows else np.zeros((0, 88 + len(PAUSE_FEATURES)), dtype=np.float32)

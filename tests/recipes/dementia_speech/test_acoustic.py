@@ -85,6 +85,14 @@ def test_feature_row_holds_the_egemaps_functionals_then_the_pause_statistics():
     assert table[0, names.index("pause_count")] == 1 and table[1, names.index("pause_count")] == 0
 
 
+@needs_espeak
+def test_feature_rows_on_several_threads_equal_one_thread_in_order():
+    clip = np.concatenate([_speak("the boy is on the stool"), _silence(0.8), _speak("and he falls")])
+    clips = [clip, clip[: len(clip) // 2], clip[len(clip) // 3:], _speak("the water is overflowing")]
+    one = acoustic_features(clips, batch_size=3, workers=1)
+    np.testing.assert_array_equal(acoustic_features(clips, batch_size=3, workers=3), one)
+
+
 @pytest.mark.parametrize("acoustic,tokens", [("vit", 1 + 4), ("features", 1), ("both", 1 + 4 + 1)])
 def test_acoustic_branch_tokens_and_gradients(acoustic, tokens):
     from recipes.dementia_speech.config import DementiaConfig
