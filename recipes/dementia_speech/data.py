@@ -49,7 +49,7 @@ MARKERS_VERSION = 1
 def fetch_dementia_cohort(path: Path | None, dest: Path, spec: CohortSpec = CohortSpec()) -> Path:
     """A local copy (``--path``: a cohort folder or an ADReSS-layout folder) as is; otherwise the cohort of ``spec``
     in ``dest``, generated once (about 0.2 CPU-seconds a speaker with espeak-ng: 15 s for the default 144 speakers,
-    a minute or two for the 640 of :data:`recipes.dementia_speech.cohort.LARGE_COHORT`)."""
+    a minute and a half for the 1,760 of :data:`recipes.dementia_speech.cohort.LARGE_COHORT`)."""
     if path is not None:
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: not a folder; pass the folder holding train/ (and test/) of ADReSS")
@@ -226,8 +226,8 @@ class DementiaDataModule(RecipeDataModule):
         return self.root / "cache" / f"markers-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
     def load_markers(self, frame: pl.DataFrame) -> torch.Tensor:
-        """``(N, F)`` acoustic markers of every row: from the cache, or computed (VAD and openSMILE, about 0.4 s a
-        recording) and cached."""
+        """``(N, F)`` acoustic markers of every row: from the cache, or computed (VAD and openSMILE, about 0.5
+        CPU-seconds a recording, openSMILE on every core) and cached."""
         from recipes.dementia_speech.acoustic import acoustic_features
 
         cache = self._markers_file(frame)

@@ -45,7 +45,7 @@ class DementiaRecipe(Recipe):
 
     def _calibrate(self, run: "Run", datamodule: "DementiaDataModule") -> None:
         """Fit the temperature on the whole validation split and save it (``calibration.json``); a split of fewer than
-        100 speakers keeps T = 1 (the quick config's fold has 14–15, the large one's 64)."""
+        100 speakers keeps T = 1 (the quick config's fold has 14–15; the large one's 192 are fit)."""
         logits, labels = collect_logits(run.load_module(), datamodule.val_dataloader(),
                                         lambda module, batch: (module.logit(batch), batch["label"]))
         calibrate(run.path, logits, labels)

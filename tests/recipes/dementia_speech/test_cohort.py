@@ -92,6 +92,17 @@ def test_large_cohort_plan_is_deterministic_balanced_and_its_voices_do_not_carry
     assert rates[1].mean() - rates[0].mean() > 15  # the planted marker: dementia speakers speak slower
 
 
+def test_the_telephone_test_split_is_drawn_last_so_its_size_leaves_every_other_split_as_it_was():
+    from dataclasses import asdict
+
+    from recipes.dementia_speech.cohort import _plan
+
+    small = _plan(CohortSpec(source_train=8, source_test=4, target_train=4, target_test=4))
+    large = _plan(CohortSpec(source_train=8, source_test=4, target_train=4, target_test=10))
+    assert [asdict(s) for s in large[: len(small) - 4]] == [asdict(s) for s in small[:-4]]
+    assert [(s.domain, s.split) for s in large[len(small) - 4:]] == [("target", "test")] * 10
+
+
 def test_generation_is_the_same_whatever_the_workers_and_continues_after_an_interruption(tmp_path):
     spec = CohortSpec(source_train=2, source_test=2, target_train=2, target_test=2, seed=5)
     serial = generate_cohort(tmp_path / "serial", spec, workers=1)
