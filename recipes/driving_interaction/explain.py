@@ -169,11 +169,10 @@ def write_report(module: "DrivingModule", run: "Run", table: pl.DataFrame, sourc
         f"Variant `{cfg.variant}`: BEV grid {cfg.grid_size[0]}×{cfg.grid_size[1]} over x {cfg.x_range} m, y {cfg.y_range} m; "
         f"image {cfg.image_size[0]}×{cfg.image_size[1]}; width {cfg.dim}; {cfg.encoder_layers} interaction encoder layer(s); "
         f"decoder layers attend to {', '.join(module.detector.decoder.sources)} in turn"
-        + "".join(f"; a frame without {other} is detected by the {sensor} branch (the {sensor}-only model's head and "
-                  f"decoder on the {sensor}'s own BEV map)"
-                  for sensor, other, branch in (("LiDAR", "a camera", module.detector.lidar_branch),
-                                                ("camera", "LiDAR", module.detector.camera_branch))
-                  if branch is not None) + "."
+        + "".join(f"; a frame without {other} is detected by the {name} branch (the {name}-only model's head and "
+                  f"decoder on the {name}'s own BEV map)"
+                  for sensor, name, other in (("lidar", "LiDAR", "a camera"), ("camera", "camera", "LiDAR"))
+                  if sensor in module.detector.branches) + "."
     )
     if run.metrics:
         report.metrics(run.metrics, caption="held-out metrics of the run")
@@ -186,7 +185,7 @@ def write_report(module: "DrivingModule", run: "Run", table: pl.DataFrame, sourc
         report.text("None of the input frames could be read.")
         return report.save(out_path)
     detector = module.detector
-    decoders = [detector.decoder] + [b.decoder for b in (detector.lidar_branch, detector.camera_branch) if b is not None]
+    decoders = [detector.decoder] + [branch.decoder for branch in detector.branches.values()]
     for decoder in decoders:
         decoder.record_attention = True
     try:
@@ -194,9 +193,7 @@ def write_report(module: "DrivingModule", run: "Run", table: pl.DataFrame, sourc
             detections = module.detect_frames([frame])[0]
             # the decoder whose queries the detections are: a single-sensor frame's branch where there is one
             sensors = sensors_recorded(frame)
-            branch = {(True, False): detector.lidar_branch, (False, True): detector.camera_branch}.get(
-                (sensors["lidar"], sensors["camera"]))
-            attention = list((detector.decoder if branch is None else branch.decoder).last_attention)
+            attention = list(detector.path_for(sensors["lidar"], sensors["camera"]).decoder.last_attention)
             _frame_section(report, module, frame, detections, attention, plt)
     finally:
         for decoder in decoders:

@@ -96,21 +96,28 @@ def decoder_sources(config: DrivingConfig, uses_image: bool) -> tuple[str, ...]:
     return tuple(sources[i % len(sources)] for i in range(config.decoder_layers))
 
 
+def add_detection_path(module: nn.Module, config: DrivingConfig, geometry: BevGeometry,
+                       sources: tuple[str, ...]) -> None:
+    """Give ``module`` a detection path, the attributes :meth:`DrivingDetector.decode_queries` reads: ``bev_head``,
+    a ``decoder`` over ``sources``, the decoder's ``image_position`` (only where a layer attends to the image),
+    ``bev_position``, ``query_position`` and a :class:`CenterHead` ``head``, built in that order."""
+    D = config.dim
+    module.bev_head = _conv_block(D + 2, D)
+    module.decoder = InteractionDecoder(D, config.num_heads, sources, ffn_mult=2, dropout=config.dropout)
+    h, w = config.image_size[0] // 8, config.image_size[1] // 8
+    module.image_position = nn.Parameter(torch.randn(h * w, D) * 0.02) if "image" in sources else None
+    module.bev_position = MLP(2, [D], D)
+    module.query_position = MLP(2, [D], D)
+    module.head = CenterHead(config, geometry)
+
+
 class SensorBranch(nn.Module):
-    """A single-sensor model's detection path (BEV head, decoder over ``sources``, :class:`CenterHead`) on that
-    sensor's own BEV map ``(B, D, X, Y)`` (and, with ``"image"`` among the sources, its image features), with the
-    attributes :meth:`DrivingDetector.decode_queries` reads."""
+    """A single-sensor model's detection path (:func:`add_detection_path`, decoder over ``sources``) on that sensor's
+    own BEV map ``(B, D, X, Y)`` (and, with ``"image"`` among the sources, its image features)."""
 
     def __init__(self, config: DrivingConfig, geometry: BevGeometry, sources: tuple[str, ...]) -> None:
         super().__init__()
-        D = config.dim
-        self.bev_head = _conv_block(D + 2, D)
-        self.decoder = InteractionDecoder(D, config.num_heads, sources, ffn_mult=2, dropout=config.dropout)
-        h, w = config.image_size[0] // 8, config.image_size[1] // 8
-        self.image_position = nn.Parameter(torch.randn(h * w, D) * 0.02) if "image" in sources else None
-        self.bev_position = MLP(2, [D], D)
-        self.query_position = MLP(2, [D], D)
-        self.head = CenterHead(config, geometry)
+        add_detection_path(self, config, geometry, sources)
 
 
 class DrivingDetector(nn.Module):
@@ -140,15 +147,8 @@ class DrivingDetector(nn.Module):
                           samples_per_token={"bev": len(config.pillar_heights), "image": len(config.ray_depths)})
             if config.variant == "interaction" and config.encoder_layers else None
         )
-        self.bev_head = _conv_block(D + 2, D)
-        sources = decoder_sources(config, config.variant in ("interaction", "camera"))
-        self.decoder = InteractionDecoder(D, config.num_heads, sources, ffn_mult=2, dropout=config.dropout)
-        h, w = config.image_size[0] // 8, config.image_size[1] // 8
-        # the decoder's image memory exists only where a decoder layer attends to the image
-        self.image_position = nn.Parameter(torch.randn(h * w, D) * 0.02) if "image" in sources else None
-        self.bev_position = MLP(2, [D], D)
-        self.query_position = MLP(2, [D], D)
-        self.head = CenterHead(config, self.geometry)
+        uses_image = config.variant in ("interaction", "camera")
+        add_detection_path(self, config, self.geometry, decoder_sources(config, uses_image))
         interaction = config.variant == "interaction"
         self.lidar_branch = (SensorBranch(config, self.geometry, decoder_sources(config, False))
                              if interaction and config.lidar_branch_weight else None)
@@ -251,6 +251,18 @@ class DrivingDetector(nn.Module):
                                  teacher_cells)
             out = out._replace(**{name: own}) if self.training else select_frames(alone, own, out)
         return out
+
+    @property
+    def branches(self) -> dict[str, SensorBranch]:
+        """``{"lidar", "camera"}``: the single-sensor branches this detector has (``*_branch_weight`` > 0)."""
+        return {sensor: branch for sensor, branch in (("lidar", self.lidar_branch), ("camera", self.camera_branch))
+                if branch is not None}
+
+    def path_for(self, lidar: bool, camera: bool) -> nn.Module:
+        """The path that detects a frame with these sensors (as :meth:`forward` chooses per frame): the LiDAR branch
+        for LiDAR alone, the camera branch for a camera alone, where the detector has them; else the detector."""
+        branch = {(True, False): self.lidar_branch, (False, True): self.camera_branch}.get((lidar, camera))
+        return self if branch is None else branch
 
     def detect_on(self, path: nn.Module, batch: dict[str, Tensor], bev: Tensor, image_features: Tensor | None,
                   query_cells: Tensor | None, teacher_cells: Tensor | None) -> DetectorOutput:

@@ -85,10 +85,8 @@ class DrivingModule(RecipeModule):
     def losses(self, batch: Mapping[str, Tensor]) -> DetectionLoss:
         """The detection loss (:meth:`recipes.driving_interaction.head.CenterHead.loss`) of ``batch`` as it is."""
         detector = self.detector
-        branch_heads = {sensor: branch.head for sensor, branch in (("lidar", detector.lidar_branch),
-                                                                    ("camera", detector.camera_branch)) if branch is not None}
         return detector.head.loss(detector(batch, teacher_cells=detector.head.teacher_cells(batch["gt_boxes"])), batch,
-                                  branch_heads)
+                                  {sensor: branch.head for sensor, branch in detector.branches.items()})
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         # the LiDAR branch learns from every recorded scan, as the LiDAR-only model does; sensor dropout is the
